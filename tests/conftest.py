@@ -1,0 +1,53 @@
+"""Shared fixtures: real tokenizers and tiny random-weight models built from real configs."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM
+
+from frugal.models import load_tokenizer, resolve_model_path
+
+SMOLLM2 = "smollm2-135m-instruct"
+GEMMA3 = "gemma3-270m"
+
+
+def tiny_model(spec: str = SMOLLM2, seed: int = 0) -> Any:
+    """A 2-layer, hidden-size-64 model of the same architecture and vocabulary as `spec`."""
+    config = AutoConfig.from_pretrained(resolve_model_path(spec))
+    config.num_hidden_layers = 2
+    config.hidden_size = 64
+    config.intermediate_size = 128
+    config.num_attention_heads = 4
+    config.num_key_value_heads = 2
+    config.head_dim = 16
+    if hasattr(config, "layer_types") and config.layer_types:
+        config.layer_types = config.layer_types[:2]
+    torch.manual_seed(seed)
+    return AutoModelForCausalLM.from_config(config).eval()
+
+
+@pytest.fixture(scope="session")
+def smollm2_tokenizer() -> Any:
+    return load_tokenizer(SMOLLM2)
+
+
+@pytest.fixture(scope="session")
+def gemma3_tokenizer() -> Any:
+    return load_tokenizer(GEMMA3)
+
+
+@pytest.fixture(scope="session")
+def think_tokenizer(smollm2_tokenizer: Any) -> Any:
+    """SmolLM2's tokenizer with native <think>/</think> tokens added, as Qwen3 and R1 have."""
+    tokenizer = copy.deepcopy(smollm2_tokenizer)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<think>", "</think>"]})
+    return tokenizer
+
+
+@pytest.fixture(scope="session")
+def tiny_smollm2() -> Any:
+    return tiny_model(SMOLLM2)
