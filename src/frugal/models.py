@@ -19,6 +19,7 @@ import importlib.metadata
 import importlib.util
 import os
 import shutil
+import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,16 +147,35 @@ def _check_hub_id(spec: str) -> str:
     """Return a hub id if its config can be fetched (or is cached); explain otherwise."""
     from transformers import AutoConfig
 
+    # Without a network the hub client retries for ~25 s; when the hub's host does not even
+    # resolve, look in the local hub cache only and fail at once.
+    reachable = _hub_reachable()
     try:
-        AutoConfig.from_pretrained(spec)
+        AutoConfig.from_pretrained(spec, local_files_only=not reachable)
     except Exception as error:  # transformers raises OSError, ValueError or hub errors here
+        why = "the hub is unreachable: offline" if not reachable else type(error).__name__
         raise ModelNotFoundError(
             f"model {spec!r} not found: it is not a built-in alias ({', '.join(ALIASES)}), not a "
-            f"local directory or .gguf file, and the Hugging Face hub did not provide it "
-            f"({type(error).__name__}; offline?). Fix: pass a local model directory or .gguf file, "
-            "or run once online so the hub cache has it."
+            f"local directory or .gguf file, and the Hugging Face hub did not provide it ({why}). "
+            "Fix: pass a local model directory or .gguf file, or run once online so the hub "
+            "cache has it."
         ) from None
     return spec
+
+
+def _hub_reachable() -> bool:
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return False
+    host = urlparse(constants.ENDPOINT).hostname or ""
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError:
+        return False
+    return True
 
 
 def _package_dir(alias: ModelAlias) -> Path:
