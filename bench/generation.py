@@ -1,7 +1,8 @@
 """Benchmark budget-forced generation on SmolLM2-135M-Instruct with GSM8K questions.
 
 Measures generated tokens per second of wall-clock generation time, model loaded once, greedy:
-  (a) frugal: `BudgetForcingEngine.generate`, one batched decode loop that keeps the KV cache;
+  (a) frugal: `BudgetForcingEngine.generate`, one batched decode loop that keeps the KV cache
+      and refills a finished row's slot with the next question (continuous batching);
   (b) the s1 reference method with plain `model.generate` calls: think, then for each Wait
       strip the stop token, append "Wait", re-encode the whole prompt + text and generate again,
       then append the end of thinking + "Final Answer:", re-encode and generate the answer;
@@ -213,6 +214,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     console = Console()
     T, A, B, W = args.max_thinking_tokens, args.max_answer_tokens, args.batch_size, args.num_waits
+    load = os.getloadavg()[0]
+    if load > 0.5:
+        console.print(
+            f"[yellow]warning: load average {load:.2f} before the run; other processes on "
+            "these cores can slow PyTorch's threads many times over and skew every ratio[/yellow]"
+        )
     questions = [q.question for q in read_questions(args.data, GSM8K_FIELDS, limit=args.questions)]
     loaded = load_model(MODEL)
     model, tokenizer = loaded.model, loaded.tokenizer
@@ -223,12 +230,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     budget = BudgetConfig(
         max_thinking_tokens=T, num_waits=W, max_answer_tokens=A, answer_prefix=ANSWER_PREFIX
     )
-    load = os.getloadavg()[0]
-    if load > 0.5:
-        console.print(
-            f"[yellow]warning: load average {load:.2f} before the run; other processes on "
-            "these cores can slow PyTorch's threads many times over and skew every ratio[/yellow]"
-        )
     console.print(
         f"{MODEL} on {next(model.parameters()).device}, {torch.get_num_threads()} threads; "
         f"{len(questions)} questions, batch {B}, thinking <= {T}, {W} Waits, answer <= {A}"

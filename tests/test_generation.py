@@ -22,14 +22,18 @@ QUESTIONS = [
 
 
 class WritesText(LogitsProcessor):
-    """Makes the model write `target` over and over, like a model that keeps trying to stop."""
+    """Makes the model write `target` over and over, like a model that keeps trying to stop;
+    with `only_if`, only in rows whose prompt contains that token id."""
 
-    def __init__(self, target: list[int]) -> None:
+    def __init__(self, target: list[int], only_if: int | None = None) -> None:
         self.target = target
+        self.only_if = only_if
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         scores = scores.clone()
         for row, ids in enumerate(input_ids.tolist()):
+            if self.only_if is not None and self.only_if not in ids:
+                continue
             done = next(
                 (k for k in range(len(self.target) - 1, 0, -1) if ids[-k:] == self.target[:k]), 0
             )
@@ -104,6 +108,23 @@ def test_greedy_rows_do_not_depend_on_their_batch(engine: BudgetForcingEngine) -
     other_mix = engine.generate(QUESTIONS[::-1], budget, batch_size=2)[::-1]
     for a, b, c in zip(together, alone, other_mix, strict=True):
         assert a.token_ids == b.token_ids == c.token_ids
+
+
+def test_continuous_batching_matches_one_row_at_a_time(engine: BudgetForcingEngine) -> None:
+    """Rows end at different times, so finished slots are refilled while others decode; a long
+    newcomer also widens the running cache. Every row still gets its batch-of-one tokens."""
+    questions = [*QUESTIONS, "Explain: " + "a long question about trains and clips " * 40]
+    trigger = engine.format.encode(" prime")[0]
+    marker = engine.format.encode(engine.format.think_end_stop)
+    processor = LogitsProcessorList([WritesText(marker, only_if=trigger)])
+    questions = [q.replace("Name a", "Name a prime") for q in questions] + ["Is 7 prime?"]
+    budget = BudgetConfig(max_thinking_tokens=24, num_waits=1, max_answer_tokens=5)
+    together = engine.generate(questions, budget, batch_size=2, logits_processor=processor)
+    alone = [engine.generate([q], budget, logits_processor=processor)[0] for q in questions]
+    assert len({r.thinking_tokens for r in together}) > 1  # rows really ended apart
+    for a, b in zip(together, alone, strict=True):
+        assert a.token_ids == b.token_ids
+        assert a.prompt == b.prompt
 
 
 def test_sampled_rows_are_seeded_per_row(engine: BudgetForcingEngine) -> None:

@@ -24,9 +24,10 @@ from typing import Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from transformers import DynamicCache, LogitsProcessorList
+from transformers import LogitsProcessorList
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
 
+from frugal.decode_batch import SlotBatch
 from frugal.reasoning_format import ReasoningFormat
 
 
@@ -88,7 +89,6 @@ class _Row:
     """Decode state of one row; `cols` are the cache columns its generated tokens occupy."""
 
     index: int  # position in the caller's input list (seeds sampling)
-    slot: int  # position in the batch tensors
     generator: torch.Generator | None
     section: Section = Section.THINKING
     token_ids: list[int] = field(default_factory=list)
@@ -102,6 +102,7 @@ class _Row:
     forced_max: bool = False
     finish_reason: str | None = None
     position: int = 0  # position id of the next token fed
+    steps: int = 0  # decode steps taken, refused markers included
     rollback: int = 0  # fed thinking tokens to drop before the next step (a refused marker)
     relabel: int = 0  # fed thinking tokens that turned out to start the model's own marker
 
@@ -156,96 +157,100 @@ class BudgetForcingEngine:
         logits_processor: LogitsProcessorList | None = None,
         on_row_done: Callable[[GenerationResult], None] | None = None,
     ) -> list[GenerationResult]:
-        """Like `generate`, for prompts that already end with the opened thinking section."""
+        """Like `generate`, for prompts that already end with the opened thinking section.
+
+        Up to `batch_size` rows decode together; when a row finishes, the next prompt takes its
+        slot at once (continuous batching). Results come back in input order.
+        """
         budget = budget or BudgetConfig()
         encoded = [self.format.encode(p) for p in prompts]
-        # Similar lengths share a batch so little compute goes to padding; results keep input order.
-        order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))
+        # Shortest first: newcomers are rarely longer than the cache, so joining rarely re-pads.
+        pending = deque(sorted(range(len(prompts)), key=lambda i: len(encoded[i])))
         results: list[GenerationResult | None] = [None] * len(prompts)
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            batch = self._generate_batch(
-                [encoded[i] for i in chunk], chunk, budget, logits_processor
-            )
-            for i, result in zip(chunk, batch, strict=True):
-                result.prompt = prompts[i]
-                results[i] = result
-                if on_row_done:
-                    on_row_done(result)
+
+        def finish(row: _Row) -> None:
+            result = self._result(row, prompts[row.index])
+            results[row.index] = result
+            if on_row_done:
+                on_row_done(result)
+
+        with torch.inference_mode():
+            self._decode(encoded, pending, budget, batch_size, logits_processor, finish)
         return [r for r in results if r is not None]
 
-    @torch.inference_mode()
-    def _generate_batch(
+    def _decode(
         self,
         encoded: list[list[int]],
-        indices: list[int],
+        pending: deque[int],
         budget: BudgetConfig,
+        batch_size: int,
         logits_processor: LogitsProcessorList | None,
-    ) -> list[GenerationResult]:
-        device = self.device
-        width = max(len(ids) for ids in encoded)
-        input_ids = torch.full((len(encoded), width), self._pad_id, dtype=torch.long)
-        mask = torch.zeros((len(encoded), width), dtype=torch.long)
-        for r, ids in enumerate(encoded):  # left padding: every row's next token is at `width`
-            input_ids[r, width - len(ids) :] = torch.tensor(ids)
-            mask[r, width - len(ids) :] = 1
-        rows = [
-            _Row(index=i, slot=s, generator=self._generator(budget, i), position=len(ids))
-            for s, (i, ids) in enumerate(zip(indices, encoded, strict=True))
-        ]
-        input_ids, mask = input_ids.to(device), mask.to(device)
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache(config=self.model.config)
-        out = self.model(
-            input_ids=input_ids,
-            attention_mask=mask,
-            position_ids=positions,
-            past_key_values=cache,
-            use_cache=True,
-            logits_to_keep=1,
-        )
-        history = input_ids if logits_processor else None
+        finish: Callable[[_Row], None],
+    ) -> None:
+        batch = SlotBatch(self.model, self._pad_id, capacity=batch_size)
         wait_ids = self.format.encode(budget.wait_text)
         prefix_ids = self.format.encode(budget.answer_prefix) if budget.answer_prefix else []
         warpers = self._warpers(budget)
         # Refused markers cost steps without adding tokens, so allow twice the token budget.
         step_limit = 2 * (budget.max_thinking_tokens + budget.max_answer_tokens) + 64
-        column = width
-        for _ in range(step_limit):
-            logits = out.logits[:, -1, :].float()
+        while pending or batch.live:
+            admit = [pending.popleft() for _ in range(min(batch.free_slots(), len(pending)))]
+            if admit:
+                rows = [self._new_row(i, len(encoded[i]), budget) for i in admit]
+                batch.admit([encoded[i] for i in admit], rows)
+            assert batch.logits is not None
+            logits = batch.logits
             if logits_processor:
-                logits = logits_processor(history, logits)
-            sampled = self._sample(logits, warpers, rows)
-            next_ids = []
-            for row, token in zip(rows, sampled, strict=True):
+                logits = logits_processor(self._history(batch, encoded), logits)
+            sampled = self._sample(logits, warpers, batch.owners)
+            tokens: list[int | None] = []
+            positions: list[int] = []
+            for slot, row in enumerate(batch.owners):
                 choice = None
-                if not row.done:
-                    choice = self._choose(row, token, budget, wait_ids, prefix_ids)
-                if choice is None:
-                    next_ids.append(self._pad_id)
+                if row is not None and row.steps < step_limit:
+                    row.steps += 1
+                    choice = self._choose(row, sampled[slot], budget, wait_ids, prefix_ids)
+                if choice is not None and not row.done:
+                    self._record(row, *choice, column=batch.next_column)
+                    if row.rollback:
+                        self._roll_back(row, batch, slot)
+                    tokens.append(choice[0])
+                    positions.append(row.position - 1)
                     continue
-                token_id, section, was_forced = choice
-                self._record(row, token_id, section, was_forced, column)
-                next_ids.append(token_id)
-            if all(row.done for row in rows):
-                break
-            live = torch.tensor([0 if row.done else 1 for row in rows], device=device)
-            mask = torch.cat([mask, live[:, None]], dim=1)
-            for row in rows:
-                self._apply_rollback(row, mask)
-            step_ids = torch.tensor(next_ids, device=device)[:, None]
-            step_positions = torch.tensor([row.position - 1 for row in rows], device=device)
-            if history is not None:
-                history = torch.cat([history, step_ids], dim=1)
-            out = self.model(
-                input_ids=step_ids,
-                attention_mask=mask,
-                position_ids=step_positions[:, None],
-                past_key_values=cache,
-                use_cache=True,
-            )
-            column += 1
-        return [self._result(row) for row in rows]
+                if row is not None:  # finished: by its end of turn, its answer cap or the limit
+                    if choice is not None:
+                        self._record(row, *choice, column=batch.next_column)
+                    row.finish_reason = row.finish_reason or "length"
+                    finish(row)
+                    batch.release(slot)
+                tokens.append(None)
+                positions.append(0)
+            if any(t is not None for t in tokens):
+                if batch.live < len(batch.owners) and not (pending and batch.free_slots()):
+                    # Rows left and nobody takes their slots: stop computing for them.
+                    keep = [s for s, row in enumerate(batch.owners) if row is not None]
+                    batch.compact()
+                    tokens = [tokens[s] for s in keep]
+                    positions = [positions[s] for s in keep]
+                batch.step(tokens, positions)
+            else:
+                batch.compact()
+
+    def _new_row(self, index: int, prompt_length: int, budget: BudgetConfig) -> _Row:
+        return _Row(index=index, generator=self._generator(budget, index), position=prompt_length)
+
+    @staticmethod
+    def _history(batch: SlotBatch, encoded: list[list[int]]) -> torch.Tensor:
+        """Prompt plus generated ids per slot, left padded: the input logits processors expect."""
+        rows = [
+            encoded[row.index] + row.token_ids if row is not None else [] for row in batch.owners
+        ]
+        width = max(len(r) for r in rows)
+        history = torch.full((len(rows), width), batch.pad_id, dtype=torch.long)
+        for r, ids in enumerate(rows):
+            if ids:
+                history[r, width - len(ids) :] = torch.tensor(ids)
+        return history.to(batch.device)
 
     # -- the budget-forcing policy -------------------------------------------------------------
 
@@ -331,7 +336,9 @@ class BudgetForcingEngine:
     # -- bookkeeping ---------------------------------------------------------------------------
 
     @staticmethod
-    def _record(row: _Row, token_id: int, section: Section, forced: bool, column: int) -> None:
+    def _record(
+        row: _Row, token_id: int, section: Section, forced: bool, *, column: int
+    ) -> None:
         row.token_ids.append(token_id)
         row.forced.append(forced)
         row.sections.append(section)
@@ -351,23 +358,21 @@ class BudgetForcingEngine:
             row.relabel = 0
 
     @staticmethod
-    def _apply_rollback(row: _Row, mask: torch.Tensor) -> None:
-        """Drop the last fed thinking tokens of a row that wrote a marker it may not keep."""
+    def _roll_back(row: _Row, batch: SlotBatch, slot: int) -> None:
+        """Drop the fed thinking tokens of a marker the row may not keep; the Wait just recorded
+        after them stays and takes their place in the cache and in the position ids."""
         k, row.rollback = row.rollback, 0
-        if not k:
-            return
-        # The just-recorded Wait token sits after the dropped ones; keep it, hide the k before.
         dropped = slice(len(row.token_ids) - 1 - k, len(row.token_ids) - 1)
-        mask[row.slot, row.cols[dropped]] = 0
+        batch.hide(slot, row.cols[dropped])
         del row.token_ids[dropped], row.forced[dropped], row.sections[dropped], row.cols[dropped]
         row.thinking_tokens -= k
         row.position -= k
 
-    def _result(self, row: _Row) -> GenerationResult:
+    def _result(self, row: _Row, prompt: str) -> GenerationResult:
         text = self.tokenizer.decode(row.token_ids)
         parsed = self.format.parse(text)
         return GenerationResult(
-            prompt="",
+            prompt=prompt,
             text=text,
             thinking=parsed.thinking,
             answer=parsed.answer,
@@ -401,11 +406,13 @@ class BudgetForcingEngine:
         return warpers
 
     @staticmethod
-    def _sample(logits: torch.Tensor, warpers: LogitsProcessorList, rows: list[_Row]) -> list[int]:
+    def _sample(
+        logits: torch.Tensor, warpers: LogitsProcessorList, rows: list[_Row | None]
+    ) -> list[int]:
         if not warpers:
             return logits.argmax(dim=-1).tolist()
         probs = torch.softmax(warpers(None, logits), dim=-1).cpu()
         return [
-            int(torch.multinomial(probs[r], 1, generator=row.generator))
+            int(torch.multinomial(probs[r], 1, generator=row.generator)) if row else 0
             for r, row in enumerate(rows)
         ]
