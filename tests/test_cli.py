@@ -80,3 +80,16 @@ def test_generate_on_smollm2() -> None:
     assert record["thinking_tokens"] <= 64 and record["answer_tokens"] <= 16
     assert record["waits"] <= 1
     assert record["answer"].startswith("Final Answer:") or not record["forced_max"]
+
+
+@pytest.mark.integration
+def test_generate_on_gemma3() -> None:
+    result = runner.invoke(
+        app,
+        ["generate", "What is 12 times 7?", "-m", "gemma3-270m", "--max-thinking-tokens", "16",
+         "--num-waits", "1", "--max-answer-tokens", "8", "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.output.strip().splitlines()[-1])
+    assert record["format"] == "plain"
+    assert record["thinking_tokens"] <= 16 and record["answer_tokens"] <= 8

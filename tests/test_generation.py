@@ -95,6 +95,13 @@ def test_exactly_num_waits_are_inserted(engine: BudgetForcingEngine, num_waits: 
         assert result.thinking_tokens == num_waits * len(wait_ids)
 
 
+def test_answer_cap_holds_even_for_the_forced_prefix(engine: BudgetForcingEngine) -> None:
+    budget = BudgetConfig(max_thinking_tokens=3, max_answer_tokens=2)
+    result = engine.generate(QUESTIONS[:1], budget)[0]
+    assert result.answer_tokens == 2 and result.finish_reason == "max_answer_tokens"
+    assert result.forced_max and all(result.forced[3:])
+
+
 def test_custom_wait_text(engine: BudgetForcingEngine) -> None:
     budget = BudgetConfig(num_waits=2, wait_text=" Hmm, let me check.", max_answer_tokens=2)
     result = engine.generate(QUESTIONS[:1], budget, logits_processor=stops_at_once(engine))[0]

@@ -269,16 +269,16 @@ class BudgetForcingEngine:
                 row.queue.clear()
                 row.forced_max = True
                 self._queue_answer_start(row, self._think_end_ids, prefix_ids)
+        next_section = row.queue[0][1] if row.queue else row.section
+        if next_section == Section.ANSWER and row.answer_tokens >= budget.max_answer_tokens:
+            row.finish_reason = "max_answer_tokens"  # the cap holds for a forced prefix too
+            return None
         if row.queue:
             token_id, section = row.queue.popleft()
             return token_id, section, True
         if row.section == Section.ANSWER:
-            if row.answer_tokens >= budget.max_answer_tokens:
-                row.finish_reason = "max_answer_tokens"
-                return None
             if sampled in self._end_ids:
                 row.finish_reason = "end_of_turn"
-                return sampled, Section.ANSWER, False
             return sampled, Section.ANSWER, False
         # Thinking: does this token end it?
         ends_with_marker, rollback = self._ends_thinking(row, sampled)
