@@ -262,3 +262,22 @@ def test_grade_is_frozen() -> None:
     result = grade(r"\boxed{72}", "72")
     with pytest.raises(dataclasses.FrozenInstanceError):
         result.correct = False  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("prediction", "reference", "expected"),
+    [
+        ("13 + 81", "94", False),  # restating the sum is not answering it
+        ("6 x 7", "42", False),
+        ("2^10", "1024", False),
+        ("10 - 3", "7", False),
+        ("94", "94", True),
+        ("-5", "-5", True),
+        ("3/4", "0.75", True),
+        ("x^2+1", "1+x^2", True),  # symbolic references still compare symbolically
+    ],
+)
+def test_unevaluated_arithmetic_is_not_a_numeric_answer(
+    prediction: str, reference: str, expected: bool
+) -> None:
+    assert is_correct(prediction, reference) is expected

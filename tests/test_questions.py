@@ -497,6 +497,8 @@ def test_write_then_read_round_trips(tmp_path: Path) -> None:
         Question(id="custom-1", question="Combien coûte un café ?", answer="4", domain="arith",
                  source="fr-set", solution="2+2=4"),
         Question(id=question_id("Plain?"), question="Plain?", answer="yes", source="other"),
+        Question(id="gen-1", question="2+2?", answer="4", source="tasks",
+                 meta={"family": "arithmetic", "seed": 7}),
     ]
     path = tmp_path / "out" / "questions.jsonl"
 
@@ -505,10 +507,10 @@ def test_write_then_read_round_trips(tmp_path: Path) -> None:
     text = path.read_text(encoding="utf-8")
     assert "Combien coûte un café ?" in text  # non-ASCII written as-is, not \u-escaped
     lines = text.splitlines()
-    assert len(lines) == 2
+    assert len(lines) == 3
     assert json.loads(lines[1]) == {
         "id": questions[1].id, "question": "Plain?", "answer": "yes", "domain": None,
-        "source": "other", "solution": None,
+        "source": "other", "solution": None, "meta": None,
     }
     assert read_questions(path, QUESTION_FILE_FIELDS) == questions
     # With the default mapping the hashed id still matches; only the extras are dropped.

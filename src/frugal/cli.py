@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.panel import Panel
+from rich.table import Table
 
 from frugal import __version__
 
@@ -148,6 +150,173 @@ def generate(
         console.print(f"Extracted answer: {graded.extracted!r}; reference {reference!r}: {verdict}")
 
 
+RunOption = Annotated[
+    Path, typer.Option("--run", "-r", help="The run directory (created when missing).")
+]
+
+
+def _csv(value: str | None, cast: type = str) -> list | None:
+    return [cast(v.strip()) for v in value.split(",") if v.strip()] if value else None
+
+
+@app.command()
+def pool(
+    run: RunOption = Path("runs/default"),
+    source: Annotated[
+        str, typer.Option(help="'tasks', 'gsm8k', or a JSONL/Parquet/CSV file or hub dataset.")
+    ] = "tasks",
+    families: Annotated[
+        str | None, typer.Option(help="Comma-separated task families (default: all).")
+    ] = None,
+    per_family: Annotated[int, typer.Option(help="Questions per task family.")] = 200,
+    difficulties: Annotated[
+        str | None, typer.Option(help="Comma-separated difficulty levels (default: all).")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the task generators.")] = 0,
+    limit: Annotated[int | None, typer.Option(help="Keep at most this many questions.")] = None,
+    question_field: Annotated[str, typer.Option(help="Column holding the question.")] = "question",
+    answer_field: Annotated[str, typer.Option(help="Column holding the answer.")] = "answer",
+    id_field: Annotated[str | None, typer.Option(help="Column holding ids (else hashed).")] = None,
+    domain_field: Annotated[str | None, typer.Option(help="Column holding the domain.")] = None,
+    solution_field: Annotated[
+        str | None, typer.Option(help="Column holding a worked solution.")
+    ] = None,
+    answer_format: Annotated[
+        str | None, typer.Option(help="'plain', or 'gsm8k' for answers ending in '#### N'.")
+    ] = None,
+    split: Annotated[str, typer.Option(help="Split of a hub dataset.")] = "train",
+    config_name: Annotated[str | None, typer.Option(help="Config of a hub dataset.")] = None,
+) -> None:
+    """Build the question pool (pool.jsonl) of a run directory."""
+    from frugal import pool as pool_stage
+    from frugal.questions import FieldMap, QuestionDataError
+
+    try:
+        config = pool_stage.PoolConfig(
+            source=source,
+            families=_csv(families),
+            per_family=per_family,
+            difficulties=_csv(difficulties, int),
+            seed=seed,
+            limit=limit,
+            fields=FieldMap(
+                question=question_field, answer=answer_field, id=id_field,
+                domain=domain_field, solution=solution_field,
+            ),
+            answer_format=answer_format,
+            split=split,
+            config_name=config_name,
+        )
+        with console.status(f"Building the pool from {source}…"):
+            result = pool_stage.run(config, run)
+    except (ValidationError, QuestionDataError, ValueError, OSError) as error:
+        _fail(str(error))
+    table = Table("domain", "questions", title=f"pool: {len(result.questions)} questions")
+    for domain, count in sorted(result.domains.items()):
+        table.add_row(domain, str(count))
+    console.print(table)
+    console.print(f"Wrote {result.path}")
+
+
+@app.command()
+def distill(
+    run: RunOption = Path("runs/default"),
+    teacher: Annotated[
+        str, typer.Option(help="program, dataset, hf, self (STaR) or openai.")
+    ] = "program",
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="Teacher model: API model name, or a local spec."),
+    ] = None,
+    base_url: Annotated[
+        str, typer.Option(help="OpenAI-compatible endpoint (openai teacher).")
+    ] = "https://api.openai.com/v1",
+    api_key_env: Annotated[
+        str, typer.Option(help="Environment variable holding the API key.")
+    ] = "OPENAI_API_KEY",
+    concurrency: Annotated[int, typer.Option(help="Requests in flight at once.")] = 8,
+    max_retries: Annotated[int, typer.Option(help="Retries per request.")] = 6,
+    timeout: Annotated[float, typer.Option(help="Seconds per request.")] = 600.0,
+    temperature: Annotated[float, typer.Option(help="Teacher sampling temperature.")] = 0.0,
+    max_tokens: Annotated[int, typer.Option(help="Max output tokens per API call.")] = 4096,
+    price_input: Annotated[float, typer.Option(help="Dollars per 1M input tokens.")] = 0.0,
+    price_output: Annotated[float, typer.Option(help="Dollars per 1M output tokens.")] = 0.0,
+    price_cached_input: Annotated[
+        float | None, typer.Option(help="Dollars per 1M cached input tokens.")
+    ] = None,
+    max_cost: Annotated[
+        float | None, typer.Option(help="Stop issuing calls before spending more dollars.")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Distill only the first N questions.")] = None,
+    samples: Annotated[int, typer.Option(help="Answers per question (self teacher).")] = 4,
+    max_thinking_tokens: Annotated[
+        int, typer.Option(help="Thinking budget of local teachers.")
+    ] = 256,
+    max_answer_tokens: Annotated[int, typer.Option(help="Answer budget of local teachers.")] = 64,
+    batch_size: Annotated[int, typer.Option(help="Rows decoded together (local).")] = 8,
+    machine_price_per_hour: Annotated[
+        float, typer.Option(help="Dollars per hour of this machine (local teachers).")
+    ] = 0.0,
+) -> None:
+    """Distill graded reasoning traces (traces.jsonl) from a teacher; nothing is paid twice."""
+    from frugal import distill as distill_stage
+    from frugal.generation import BudgetConfig
+    from frugal.ledger import TokenPrices
+    from frugal.models import ModelNotFoundError
+    from frugal.questions import QuestionDataError
+    from frugal.teachers.local import LocalTeacherConfig
+    from frugal.teachers.openai_teacher import OpenAITeacherConfig
+
+    try:
+        openai_config = None
+        if teacher == "openai":
+            if not model:
+                _fail("the openai teacher needs --model (the endpoint's model name)")
+            openai_config = OpenAITeacherConfig(
+                base_url=base_url, model=model, api_key_env=api_key_env,
+                concurrency=concurrency, max_retries=max_retries, timeout=timeout,
+                temperature=temperature, max_tokens=max_tokens,
+            )
+        local = LocalTeacherConfig(
+            model=model or "smollm2-135m-instruct",
+            budget=BudgetConfig(
+                max_thinking_tokens=max_thinking_tokens, max_answer_tokens=max_answer_tokens,
+                temperature=temperature,
+            ),
+            batch_size=batch_size,
+            samples=samples,
+        )
+        config = distill_stage.DistillConfig(
+            teacher=teacher,
+            openai=openai_config,
+            local=local,
+            prices=TokenPrices(
+                input_per_million=price_input, output_per_million=price_output,
+                cached_input_per_million=price_cached_input,
+            ),
+            machine_price_per_hour=machine_price_per_hour,
+            max_cost=max_cost,
+            limit=limit,
+        )
+        result = distill_stage.run(config, run, console=console)
+    except (ValidationError, QuestionDataError, ModelNotFoundError, ValueError, OSError) as error:
+        _fail(str(error))
+    table = Table("traces", "correct", "failed", "calls paid now", "dollars now", "seconds",
+                  title="distill")
+    table.add_row(
+        str(len(result.traces)), str(result.correct), str(len(result.failed)),
+        str(result.calls), f"{result.dollars:.4f}", f"{result.seconds:.1f}",
+    )
+    console.print(table)
+    for question_id, reason in list(result.failed.items())[:5]:
+        errors.print(f"[red]failed[/red] {question_id}: {reason}", soft_wrap=True)
+    console.print(f"Wrote {result.traces_path} (ledger: {run / 'ledger.json'})")
+
+
 def _fail(message: str) -> typer.Exit:
     errors.print(f"[red]error:[/red] {message}", soft_wrap=True)
     raise typer.Exit(1)
+
+
+if __name__ == "__main__":
+    app()

@@ -66,6 +66,7 @@ class Section(StrEnum):
 class GenerationResult:
     """One row's output; `token_ids`, `forced` and `sections` are aligned token by token."""
 
+    index: int  # position of the row in the caller's input list
     prompt: str
     text: str
     thinking: str
@@ -74,7 +75,7 @@ class GenerationResult:
     answer_tokens: int
     waits: int
     forced_max: bool
-    finish_reason: str  # "end_of_turn" or "max_answer_tokens"
+    finish_reason: str  # "end_of_turn", "max_answer_tokens" or "length" (step limit)
     token_ids: list[int]
     forced: list[bool]
     sections: list[str]
@@ -372,6 +373,7 @@ class BudgetForcingEngine:
         text = self.tokenizer.decode(row.token_ids)
         parsed = self.format.parse(text)
         return GenerationResult(
+            index=row.index,
             prompt=prompt,
             text=text,
             thinking=parsed.thinking,

@@ -91,6 +91,11 @@ _NUMBER_WITH_UNITS_RE = re.compile(
 # product E*v*e*l*y*n, making anagrams "equal", so such answers are compared as strings.
 _PROSE_RE = re.compile(r"[A-Za-z]{2,}(?:[\s'-]+[A-Za-z]+)*")
 
+# Arithmetic still to be done between two numbers ("13 + 81", "6 x 7", "2^10", "9 - 4");
+# a fraction "3/4" or a negative "-5" is an answer, not a calculation.
+_PLAIN_NUMBER_RE = re.compile(r"-?(?:\d+(?:\.\d+)?|\.\d+)(?:/\d+)?%?")
+_UNEVALUATED_RE = re.compile(r"\d\s*(?:[+*×x^]|\s-\s|\\times|\\cdot)\s*\(?-?\d")
+
 _TEXT_WRAPPER_RE = re.compile(r"\\(?:text|textbf|mathrm|mathbf|boxed|fbox)\s*\{([^{}]*)\}")
 # Predictions may use either case ("b)"); references must be upper case, because a lone
 # lower-case letter in a math dataset is a variable or constant ("x", "i", "e").
@@ -343,6 +348,9 @@ def is_correct(prediction: str | None, reference: str) -> bool:
     if _string_key(pred) == _string_key(ref):
         return True
     if _PROSE_RE.fullmatch(pred) or _PROSE_RE.fullmatch(ref):
+        return False
+    if _PLAIN_NUMBER_RE.fullmatch(ref) and _UNEVALUATED_RE.search(pred):
+        # "13 + 81" for 94 restates the question; math-verify would evaluate it and say equal.
         return False
     return _math_equal(ref, pred)
 

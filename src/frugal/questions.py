@@ -58,6 +58,9 @@ class Question(BaseModel):
     source: str = Field(min_length=1)
     # A worked solution when the source has one; kept because it is a usable reasoning trace.
     solution: str | None = None
+    # How a generator made the question (task family, difficulty, seed), so a program teacher
+    # can rebuild its worked solution; None for questions from data.
+    meta: dict[str, Any] | None = None
 
 
 class FieldMap(BaseModel):
@@ -78,6 +81,7 @@ class FieldMap(BaseModel):
     solution: str | None = Field(default=None, min_length=1)
     # Per-row source name; lets files written by write_questions round-trip exactly.
     source: str | None = Field(default=None, min_length=1)
+    meta: str | None = Field(default=None, min_length=1)
     answer_format: Literal["plain", "gsm8k"] = "plain"
 
     @model_validator(mode="after")
@@ -96,7 +100,9 @@ DEFAULT_FIELDS = FieldMap()
 GSM8K_FIELDS = FieldMap(answer_format="gsm8k")
 # The columns write_questions writes, so read_questions(path, QUESTION_FILE_FIELDS) gives
 # back exactly what was written (explicit ids, domain, source and solution included).
-QUESTION_FILE_FIELDS = FieldMap(id="id", domain="domain", solution="solution", source="source")
+QUESTION_FILE_FIELDS = FieldMap(
+    id="id", domain="domain", solution="solution", source="source", meta="meta"
+)
 
 
 class QuestionDataError(ValueError):
@@ -119,6 +125,7 @@ _FLAGS = {
     "domain": "--domain-field",
     "solution": "--solution-field",
     "source": "--source-field",
+    "meta": "--meta-field",
 }
 _JSONL_SUFFIXES = {".jsonl", ".json", ".ndjson"}
 _READABLE_SUFFIXES = _JSONL_SUFFIXES | {".parquet", ".csv"}
@@ -507,6 +514,7 @@ def _row_to_question(
         domain=cell.optional_text("domain", fields.domain),
         source=source,
         solution=solution,
+        meta=cell.optional_object("meta", fields.meta),
     )
 
 
@@ -577,6 +585,21 @@ class _Cells:
             )
         # CSV has no null, so an empty cell is how a row says "no value" for optional fields.
         return value.strip() or None
+
+    def optional_object(self, role: str, column: str | None) -> dict[str, Any] | None:
+        if column is None:
+            return None
+        value = self._get(role, column)
+        if value is None or value == "":
+            return None
+        if not isinstance(value, dict):
+            raise self._error(
+                role,
+                column,
+                f"must be an object or null, got {_json_type(value)} ({_preview(value)})",
+                f"write the {role} as a JSON object",
+            )
+        return value
 
 
 def _json_type(value: Any) -> str:

@@ -1,0 +1,101 @@
+"""`frugal pool`: build or load the question pool, `pool.jsonl`, of a run directory.
+
+Sources: the built-in task families (offline default; each question keeps the generator's
+parameters so the program teacher can rebuild its worked solution), GSM8K (the local copy in
+../shared/data, else `openai/gsm8k` from the hub; its human solution is kept as a possible trace),
+or any JSONL/Parquet/CSV file or hub dataset through `frugal.questions.read_questions`.
+Ids are stable hashes of the question text.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from frugal.questions import GSM8K_FIELDS, FieldMap, Question, read_questions, write_questions
+from frugal.run_files import POOL
+
+LOCAL_GSM8K = Path(__file__).resolve().parents[3] / "shared" / "data" / "gsm8k" / "train.jsonl"
+
+
+class PoolConfig(BaseModel):
+    """Where the questions come from and how many."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(
+        "tasks",
+        description="'tasks' (built-in families), 'gsm8k', or a file path / hub dataset name.",
+    )
+    families: list[str] | None = Field(None, description="Task families; all when unset.")
+    per_family: int = Field(200, ge=1, description="Questions per task family.")
+    difficulties: list[int] | None = Field(None, description="Task difficulty levels; all.")
+    seed: int = Field(0, description="Seed of the task generators.")
+    limit: int | None = Field(None, ge=1, description="Keep at most this many questions.")
+    fields: FieldMap = Field(default_factory=FieldMap, description="Column names of a file.")
+    answer_format: Literal["plain", "gsm8k"] | None = Field(
+        None, description="Override the file's answer format (gsm8k: '#### N' answers)."
+    )
+    split: str = Field("train", description="Split of a hub dataset.")
+    config_name: str | None = Field(None, description="Configuration of a hub dataset.")
+
+
+@dataclass
+class PoolResult:
+    path: Path
+    questions: list[Question]
+
+    @property
+    def domains(self) -> Counter[str]:
+        return Counter(q.domain or "(none)" for q in self.questions)
+
+
+def run(config: PoolConfig, run_dir: Path) -> PoolResult:
+    questions = load_pool_questions(config)
+    if config.limit is not None:
+        questions = questions[: config.limit]
+    path = Path(run_dir) / POOL
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_suffix(".jsonl.tmp")
+    write_questions(staging, questions)
+    staging.replace(path)  # a reader never sees a half-written pool
+    return PoolResult(path=path, questions=questions)
+
+
+def load_pool_questions(config: PoolConfig) -> list[Question]:
+    if config.source == "tasks":
+        from frugal.tasks import generate_problems, problem_to_question
+
+        problems = generate_problems(
+            config.families, config.per_family, config.difficulties, seed=config.seed
+        )
+        return [problem_to_question(p) for p in problems]
+    if config.source == "gsm8k":
+        if LOCAL_GSM8K.is_file():
+            return read_questions(LOCAL_GSM8K, GSM8K_FIELDS, source_name="gsm8k")
+        return read_questions(
+            "openai/gsm8k", GSM8K_FIELDS, config_name="main", split=config.split,
+            source_name="gsm8k",
+        )
+    fields = config.fields
+    if config.answer_format:
+        fields = fields.model_copy(update={"answer_format": config.answer_format})
+    return read_questions(
+        config.source, fields, split=config.split, config_name=config.config_name
+    )
+
+
+def read_pool(run_dir: Path) -> list[Question]:
+    """The questions of a run's pool; a clear error when `frugal pool` has not run."""
+    from frugal.questions import QUESTION_FILE_FIELDS
+
+    path = Path(run_dir) / POOL
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} does not exist. Fix: run `frugal pool --run {run_dir}` first."
+        )
+    return read_questions(path, QUESTION_FILE_FIELDS)

@@ -1,0 +1,6 @@
+"""File names inside a run directory (DESIGN.md section 2), in one place."""
+
+POOL = "pool.jsonl"
+TRACES = "traces.jsonl"
+TEACHER_CACHE = "teacher-cache.sqlite"
+LEDGER = "ledger.json"

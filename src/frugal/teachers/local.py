@@ -1,0 +1,133 @@
+"""Teachers that run a local transformers model through frugal's generation engine.
+
+- `hf`: a (usually stronger) local model answers each question once, with budget forcing.
+- `self`: rejection sampling (STaR): the student samples k answers per question; distill grades
+  them, keeps a correct one as the trace and records the pass rate, a difficulty signal for
+  curation (s1 drops what the model already solves; open-r1 keeps a pass-rate band).
+
+Responses go to the sink as soon as a question's rows finish, so an interrupted run keeps them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from frugal.generation import BudgetConfig, BudgetForcingEngine, GenerationResult
+from frugal.questions import Question
+from frugal.teachers.base import (
+    SYSTEM_PROMPT,
+    Completion,
+    ResponseSink,
+    Teacher,
+    TeacherResponse,
+)
+
+
+class LocalTeacherConfig(BaseModel):
+    """A local model answering through the budget-forcing engine."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field("smollm2-135m-instruct", description="Model spec (alias, dir, .gguf, id).")
+    budget: BudgetConfig = Field(
+        default_factory=lambda: BudgetConfig(max_thinking_tokens=256, max_answer_tokens=64),
+        description="Thinking budget and sampling of each answer.",
+    )
+    batch_size: int = Field(8, ge=1, description="Rows decoded together.")
+    samples: int = Field(4, ge=1, description="Answers per question (self teacher only).")
+
+
+class HFTeacher(Teacher):
+    kind = "hf"
+
+    def __init__(self, config: LocalTeacherConfig, loaded: Any | None = None) -> None:
+        self.config = config
+        self._loaded = loaded
+
+    @property
+    def model(self) -> str:
+        return self.config.model
+
+    def cache_params(self) -> dict[str, Any]:
+        return {"budget": self.config.budget.model_dump(), "samples": self._samples}
+
+    @property
+    def _samples(self) -> int:
+        return 1
+
+    def _engine(self) -> BudgetForcingEngine:
+        if self._loaded is None:
+            from frugal.models import load_model
+
+            self._loaded = load_model(self.config.model)
+        return BudgetForcingEngine(self._loaded.model, self._loaded.tokenizer)
+
+    def run(self, questions: Sequence[Question], sink: ResponseSink) -> None:
+        engine = self._engine()
+        k = self._samples
+        admitted: list[Question] = []
+        for question in questions:
+            prompt_tokens = len(engine.format.encode(engine.format.generation_prompt(
+                question.question, SYSTEM_PROMPT
+            )))
+            limit = self.config.budget.max_thinking_tokens + self.config.budget.max_answer_tokens
+            if not sink.admit(question, prompt_tokens * k, limit * k):
+                break
+            admitted.append(question)
+        if not admitted:
+            return
+        finished: dict[int, list[GenerationResult]] = {}
+
+        def on_row_done(result: GenerationResult) -> None:
+            # Row i*k + j is sample j of question i: a question is complete after its k rows.
+            question_index = result.index // k
+            rows = finished.setdefault(question_index, [])
+            rows.append(result)
+            if len(rows) == k:
+                rows.sort(key=lambda r: r.index)
+                sink.put(admitted[question_index], self._response(engine, rows))
+
+        texts = [q.question for q in admitted for _ in range(k)]
+        engine.generate(
+            texts,
+            self.config.budget,
+            system=SYSTEM_PROMPT,
+            batch_size=self.config.batch_size,
+            on_row_done=on_row_done,
+        )
+
+    def _response(
+        self, engine: BudgetForcingEngine, rows: list[GenerationResult]
+    ) -> TeacherResponse:
+        prompt_tokens = len(engine.format.encode(rows[0].prompt))
+        completions = [
+            Completion(r.thinking, r.answer, len(r.token_ids)) for r in rows
+        ]
+        return TeacherResponse(
+            completions=completions,
+            input_tokens=prompt_tokens * len(rows),
+            output_tokens=sum(c.output_tokens for c in completions),
+            model=self.model,
+            extra={"waits": [r.waits for r in rows], "forced_max": [r.forced_max for r in rows]},
+        )
+
+
+class SelfTeacher(HFTeacher):
+    """STaR: k sampled answers from the student itself; distill keeps the correct ones."""
+
+    kind = "self"
+
+    def __init__(self, config: LocalTeacherConfig, loaded: Any | None = None) -> None:
+        if config.budget.temperature == 0 and config.samples > 1:
+            # k greedy samples would all be the same answer: sample instead.
+            config = config.model_copy(
+                update={"budget": config.budget.model_copy(update={"temperature": 0.8})}
+            )
+        super().__init__(config, loaded)
+
+    @property
+    def _samples(self) -> int:
+        return self.config.samples

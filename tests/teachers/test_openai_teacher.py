@@ -1,0 +1,395 @@
+"""OpenAITeacher against a real OpenAI-compatible HTTP server, through the official client.
+
+Nothing is mocked: faults travel over real sockets from `fake_openai_server`, and the server
+counts every attempt, so "retried exactly twice" and "never called" are facts, not assumptions.
+Waits go through the teacher's injected sleep, recorded and kept tiny so the file runs fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from pydantic import ValidationError
+
+from frugal.questions import Question
+from frugal.teachers.base import SYSTEM_PROMPT, TeacherError, TeacherResponse
+from frugal.teachers.openai_teacher import (
+    PLACEHOLDER_KEY,
+    OpenAITeacher,
+    OpenAITeacherConfig,
+    estimate_input_tokens,
+    parse_retry_after,
+    split_reasoning,
+)
+from tests.teachers.fake_openai_server import (
+    CACHED_TOKENS,
+    PROMPT_TOKENS,
+    FakeOpenAIServer,
+    free_port,
+)
+
+KEY_ENV = "FRUGAL_TEST_TEACHER_KEY"
+
+
+def question(i: int | str) -> Question:
+    return Question(id=f"q{i}", question=f"What is {i} times 6?", answer="42", source="test")
+
+
+class RecordingSink:
+    """Admits the first `admit_limit` questions (all when None) and records what it is told."""
+
+    def __init__(self, admit_limit: int | None = None) -> None:
+        self.admit_limit = admit_limit
+        self.admitted: list[tuple[str, int, int]] = []  # (id, input_tokens, max_output_tokens)
+        self.refused: list[str] = []
+        self.puts: dict[str, TeacherResponse] = {}
+        self.fails: dict[str, Exception] = {}
+
+    def admit(self, question: Question, input_tokens: int, max_output_tokens: int) -> bool:
+        if self.admit_limit is not None and len(self.admitted) >= self.admit_limit:
+            self.refused.append(question.id)
+            return False
+        self.admitted.append((question.id, input_tokens, max_output_tokens))
+        return True
+
+    def put(self, question: Question, response: TeacherResponse) -> None:
+        assert question.id not in self.puts and question.id not in self.fails
+        self.puts[question.id] = response
+
+    def fail(self, question: Question, error: Exception) -> None:
+        assert question.id not in self.puts and question.id not in self.fails
+        self.fails[question.id] = error
+
+
+class RecordedSleep:
+    """Stands in for asyncio.sleep: records each delay, then really waits it (they are tiny)."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    async def __call__(self, delay: float) -> None:
+        self.delays.append(delay)
+        await asyncio.sleep(delay)
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., FakeOpenAIServer]]:
+    """Start a fake server with the given options; all are stopped after the test."""
+    servers: list[FakeOpenAIServer] = []
+
+    def start(**kwargs: Any) -> FakeOpenAIServer:
+        server = FakeOpenAIServer(**kwargs).start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _no_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(KEY_ENV, raising=False)
+
+
+def make_teacher(server: FakeOpenAIServer, **overrides: Any) -> tuple[OpenAITeacher, RecordedSleep]:
+    options: dict[str, Any] = {
+        "base_url": server.base_url,
+        "model": "teacher-x",
+        "api_key_env": KEY_ENV,
+        "max_retries": 3,
+        "backoff_base": 0.001,
+        "backoff_max": 1.0,
+        "timeout": 5.0,
+    }
+    teacher = OpenAITeacher(OpenAITeacherConfig(**{**options, **overrides}))
+    teacher.sleep = sleep = RecordedSleep()
+    return teacher, sleep
+
+
+# ---------------------------------------------------------------------------- answers
+
+
+def test_answers_come_back_parsed_with_usage(serve: Callable[..., FakeOpenAIServer]) -> None:
+    server = serve()
+    teacher, sleep = make_teacher(server, max_tokens=321, extra_body={"top_k": 20})
+    questions = [question(i) for i in range(3)]
+    sink = RecordingSink()
+    teacher.run(questions, sink)
+
+    assert sink.fails == {} and sleep.delays == []
+    for q in questions:
+        response = sink.puts[q.id]
+        (completion,) = response.completions
+        assert completion.thinking == f"Let me think about: {q.question}"
+        assert completion.answer == "Final Answer: 42"
+        assert completion.output_tokens == response.output_tokens > 0
+        assert response.input_tokens == PROMPT_TOKENS
+        assert response.cached_input_tokens == CACHED_TOKENS
+        assert response.model == "teacher-x"  # the server echoes the requested model
+        assert response.extra["attempts"] == 1
+    # admit saw each question once, with the heuristic estimate and max_tokens as the worst case.
+    expected = estimate_input_tokens(teacher.messages(questions[0]))
+    assert sorted(sink.admitted) == [(q.id, expected, 321) for q in questions]
+    assert server.total_calls == 3
+    body = server.requests[0]
+    assert body["model"] == "teacher-x"
+    assert body["max_tokens"] == 321 and body["temperature"] == 0.6 and body["top_k"] == 20
+    assert body["messages"][0] == {"role": "system", "content": SYSTEM_PROMPT}
+
+
+@pytest.mark.parametrize("mode", ["reasoning_content", "reasoning", "think"])
+def test_reasoning_is_read_from_each_place_servers_put_it(
+    serve: Callable[..., FakeOpenAIServer], mode: str
+) -> None:
+    server = serve(reasoning_mode=mode, reply=lambda p: ("First, 7 * 6 = 42.", "Final Answer: 42"))
+    teacher, _ = make_teacher(server)
+    sink = RecordingSink()
+    teacher.run([question(7)], sink)
+
+    (completion,) = sink.puts["q7"].completions
+    assert completion.thinking == "First, 7 * 6 = 42."
+    assert completion.answer == "Final Answer: 42"  # no <think> block left in the answer
+
+
+def test_split_reasoning_edge_cases() -> None:
+    assert split_reasoning("<think>a</think>\n\nb") == ("a", "b")
+    assert split_reasoning("  <think>\nstill thinking") == ("still thinking", "")  # cut off
+    assert split_reasoning("opened by the template</think>b") == ("opened by the template", "b")
+    assert split_reasoning("just an answer") == (None, "just an answer")
+
+
+def test_requests_run_concurrently(serve: Callable[..., FakeOpenAIServer]) -> None:
+    server = serve(delay=0.3)
+    teacher, _ = make_teacher(server, concurrency=4)
+    sink = RecordingSink()
+    start = time.monotonic()
+    teacher.run([question(i) for i in range(8)], sink)
+    elapsed = time.monotonic() - start
+
+    assert len(sink.puts) == 8
+    assert server.max_in_flight == 4
+    assert elapsed < 1.5, f"took {elapsed:.2f} s; sequential would take 2.4 s"
+
+
+# ---------------------------------------------------------------------------- retries
+
+
+@pytest.mark.parametrize(
+    ("fault", "expected_wait"),
+    [(("429", 0.25), 0.25), (("429_ms", 150), 0.15), (("429", 30), 0.05)],
+    ids=["retry-after-seconds", "retry-after-ms", "capped-at-backoff-max"],
+)
+def test_429_waits_what_the_server_asks(
+    serve: Callable[..., FakeOpenAIServer], fault: tuple[str, float], expected_wait: float
+) -> None:
+    q = question(1)
+    server = serve(plan={q.question: [fault]})
+    teacher, sleep = make_teacher(server, backoff_max=0.05 if expected_wait == 0.05 else 1.0)
+    sink = RecordingSink()
+    teacher.run([q], sink)
+
+    assert sink.puts[q.id].extra["attempts"] == 2
+    assert server.calls[q.question] == 2
+    assert sleep.delays == [pytest.approx(expected_wait)]
+
+
+def test_retry_after_parsing() -> None:
+    now = time.time()
+    date = format_datetime(datetime.fromtimestamp(now, UTC) + timedelta(seconds=30), usegmt=True)
+    assert parse_retry_after({"retry-after": date}, now=now) == pytest.approx(30, abs=1)
+    assert parse_retry_after({"retry-after": "2"}) == 2.0
+    assert parse_retry_after({"retry-after-ms": "1500", "retry-after": "9"}) == 1.5
+    assert parse_retry_after({"retry-after": "soon"}) is None
+    assert parse_retry_after({}) is None
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        ("500",),
+        ("status", 503),
+        ("timeout", 1.5),
+        ("malformed",),
+        ("empty_choices",),
+        ("no_content",),
+    ],
+    ids=lambda fault: "-".join(map(str, fault)),
+)
+def test_transient_faults_are_retried_then_succeed(
+    serve: Callable[..., FakeOpenAIServer], fault: Any
+) -> None:
+    q, other = question(1), question(2)
+    # Two timeouts would cost two client timeouts; one proves the point.
+    faults = [fault] if fault[0] == "timeout" else [fault, fault]
+    server = serve(plan={q.question: faults})
+    teacher, sleep = make_teacher(server, timeout=0.3 if fault[0] == "timeout" else 5.0)
+    sink = RecordingSink()
+    teacher.run([q, other], sink)
+
+    assert sink.fails == {}
+    assert sink.puts[q.id].completions[0].answer == "Final Answer: 42"
+    assert server.calls[q.question] == len(faults) + 1  # exactly one extra attempt per fault
+    assert server.calls[other.question] == 1
+    assert sink.puts[q.id].extra["attempts"] == len(faults) + 1
+    # Full-jitter exponential backoff: retry n waits somewhere in [0, base * 2**n].
+    assert len(sleep.delays) == len(faults)
+    assert all(0 <= d <= 0.001 * 2**n for n, d in enumerate(sleep.delays))
+
+
+def test_a_prompt_that_always_fails_ends_in_fail_and_others_succeed(
+    serve: Callable[..., FakeOpenAIServer],
+) -> None:
+    bad = question("bad")
+    good = [question(i) for i in range(3)]
+    server = serve(fail_forever={bad.question: ("500",)})
+    teacher, sleep = make_teacher(server, max_retries=2)
+    sink = RecordingSink()
+    teacher.run([bad, *good], sink)
+
+    assert set(sink.puts) == {q.id for q in good}
+    error = sink.fails[bad.id]
+    assert isinstance(error, TeacherError)
+    message = str(error)
+    assert "qbad" in message
+    assert server.base_url + "/chat/completions" in message
+    assert "3 attempts" in message and "HTTP 500" in message and "max_retries" in message
+    assert server.calls[bad.question] == 3  # max_retries + 1
+    assert len(sleep.delays) == 2
+
+
+# ---------------------------------------------------------------------------- no retries
+
+
+def test_401_is_not_retried_and_names_the_key_variable(
+    serve: Callable[..., FakeOpenAIServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(KEY_ENV, "wrong-key")
+    q = question(1)
+    server = serve(api_key="right-key")
+    teacher, sleep = make_teacher(server)
+    sink = RecordingSink()
+    teacher.run([q], sink)
+
+    assert sink.puts == {} and sleep.delays == []
+    assert server.calls[q.question] == 1
+    message = str(sink.fails[q.id])
+    assert isinstance(sink.fails[q.id], TeacherError)
+    assert "HTTP 401" in message and KEY_ENV in message and "Not retried" in message
+    assert "wrong-key" not in message  # never echo the key
+
+
+@pytest.mark.parametrize("status", [400, 403, 404, 422])
+def test_client_errors_fail_at_once(serve: Callable[..., FakeOpenAIServer], status: int) -> None:
+    q = question(1)
+    server = serve(fail_forever={q.question: ("status", status)})
+    teacher, sleep = make_teacher(server)
+    sink = RecordingSink()
+    teacher.run([q, question(2)], sink)
+
+    assert server.calls[q.question] == 1 and sleep.delays == []
+    assert f"HTTP {status}" in str(sink.fails[q.id]) and "q1" in str(sink.fails[q.id])
+    assert set(sink.puts) == {"q2"}
+
+
+def test_refused_admission_stops_further_calls(serve: Callable[..., FakeOpenAIServer]) -> None:
+    server = serve()
+    questions = [question(i) for i in range(6)]
+    teacher, _ = make_teacher(server, concurrency=1)
+    sink = RecordingSink(admit_limit=2)
+    teacher.run(questions, sink)
+
+    assert set(sink.puts) == {"q0", "q1"} and sink.fails == {}
+    assert sink.refused == ["q2"]  # after one refusal nothing else is even offered
+    assert server.total_calls == 2
+    assert all(server.calls[q.question] == 0 for q in questions[2:])
+
+
+def test_a_sink_that_raises_ends_the_run(serve: Callable[..., FakeOpenAIServer]) -> None:
+    class BrokenCache(RecordingSink):
+        def put(self, question: Question, response: TeacherResponse) -> None:
+            raise OSError("disk full")
+
+    server = serve()
+    teacher, _ = make_teacher(server, concurrency=1)
+    sink = BrokenCache()
+    with pytest.raises(OSError, match="disk full"):
+        teacher.run([question(i) for i in range(5)], sink)
+    assert server.total_calls == 1 and sink.fails == {}  # nothing paid for after the error
+
+
+# ---------------------------------------------------------------------------- keys and config
+
+
+def test_api_key_comes_from_the_named_variable(
+    serve: Callable[..., FakeOpenAIServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(KEY_ENV, "sk-test-123")
+    server = serve(api_key="sk-test-123")
+    teacher, _ = make_teacher(server)
+    sink = RecordingSink()
+    teacher.run([question(1)], sink)
+    assert set(sink.puts) == {"q1"}
+
+
+def test_unset_key_variable_sends_the_placeholder(serve: Callable[..., FakeOpenAIServer]) -> None:
+    assert KEY_ENV not in os.environ
+    server = serve(api_key=PLACEHOLDER_KEY)  # what a keyless local server would accept
+    teacher, _ = make_teacher(server)
+    sink = RecordingSink()
+    teacher.run([question(1)], sink)
+    assert set(sink.puts) == {"q1"}
+
+
+def test_config_and_cache_params() -> None:
+    config = OpenAITeacherConfig(model="m", temperature=0.0, extra_body={"top_p": 0.9})
+    teacher = OpenAITeacher(config)
+    assert teacher.kind == "openai" and teacher.model == "m"
+    assert teacher.cache_params() == {
+        "temperature": 0.0,
+        "max_tokens": 4096,
+        "extra_body": {"top_p": 0.9},
+    }
+    with pytest.raises(ValidationError):
+        OpenAITeacherConfig(model="m", concurency=2)  # typo: unknown keys are errors
+    with pytest.raises(ValidationError):
+        OpenAITeacherConfig(model="m", concurrency=0)
+    for name, field in OpenAITeacherConfig.model_fields.items():
+        assert field.description, f"{name} is undocumented"
+
+
+def test_standalone_server_writes_its_state_file(tmp_path: Path) -> None:
+    port, state = free_port(), tmp_path / "state.json"
+    root = Path(__file__).resolve().parents[2]
+    cmd = [sys.executable, "-m", "tests.teachers.fake_openai_server", "--port", str(port)]
+    proc = subprocess.Popen([*cmd, "--state-file", str(state)], cwd=root)
+    try:
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+                reply = httpx.post(url, json=body, timeout=5)
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "standalone server did not start"
+                time.sleep(0.1)
+        assert reply.json()["choices"][0]["message"]["content"] == "Final Answer: 42"
+        counts = json.loads(state.read_text())
+        assert counts["total_calls"] == 1 and counts["calls"] == {"hi": 1}
+        assert counts["answered"] == {"hi": 1}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

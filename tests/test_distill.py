@@ -1,0 +1,202 @@
+"""`frugal distill`: teachers, the cache that never loses a paid call, the cost cap, the ledger."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from frugal import distill
+from frugal.distill import DistillConfig
+from frugal.ledger import TokenPrices, read_ledger
+from frugal.pool import LOCAL_GSM8K, PoolConfig
+from frugal.pool import run as build_pool
+from frugal.run_files import TEACHER_CACHE
+from frugal.teacher_cache import TeacherCache
+from frugal.teachers.local import LocalTeacherConfig
+from frugal.teachers.openai_teacher import OpenAITeacherConfig
+
+from .conftest import tiny_model
+from .teachers.fake_openai_server import FakeOpenAIServer
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def task_pool(run_dir: Path, per_family: int = 2) -> int:
+    return len(build_pool(PoolConfig(source="tasks", per_family=per_family), run_dir).questions)
+
+
+def openai_config(server: FakeOpenAIServer, **overrides: Any) -> OpenAITeacherConfig:
+    settings = {"base_url": server.base_url, "model": "fake-teacher", "concurrency": 4,
+                "max_retries": 4, "backoff_base": 0.01, "backoff_max": 0.05, "timeout": 5.0}
+    return OpenAITeacherConfig(**{**settings, **overrides})
+
+
+def read_traces(run_dir: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (run_dir / "traces.jsonl").read_text().splitlines()]
+
+
+def test_program_teacher_writes_correct_traces_and_never_pays_twice(tmp_path: Path) -> None:
+    total = task_pool(tmp_path)
+    first = distill.run(DistillConfig(teacher="program"), tmp_path)
+    assert len(first.traces) == total and first.calls == total
+    assert all(t["correct"] for t in first.traces)  # the families' own solutions are right
+    assert all(t["thinking"] and t["answer"].startswith("Final Answer:") for t in first.traces)
+    again = distill.run(DistillConfig(teacher="program"), tmp_path)
+    assert again.calls == 0 and again.traces == first.traces
+    with TeacherCache(tmp_path / TEACHER_CACHE) as cache:
+        assert len(cache) == total
+    entries = read_ledger(tmp_path)["entries"]
+    assert [e["calls"] for e in entries] == [total, 0]
+
+
+@pytest.mark.skipif(not LOCAL_GSM8K.is_file(), reason="../shared/data/gsm8k is not beside the repo")
+def test_dataset_teacher_uses_gsm8k_solutions(tmp_path: Path) -> None:
+    build_pool(PoolConfig(source="gsm8k", limit=20), tmp_path)
+    result = distill.run(DistillConfig(teacher="dataset"), tmp_path)
+    assert len(result.traces) == 20 and all(t["correct"] for t in result.traces)
+    assert "Natalia sold 48/2 = 24 clips in May." in result.traces[0]["thinking"]
+
+
+def test_program_teacher_refuses_questions_without_a_generator(tmp_path: Path) -> None:
+    data = tmp_path / "q.jsonl"
+    data.write_text(json.dumps({"question": "What is 6 times 7?", "answer": "42"}) + "\n")
+    build_pool(PoolConfig(source=str(data)), tmp_path)
+    result = distill.run(DistillConfig(teacher="program"), tmp_path)
+    assert result.traces == [] and len(result.failed) == 1
+    assert "dataset teacher" in next(iter(result.failed.values()))
+
+
+@pytest.fixture(scope="module")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer: Any) -> Path:
+    path = tmp_path_factory.mktemp("tiny-teacher")
+    tiny_model().save_pretrained(path)
+    smollm2_tokenizer.save_pretrained(path)
+    return path
+
+
+def local(model: Path, **overrides: Any) -> LocalTeacherConfig:
+    from frugal.generation import BudgetConfig
+
+    budget = BudgetConfig(max_thinking_tokens=6, max_answer_tokens=4)
+    return LocalTeacherConfig(model=str(model), budget=budget, batch_size=4, **overrides)
+
+
+def test_hf_teacher_answers_through_the_engine(tmp_path: Path, tiny_dir: Path) -> None:
+    total = task_pool(tmp_path, per_family=1)
+    config = DistillConfig(teacher="hf", local=local(tiny_dir), machine_price_per_hour=3.6)
+    result = distill.run(config, tmp_path)
+    assert len(result.traces) == total and result.calls == total
+    assert all(t["tokens"]["output"] > 0 and t["model"] == str(tiny_dir) for t in result.traces)
+    entry = read_ledger(tmp_path)["entries"][-1]
+    assert entry["compute_dollars"] == pytest.approx(entry["compute_seconds"] / 1000, abs=1e-6)
+    assert distill.run(config, tmp_path).calls == 0
+
+
+def test_self_teacher_samples_k_and_records_the_pass_rate(tmp_path: Path, tiny_dir: Path) -> None:
+    total = task_pool(tmp_path, per_family=1)
+    result = distill.run(DistillConfig(teacher="self", local=local(tiny_dir, samples=3)), tmp_path)
+    assert len(result.traces) == total
+    assert all(t["samples"] == 3 and 0.0 <= t["pass_rate"] <= 1.0 for t in result.traces)
+    with TeacherCache(tmp_path / TEACHER_CACHE) as cache:
+        stored = cache.get(cache_keys(tmp_path, result)[0])
+    texts = [c["thinking"] + c["answer"] for c in stored["completions"]]
+    assert len(texts) == 3 and len(set(texts)) > 1  # sampled, not three copies of one answer
+
+
+def cache_keys(run_dir: Path, result: distill.DistillResult) -> list[str]:
+    import sqlite3
+
+    with sqlite3.connect(run_dir / TEACHER_CACHE) as db:
+        return [row[0] for row in db.execute("SELECT key FROM responses")]
+
+
+def test_openai_teacher_prices_each_call(tmp_path: Path) -> None:
+    total = task_pool(tmp_path)
+    prices = TokenPrices(
+        input_per_million=1.0, output_per_million=4.0, cached_input_per_million=0.1
+    )
+    with FakeOpenAIServer(plan={}) as server:
+        config = DistillConfig(teacher="openai", openai=openai_config(server), prices=prices)
+        result = distill.run(config, tmp_path)
+        assert sum(server.answered.values()) == total
+    assert len(result.traces) == total
+    expected = sum(
+        prices.cost(t["tokens"]["input"], t["tokens"]["output"], t["tokens"]["cached_input"])
+        for t in result.traces
+    )
+    assert result.dollars == pytest.approx(expected)
+    assert read_ledger(tmp_path)["total_dollars"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_cost_cap_stops_issuing_calls_before_crossing_it(tmp_path: Path) -> None:
+    task_pool(tmp_path, per_family=4)
+    # Each call is estimated at (about 60 input + 100 output tokens) at $1000/M: ~$0.16.
+    prices = TokenPrices(input_per_million=1000.0, output_per_million=1000.0)
+    with FakeOpenAIServer() as server:
+        config = DistillConfig(
+            teacher="openai",
+            openai=openai_config(server, max_tokens=100, concurrency=1),
+            prices=prices,
+            max_cost=0.5,
+        )
+        result = distill.run(config, tmp_path)
+        calls = server.total_calls
+    assert result.stopped_by_cost
+    assert 1 <= calls < len(result.traces) + 1 < 21 and result.calls == calls
+    assert len(result.traces) == calls  # every call issued was paid and kept
+    assert result.dollars <= 0.5
+    assert read_ledger(tmp_path)["total_dollars"] <= 0.5
+
+
+FAULTS = [("429", 0.05), ("500",), ("malformed",), ("empty_choices",), ("timeout", 3.0)]
+
+
+def test_sigkill_mid_run_loses_nothing_and_pays_nothing_twice(tmp_path: Path) -> None:
+    total = task_pool(tmp_path, per_family=4)
+    prompts = [json.loads(line)["question"] for line in (tmp_path / "pool.jsonl").open()]
+    # Faults on some prompts, so the kill lands among retries too.
+    plan = {prompt: [FAULTS[i % len(FAULTS)]] for i, prompt in enumerate(prompts[::2])}
+    env = {**os.environ, "OPENAI_API_KEY": "sk-test"}
+    with FakeOpenAIServer(delay=0.3, plan=plan, api_key="sk-test") as server:
+        command = [
+            sys.executable, "-m", "frugal.cli", "distill", "--run", str(tmp_path),
+            "--teacher", "openai", "--base-url", server.base_url, "--model", "fake-teacher",
+            "--concurrency", "2", "--max-retries", "5", "--timeout", "1",
+            "--price-input", "1", "--price-output", "2",
+        ]
+        child = subprocess.Popen(
+            command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 120
+        # Kill once a third is answered, at a moment no answer is still on its way to the
+        # cache (the last one left the server 80 ms ago), while other calls are in flight.
+        while time.monotonic() < deadline and not (
+            sum(server.answered.values()) >= total // 3
+            and time.monotonic() - server.last_answer_at > 0.08
+            and server.in_flight > 0
+        ):
+            time.sleep(0.005)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        answered_at_kill = sum(server.answered.values())
+        assert 0 < answered_at_kill < total, "the kill must land mid-run"
+        with TeacherCache(tmp_path / TEACHER_CACHE) as cache:
+            cached_at_kill = len(cache)
+        finished = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+        assert finished.returncode == 0, finished.stderr
+        state = server.snapshot()
+    assert cached_at_kill == answered_at_kill  # calls lost: 0
+    assert [p for p, n in state["answered"].items() if n > 1] == []  # paid twice: 0
+    assert len(state["answered"]) == total  # every question paid for exactly once
+    assert len(read_traces(tmp_path)) == total  # and every one became a trace
+    assert state["total_calls"] > total  # faults and the kill really cost extra attempts
+    # Only the second run reached its ledger entry; it paid for exactly what was missing.
+    assert [e["calls"] for e in read_ledger(tmp_path)["entries"]] == [total - cached_at_kill]
