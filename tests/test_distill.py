@@ -193,8 +193,15 @@ def test_sigkill_mid_run_loses_nothing_and_pays_nothing_twice(tmp_path: Path) ->
         finished = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
         assert finished.returncode == 0, finished.stderr
         state = server.snapshot()
+    paid_twice = [p for p, n in state["answered"].items() if n > 1]
+    print(
+        f"\ncalls made {state['total_calls']} for {total} questions, faults injected "
+        f"{len(plan)}, killed after {answered_at_kill} answers, calls lost "
+        f"{answered_at_kill - cached_at_kill}, calls paid twice {len(paid_twice)}, abandoned by "
+        f"the kill (not charged) {sum(state['abandoned'].values())}"
+    )
     assert cached_at_kill == answered_at_kill  # calls lost: 0
-    assert [p for p, n in state["answered"].items() if n > 1] == []  # paid twice: 0
+    assert paid_twice == []  # calls paid twice: 0
     assert len(state["answered"]) == total  # every question paid for exactly once
     assert len(read_traces(tmp_path)) == total  # and every one became a trace
     assert state["total_calls"] > total  # faults and the kill really cost extra attempts

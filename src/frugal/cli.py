@@ -237,7 +237,11 @@ def distill(
     concurrency: Annotated[int, typer.Option(help="Requests in flight at once.")] = 8,
     max_retries: Annotated[int, typer.Option(help="Retries per request.")] = 6,
     timeout: Annotated[float, typer.Option(help="Seconds per request.")] = 600.0,
-    temperature: Annotated[float, typer.Option(help="Teacher sampling temperature.")] = 0.0,
+    temperature: Annotated[
+        float | None,
+        typer.Option(help="Sampling temperature (default: 0.6 for openai, greedy for hf, "
+                     "0.8 for self)."),
+    ] = None,
     max_tokens: Annotated[int, typer.Option(help="Max output tokens per API call.")] = 4096,
     price_input: Annotated[float, typer.Option(help="Dollars per 1M input tokens.")] = 0.0,
     price_output: Annotated[float, typer.Option(help="Dollars per 1M output tokens.")] = 0.0,
@@ -275,13 +279,14 @@ def distill(
             openai_config = OpenAITeacherConfig(
                 base_url=base_url, model=model, api_key_env=api_key_env,
                 concurrency=concurrency, max_retries=max_retries, timeout=timeout,
-                temperature=temperature, max_tokens=max_tokens,
+                max_tokens=max_tokens,
+                **({} if temperature is None else {"temperature": temperature}),
             )
         local = LocalTeacherConfig(
             model=model or "smollm2-135m-instruct",
             budget=BudgetConfig(
                 max_thinking_tokens=max_thinking_tokens, max_answer_tokens=max_answer_tokens,
-                temperature=temperature,
+                temperature=temperature or 0.0,
             ),
             batch_size=batch_size,
             samples=samples,
