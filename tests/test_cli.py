@@ -93,3 +93,28 @@ def test_generate_on_gemma3() -> None:
     record = json.loads(result.output.strip().splitlines()[-1])
     assert record["format"] == "plain"
     assert record["thinking_tokens"] <= 16 and record["answer_tokens"] <= 8
+
+
+def test_pool_then_distill(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    made = runner.invoke(app, ["pool", "--run", str(run), "--per-family", "2",
+                               "--families", "arithmetic,dates"])
+    assert made.exit_code == 0, made.output
+    assert len((run / "pool.jsonl").read_text().splitlines()) == 4
+    distilled = runner.invoke(app, ["distill", "--run", str(run), "--teacher", "program"])
+    assert distilled.exit_code == 0, distilled.output
+    traces = [json.loads(line) for line in (run / "traces.jsonl").read_text().splitlines()]
+    assert len(traces) == 4 and all(t["correct"] for t in traces)
+
+
+def test_distill_without_a_pool_says_what_to_run(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["distill", "--run", str(tmp_path)])
+    assert result.exit_code == 1
+    assert "frugal pool" in result.output
+
+
+def test_openai_teacher_needs_a_model(tmp_path: Path) -> None:
+    runner.invoke(app, ["pool", "--run", str(tmp_path), "--per-family", "1"])
+    result = runner.invoke(app, ["distill", "--run", str(tmp_path), "--teacher", "openai"])
+    assert result.exit_code == 1
+    assert "--model" in result.output
