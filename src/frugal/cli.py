@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Annotated
 
@@ -90,10 +91,7 @@ def generate(
         )
     except ValidationError as error:
         _fail("; ".join(f"--{'-'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()))
-    # Our own status line stands in for transformers' per-tensor progress bars.
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
+    _quiet_transformers()
     status = errors if as_json else console  # keep stdout one JSON object with --json
     try:
         with status.status(f"Loading {model}…"):
@@ -263,6 +261,7 @@ def distill(
     ] = 0.0,
 ) -> None:
     """Distill graded reasoning traces (traces.jsonl) from a teacher; nothing is paid twice."""
+    _quiet_transformers()
     from frugal import distill as distill_stage
     from frugal.generation import BudgetConfig
     from frugal.ledger import TokenPrices
@@ -316,6 +315,89 @@ def distill(
     for question_id, reason in list(result.failed.items())[:5]:
         errors.print(f"[red]failed[/red] {question_id}: {reason}", soft_wrap=True)
     console.print(f"Wrote {result.traces_path} (ledger: {run / 'ledger.json'})")
+
+
+@app.command()
+def curate(
+    run: RunOption = Path("runs/default"),
+    target: Annotated[int, typer.Option(help="How many items to select (s1: 1000).")] = 1000,
+    strategy: Annotated[
+        str, typer.Option(help="s1, or an ablation baseline: random, longest, diverse.")
+    ] = "s1",
+    seed: Annotated[int, typer.Option(help="Seed of the sampler.")] = 0,
+    tokenizer: Annotated[
+        str, typer.Option(help="Model whose tokenizer counts trace tokens.")
+    ] = "smollm2-135m-instruct",
+    max_trace_tokens: Annotated[int, typer.Option(help="Drop longer traces.")] = 4096,
+    keep_incorrect: Annotated[
+        bool, typer.Option(help="Keep traces graded incorrect.")
+    ] = False,
+    format_pattern: Annotated[
+        list[str] | None,
+        typer.Option(help="Regex marking a broken item (repeatable; replaces the defaults)."),
+    ] = None,
+    near_duplicates: Annotated[
+        float | None, typer.Option(help="Drop questions at this embedding cosine or above.")
+    ] = None,
+    eval_set: Annotated[
+        list[str] | None, typer.Option(help="Decontaminate against this question file or "
+                                       "hub dataset (repeatable).")
+    ] = None,
+    reference_model: Annotated[
+        list[str] | None, typer.Option(help="Drop what this model solves (repeatable).")
+    ] = None,
+    reference_thinking_tokens: Annotated[
+        int, typer.Option(help="Thinking budget of the reference models.")
+    ] = 256,
+    pass_rate_band: Annotated[
+        str | None, typer.Option(help="Keep self-teacher pass rates in LOW,HIGH (e.g. 0.2,0.8).")
+    ] = None,
+    clusters: Annotated[int, typer.Option(help="k-means clusters for questions without domain.")]
+    = 8,
+) -> None:
+    """Select the training set (selected.jsonl) the s1K way, with a reason for every drop."""
+    _quiet_transformers()
+    from frugal import curate as curate_stage
+    from frugal.generation import BudgetConfig
+    from frugal.models import ModelNotFoundError
+    from frugal.questions import QuestionDataError
+
+    try:
+        band = _csv(pass_rate_band, float)
+        settings = {
+            "target": target, "strategy": strategy, "seed": seed, "tokenizer": tokenizer,
+            "max_trace_tokens": max_trace_tokens, "require_correct": not keep_incorrect,
+            "near_duplicate_threshold": near_duplicates, "eval_sets": eval_set or [],
+            "reference_models": reference_model or [],
+            "reference_budget": BudgetConfig(
+                max_thinking_tokens=reference_thinking_tokens, max_answer_tokens=64
+            ),
+            "pass_rate_band": tuple(band) if band else None, "clusters": clusters,
+        }
+        if format_pattern:
+            settings["format_patterns"] = format_pattern
+        config = curate_stage.CurateConfig(**settings)
+        result = curate_stage.run(config, run, console=console)
+    except (ValidationError, QuestionDataError, ModelNotFoundError, ValueError, OSError) as error:
+        _fail(str(error))
+    table = Table("stage", "in", "dropped", "out", "items/s", title="curation funnel")
+    for step in result.funnel.steps:
+        rate = step["items_per_second"]
+        table.add_row(step["stage"], str(step["in"]), str(step["dropped"]), str(step["out"]),
+                      "" if rate is None else f"{rate:,.0f}")
+    console.print(table)
+    domains = Table("domain", "selected", title=f"selected: {len(result.selected)}")
+    for domain, count in sorted(Counter(i.domain for i in result.selected).items()):
+        domains.add_row(domain, str(count))
+    console.print(domains)
+    console.print(f"Wrote {result.selected_path}, {result.selection_path} and {result.plot_path}")
+
+
+def _quiet_transformers() -> None:
+    """Our own progress and status lines stand in for transformers' per-tensor bars."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
 
 def _fail(message: str) -> typer.Exit:

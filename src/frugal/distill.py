@@ -106,11 +106,13 @@ class _CachingSink:
         teacher: Teacher,
         cache: TeacherCache,
         keys: dict[str, str],
-        config: DistillConfig,
+        prices: TokenPrices,
+        max_cost: float | None,
         progress: Progress,
         task: Any,
     ) -> None:
-        self.teacher, self.cache, self.keys, self.config = teacher, cache, keys, config
+        self.teacher, self.cache, self.keys = teacher, cache, keys
+        self.prices, self.max_cost = prices, max_cost
         self.progress, self.task = progress, task
         self.spent = 0.0
         self.reserved: dict[str, float] = {}
@@ -118,17 +120,18 @@ class _CachingSink:
         self.tokens = 0
         self.failed: dict[str, str] = {}
         self.stopped_by_cost = False
+        self.cap_message = ""
 
     def admit(self, question: Question, input_tokens: int, max_output_tokens: int) -> bool:
         if self.stopped_by_cost:
             return False
-        estimate = self.config.prices.cost(input_tokens, max_output_tokens)
+        estimate = self.prices.cost(input_tokens, max_output_tokens)
         committed = self.spent + sum(self.reserved.values())
-        if self.config.max_cost is not None and committed + estimate > self.config.max_cost:
+        if self.max_cost is not None and committed + estimate > self.max_cost:
             self.stopped_by_cost = True
             self.cap_message = (
                 f"stopped issuing teacher calls: the next one could cost up to ${estimate:.4f}, "
-                f"which would cross --max-cost ${self.config.max_cost:.4f} "
+                f"which would cross --max-cost ${self.max_cost:.4f} "
                 f"(spent ${self.spent:.4f}, in flight ${committed - self.spent:.4f})"
             )
             return False
@@ -136,7 +139,7 @@ class _CachingSink:
         return True
 
     def put(self, question: Question, response: TeacherResponse) -> None:
-        cost = self.config.prices.cost(
+        cost = self.prices.cost(
             response.input_tokens, response.output_tokens, response.cached_input_tokens
         )
         # Durable before anything else happens with it: this is the paid-for part.
@@ -167,6 +170,58 @@ class _CachingSink:
         )
 
 
+@dataclass
+class Collected:
+    """What one pass of a teacher over some questions did (responses live in the cache)."""
+
+    keys: dict[str, str]
+    calls: int
+    tokens: int
+    spent: float
+    failed: dict[str, str]
+    seconds: float
+    cap_message: str | None
+    interrupted: bool
+
+
+def collect(
+    teacher: Teacher,
+    questions: list[Question],
+    cache: TeacherCache,
+    *,
+    prices: TokenPrices,
+    max_cost: float | None,
+    console: Console,
+    label: str,
+) -> Collected:
+    """Ask `teacher` about every question not yet in `cache`, caching each answer on arrival."""
+    keys = {
+        q.id: cache_key(teacher.kind, teacher.model, teacher.messages(q), teacher.cache_params())
+        for q in questions
+    }
+    started = time.perf_counter()
+    cached = cache.has(keys.values())
+    todo = [q for q in questions if keys[q.id] not in cached]
+    with _progress(console) as progress:
+        task = progress.add_task(
+            label, total=len(questions), completed=len(questions) - len(todo),
+            tokens=0, dollars=0.0, failed=0,
+        )
+        sink = _CachingSink(teacher, cache, keys, prices, max_cost, progress, task)
+        interrupted = False
+        try:
+            if todo:
+                teacher.run(todo, sink)
+        except KeyboardInterrupt:
+            interrupted = True  # everything received is already in the cache
+    return Collected(
+        keys=keys, calls=sink.calls, tokens=sink.tokens, spent=sink.spent, failed=sink.failed,
+        seconds=time.perf_counter() - started,
+        cap_message=sink.cap_message if sink.stopped_by_cost else None,
+        interrupted=interrupted,
+    )
+
+
 def run(
     config: DistillConfig, run_dir: Path, *, console: Console | None = None
 ) -> DistillResult:
@@ -176,36 +231,16 @@ def run(
     if config.limit is not None:
         questions = questions[: config.limit]
     teacher = make_teacher(config)
-    keys = {
-        q.id: cache_key(teacher.kind, teacher.model, teacher.messages(q), teacher.cache_params())
-        for q in questions
-    }
-    started = time.perf_counter()
     with TeacherCache(run_dir / TEACHER_CACHE) as cache:
-        cached = cache.has(keys.values())
-        todo = [q for q in questions if keys[q.id] not in cached]
-        with _progress(console) as progress:
-            task = progress.add_task(
-                f"distill · {teacher.kind}",
-                total=len(questions),
-                completed=len(questions) - len(todo),
-                tokens=0,
-                dollars=0.0,
-                failed=0,
-            )
-            sink = _CachingSink(teacher, cache, keys, config, progress, task)
-            interrupted = False
-            try:
-                if todo:
-                    teacher.run(todo, sink)
-            except KeyboardInterrupt:
-                interrupted = True  # everything received is already in the cache
-            seconds = time.perf_counter() - started
-        traces = _derive_traces(cache, questions, keys, teacher)
+        got = collect(
+            teacher, questions, cache, prices=config.prices, max_cost=config.max_cost,
+            console=console, label=f"distill · {teacher.kind}",
+        )
+        traces = _derive_traces(cache, questions, got.keys, teacher)
     traces_path = run_dir / TRACES
     _write_jsonl(traces_path, traces)
     local = config.teacher in ("hf", "self")
-    compute_dollars = compute_cost(seconds, config.machine_price_per_hour) if local else 0.0
+    compute_dollars = compute_cost(got.seconds, config.machine_price_per_hour) if local else 0.0
     append_entry(
         run_dir,
         {
@@ -213,29 +248,29 @@ def run(
             "kind": "teacher",
             "teacher": teacher.kind,
             "model": teacher.model,
-            "calls": sink.calls,
-            "tokens": sink.tokens,
-            "teacher_dollars": round(sink.spent, 6),
-            "compute_seconds": round(seconds, 3),
+            "calls": got.calls,
+            "tokens": got.tokens,
+            "teacher_dollars": round(got.spent, 6),
+            "compute_seconds": round(got.seconds, 3),
             "compute_dollars": round(compute_dollars, 6),
-            "dollars": round(sink.spent + compute_dollars, 6),
+            "dollars": round(got.spent + compute_dollars, 6),
             "prices": config.prices.model_dump(),
             "machine_price_per_hour": config.machine_price_per_hour,
         },
     )
-    if sink.stopped_by_cost:
-        console.print(f"[yellow]{sink.cap_message}[/yellow]")
-    if interrupted:
+    if got.cap_message:
+        console.print(f"[yellow]{got.cap_message}[/yellow]")
+    if got.interrupted:
         console.print("[yellow]interrupted: every response received is cached; re-run to "
                       "continue[/yellow]")
     return DistillResult(
         traces_path=traces_path,
         traces=traces,
-        calls=sink.calls,
-        failed=sink.failed,
-        dollars=sink.spent + compute_dollars,
-        stopped_by_cost=sink.stopped_by_cost,
-        seconds=seconds,
+        calls=got.calls,
+        failed=got.failed,
+        dollars=got.spent + compute_dollars,
+        stopped_by_cost=got.cap_message is not None,
+        seconds=got.seconds,
     )
 
 

@@ -1,0 +1,1 @@
+"""Curation: the s1K selection pipeline, one module per concern."""
