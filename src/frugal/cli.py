@@ -384,7 +384,7 @@ def curate(
     for step in result.funnel.steps:
         rate = step["items_per_second"]
         table.add_row(step["stage"], str(step["in"]), str(step["dropped"]), str(step["out"]),
-                      "" if rate is None else f"{rate:,.0f}")
+                      "" if rate is None else f"{rate:,.0f}" if rate >= 10 else f"{rate:.2f}")
     console.print(table)
     domains = Table("domain", "selected", title=f"selected: {len(result.selected)}")
     for domain, count in sorted(Counter(i.domain for i in result.selected).items()):
