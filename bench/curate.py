@@ -9,7 +9,8 @@ domain) and the s1 selection, plus the whole call (reading the pool and traces, 
 are excluded: they are model generation, benchmarked elsewhere.
 
 The synthetic pool is seeded and made so that every stage does real work: word problems of
-15-40 words from several templates with random names, objects and numbers; 6 domains for ~70%
+10-45 words (mean ~30) from 18 templates with a random context sentence, names, objects, places
+and numbers (so that near-duplicates at cosine 0.95 are a few percent); 6 domains for ~70%
 of the items and none for ~30% (so k-means runs on ~15,000 embeddings); ~2% exact duplicates
 that differ only in case and white space; ~1% with a formatting problem ("As shown in the
 figure below, ..."); ~5% traces graded incorrect; thinking of 20-600 words and ~4% of
@@ -62,6 +63,21 @@ OPENERS = (
     "", "", "", "On Monday, ", "After lunch, ", "During the holidays, ", "Last week, ",
     "Early in the morning, ", "For a class project, ", "Before the game, ",
 )
+# A sentence of context before most questions: word problems vary in more than their numbers.
+CONTEXTS = (
+    "{m} is saving money for a new bicycle.", "{m} just moved to a new town.",
+    "{m} loves solving puzzles with friends.", "The weather is rainy and cold today.",
+    "{m} is preparing for a science competition.", "The school is organising a charity sale.",
+    "{m} collects things from every trip abroad.", "A new shop opened near the station.",
+    "{m} keeps careful notes in a small diary.", "The village holds a festival every summer.",
+    "{m} is helping a younger cousin with homework.", "The team practises twice a week.",
+    "{m} has recently started a vegetable garden.", "The museum offers free entry on Sundays.",
+    "{m} wants to surprise the whole family.", "The library is running a reading challenge.",
+    "{m} is planning a birthday party.", "A storm closed the roads for two days.",
+    "{m} works part time at the cafe.", "The class is learning about ancient Egypt.",
+    "{m} builds model ships as a hobby.", "The orchestra is rehearsing for a concert.",
+    "{m} enjoys long walks along the river.", "The town council approved a new park.",
+)
 SHAPES = ("rectangle", "garden plot", "playground", "table top", "picture frame", "field")
 EVENTS = ("red", "blue", "green", "yellow", "white", "black", "striped", "spotted")
 
@@ -88,7 +104,8 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
         "How many metres of fence are needed?",
         "{o}{n} draws a right triangle whose legs measure {a} cm and {b} cm {p}. What is the "
         "area of the triangle in square centimetres?",
-        "{o}a square {s} has a perimeter of {d} metres. What is its area in square metres?",
+        "{o}{n} paces around a square {s} {p} and finds that its perimeter is {d} metres. "
+        "What is its area in square metres?",
     ),
     "probability": (
         "{o}a bag {p} contains {a} {e} {x} and {b} {f} {x}. {n} draws one at random. What is "
@@ -109,8 +126,8 @@ TEMPLATES: dict[str, tuple[str, ...]] = {
         "ways can {n} choose them?",
         "{o}in how many ways can {a} friends, including {n} and {m}, stand in a line {p} if "
         "{n} must stand first?",
-        "{o}a club {p} has {a} members. In how many ways can it choose a president and a "
-        "secretary who are different people?",
+        "{o}a club for fans of {x} {p} has {a} members, {n} among them. In how many ways can "
+        "they choose a president and a secretary who are different people?",
     ),
 }
 # Evaluation questions use a vocabulary of their own, so only the planted copies share 8-grams.
@@ -149,7 +166,10 @@ def _question(rng: random.Random, domain: str) -> tuple[str, str]:
         o=rng.choice(OPENERS), n=name, m=other, x=rng.choice(OBJECTS), p=rng.choice(PLACES),
         s=rng.choice(SHAPES), e=first, f=second, d=rng.randint(60, 9999), **numbers,
     )
-    return text[0].upper() + text[1:], str(rng.randint(1, 5000))
+    text = text[0].upper() + text[1:]
+    if rng.random() < 0.8:
+        text = rng.choice(CONTEXTS).format(m=other) + " " + text
+    return text, str(rng.randint(1, 5000))
 
 
 def _eval_question(rng: random.Random) -> str:
