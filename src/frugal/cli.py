@@ -148,8 +148,11 @@ def generate(
         console.print(f"Extracted answer: {graded.extracted!r}; reference {reference!r}: {verdict}")
 
 
+# --run-dir is the spelling to use after `torchrun ... -m frugal.cli`: torchrun's own parser
+# would take --run for an abbreviation of its --run-path.
 RunOption = Annotated[
-    Path, typer.Option("--run", "-r", help="The run directory (created when missing).")
+    Path,
+    typer.Option("--run", "-r", "--run-dir", help="The run directory (created when missing)."),
 ]
 
 
@@ -391,6 +394,70 @@ def curate(
         domains.add_row(domain, str(count))
     console.print(domains)
     console.print(f"Wrote {result.selected_path}, {result.selection_path} and {result.plot_path}")
+
+
+@app.command("train")
+def train_command(
+    run: RunOption = Path("runs/default"),
+    model: Annotated[str, typer.Option("--model", "-m", help="Base model spec.")]
+    = "smollm2-135m-instruct",
+    method: Annotated[str, typer.Option(help="lora, full or qlora (CUDA only).")] = "lora",
+    name: Annotated[str, typer.Option(help="Adapter name: adapters/<name>/.")] = "default",
+    lora_r: Annotated[int, typer.Option(help="LoRA rank.")] = 16,
+    lora_alpha: Annotated[int, typer.Option(help="LoRA alpha.")] = 32,
+    lora_dropout: Annotated[float, typer.Option(help="LoRA dropout.")] = 0.05,
+    target_modules: Annotated[
+        str, typer.Option(help="Comma-separated module names, or all-linear.")
+    ] = "all-linear",
+    learning_rate: Annotated[float, typer.Option(help="Peak learning rate.")] = 2e-4,
+    epochs: Annotated[float, typer.Option(help="Passes over the data.")] = 3.0,
+    max_steps: Annotated[int, typer.Option(help="Stop after N steps (-1: epochs).")] = -1,
+    batch_size: Annotated[int, typer.Option(help="Rows per device step.")] = 8,
+    gradient_accumulation_steps: Annotated[int, typer.Option(help="Steps per update.")] = 1,
+    max_seq_length: Annotated[
+        int, typer.Option(help="Longest example; longer ones are left out, never cut.")
+    ] = 2048,
+    packing: Annotated[bool, typer.Option(help="BFD packing without cross-contamination.")]
+    = True,
+    save_steps: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = 50,
+    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
+    system: Annotated[str | None, typer.Option(help="System prompt of every example.")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint.")] = False,
+    machine_price_per_hour: Annotated[
+        float, typer.Option(help="Dollars per hour of this machine, for the ledger.")
+    ] = 0.0,
+) -> None:
+    """Fine-tune on selected.jsonl with TRL (LoRA by default); works under torchrun."""
+    _quiet_transformers()
+    from frugal import train as train_stage
+    from frugal.models import ModelNotFoundError
+
+    modules: list[str] | str = target_modules
+    if target_modules != "all-linear":
+        modules = _csv(target_modules) or "all-linear"
+    try:
+        config = train_stage.TrainConfig(
+            model=model, method=method, name=name, system=system,
+            lora=train_stage.LoraSettings(
+                r=lora_r, alpha=lora_alpha, dropout=lora_dropout, target_modules=modules
+            ),
+            learning_rate=learning_rate, epochs=epochs, max_steps=max_steps,
+            batch_size=batch_size, gradient_accumulation_steps=gradient_accumulation_steps,
+            max_seq_length=max_seq_length, packing=packing, save_steps=save_steps, seed=seed,
+            machine_price_per_hour=machine_price_per_hour,
+        )
+        result = train_stage.run(config, run, resume=resume)
+    except (ValidationError, ModelNotFoundError, ValueError, OSError, RuntimeError) as error:
+        _fail(str(error))
+    if result.rank == 0:
+        loss = "-" if result.final_loss is None else f"{result.final_loss:.4f}"
+        console.print(
+            f"trained {result.steps} steps on {result.examples} examples "
+            f"({result.too_long} left out as too long), {result.tokens:,} tokens in "
+            f"{result.seconds:.1f} s ({result.tokens / max(result.seconds, 1e-9):,.0f} tok/s), "
+            f"final loss {loss}"
+        )
+        console.print(f"Wrote {result.output_path} (log: {run / 'train-log.jsonl'})")
 
 
 def _quiet_transformers() -> None:

@@ -1,0 +1,309 @@
+"""`frugal train`: supervised fine-tuning on `selected.jsonl` in the reasoning format.
+
+TRL's SFTTrainer does the training (LoRA through PEFT by default, full fine-tuning or QLoRA as
+options); this module only prepares what it needs and records what happened:
+- examples are prompt/completion pairs from the tokenizer's `ReasoningFormat`, so TRL puts the
+  loss on the completion only (thinking, answer and end of turn);
+- examples longer than `max_seq_length` are left out and reported, never truncated (s1 found
+  that cut traces teach a model to ramble);
+- packing is TRL's best-fit-decreasing packing, padding-free with position ids; transformers
+  turns those position ids into a block-diagonal mask, so packed examples never see each other;
+- checkpoints every `save_steps`; `resume` continues from the last one;
+- progress, `train-log.jsonl`, TensorBoard when installed, and the compute cost in the ledger.
+The same command runs data-parallel under `torchrun` or `accelerate launch`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from frugal.ledger import append_entry, compute_cost
+from frugal.reasoning_format import ReasoningFormat
+from frugal.run_files import SELECTED
+
+TRAIN_LOG = "train-log.jsonl"
+
+
+class LoraSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    r: int = Field(16, ge=1, description="LoRA rank.")
+    alpha: int = Field(32, ge=1, description="LoRA alpha (scale = alpha / r).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout.")
+    target_modules: list[str] | str = Field(
+        "all-linear", description="Modules to adapt: names, or 'all-linear'."
+    )
+
+
+class TrainConfig(BaseModel):
+    """How to fine-tune; defaults suit a small model on a laptop CPU."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field("smollm2-135m-instruct", description="Base model spec.")
+    method: Literal["lora", "full", "qlora"] = Field("lora", description="What to train.")
+    lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA settings.")
+    name: str = Field("default", description="Adapter name: adapters/<name>/.")
+    system: str | None = Field(None, description="System prompt of every example.")
+    learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")
+    epochs: float = Field(3.0, gt=0, description="Passes over the data.")
+    max_steps: int = Field(-1, description="Stop after this many steps (-1: use epochs).")
+    batch_size: int = Field(8, ge=1, description="Sequences (or packed rows) per device step.")
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Steps per optimizer update.")
+    max_seq_length: int = Field(2048, ge=16, description="Longest example; longer are left out.")
+    packing: bool = Field(True, description="BFD packing without cross-contamination.")
+    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Share of steps warming up.")
+    lr_scheduler: str = Field("cosine", description="transformers scheduler name.")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    save_steps: int = Field(50, ge=1, description="Checkpoint every N steps.")
+    save_total_limit: int = Field(2, ge=1, description="Checkpoints kept.")
+    logging_steps: int = Field(1, ge=1, description="Log every N steps.")
+    seed: int = Field(0, description="Seed of initialisation, data order and dropout.")
+    gradient_checkpointing: bool = Field(False, description="Trade compute for memory.")
+    machine_price_per_hour: float = Field(
+        0.0, ge=0, description="Dollars per hour of this machine, for the ledger."
+    )
+
+
+@dataclass
+class TrainResult:
+    output_path: Path
+    steps: int
+    final_loss: float | None
+    tokens: int
+    seconds: float
+    examples: int
+    too_long: int
+    rank: int = 0
+
+
+def build_examples(
+    records: list[dict[str, Any]], fmt: ReasoningFormat, system: str | None
+) -> list[dict[str, str]]:
+    """Prompt/completion pairs: the prompt opens the thinking, the completion closes the turn."""
+    examples = []
+    for record in records:
+        example = fmt.format_example(
+            record["question"], record["thinking"], record.get("trace_answer", ""), system
+        )
+        examples.append({"prompt": example.prompt, "completion": example.completion})
+    return examples
+
+
+def read_selected(run_dir: Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / SELECTED
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} does not exist. Fix: run `frugal curate --run {run_dir}` first."
+        )
+    with path.open(encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def split_by_length(
+    examples: list[dict[str, str]], tokenizer: Any, max_length: int
+) -> tuple[list[dict[str, str]], list[int]]:
+    """Examples that fit, and the token lengths of those that do not (reported, not cut)."""
+    texts = [e["prompt"] + e["completion"] for e in examples]
+    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    fits = [e for e, n in zip(examples, lengths, strict=True) if n <= max_length]
+    return fits, [n for n in lengths if n > max_length]
+
+
+def sft_config(config: TrainConfig, output_dir: Path, fmt: ReasoningFormat) -> Any:
+    import torch
+    from trl import SFTConfig
+
+    report_to = ["tensorboard"] if _tensorboard_installed() else "none"
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return SFTConfig(
+        output_dir=str(output_dir),
+        learning_rate=config.learning_rate,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        max_length=config.max_seq_length,
+        packing=config.packing,
+        packing_strategy="bfd",
+        completion_only_loss=True,
+        eos_token=fmt.end_of_turn,
+        warmup_steps=config.warmup_ratio,  # a float in [0, 1) is a share of all steps
+        lr_scheduler_type=config.lr_scheduler,
+        weight_decay=config.weight_decay,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        logging_steps=config.logging_steps,
+        seed=config.seed,
+        data_seed=config.seed,
+        activation_checkpointing=config.gradient_checkpointing,
+        include_num_input_tokens_seen=True,
+        report_to=report_to,
+        disable_tqdm=True,  # the rich progress callback replaces tqdm
+        # Data parallel on CPUs (torchrun / accelerate launch) needs gloo; GPUs pick NCCL.
+        ddp_backend="gloo" if distributed and not torch.cuda.is_available() else None,
+        bf16=torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
+        dataloader_num_workers=0,
+        dataloader_pin_memory=torch.cuda.is_available(),
+    )
+
+
+@dataclass
+class Prepared:
+    """A ready SFTTrainer and what went into it."""
+
+    trainer: Any
+    loaded: Any
+    format: ReasoningFormat
+    examples: int
+    too_long: list[int]
+    output_dir: Path
+
+
+def prepare(config: TrainConfig, run_dir: Path) -> Prepared:
+    """Load the model, build the examples and the SFTTrainer, without training."""
+    import datasets
+    from datasets import Dataset
+    from transformers.trainer_callback import PrinterCallback, ProgressCallback
+    from trl import SFTTrainer
+
+    from frugal.training.callbacks import JsonlLogCallback, RichProgressCallback
+    from frugal.training.setup import load_for_training, peft_config
+
+    datasets.disable_progress_bars()  # the training bar is the one that matters
+    run_dir = Path(run_dir)
+    rank = int(os.environ.get("RANK", "0"))
+    loaded = load_for_training(config)
+    fmt = ReasoningFormat.for_tokenizer(loaded.tokenizer)
+    examples = build_examples(read_selected(run_dir), fmt, config.system)
+    fits, too_long = split_by_length(examples, loaded.tokenizer, config.max_seq_length)
+    if too_long and rank == 0:
+        print(
+            f"left out {len(too_long)} of {len(examples)} examples longer than max_seq_length="
+            f"{config.max_seq_length} (longest {max(too_long)} tokens); they are never truncated"
+        )
+    if not fits:
+        raise ValueError(
+            f"no example fits in max_seq_length={config.max_seq_length}. Fix: raise "
+            "--max-seq-length or curate with a lower --max-trace-tokens."
+        )
+    output_dir = run_dir / "checkpoints" / config.name
+    trainer = SFTTrainer(
+        model=loaded.model,
+        args=sft_config(config, output_dir, fmt),
+        train_dataset=Dataset.from_list(fits),
+        processing_class=loaded.tokenizer,
+        peft_config=peft_config(config),
+    )
+    trainer.remove_callback(ProgressCallback)
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(JsonlLogCallback(run_dir / TRAIN_LOG, rank=rank))
+    if rank == 0:
+        trainer.add_callback(RichProgressCallback())
+    return Prepared(trainer, loaded, fmt, len(fits), too_long, output_dir)
+
+
+def run(config: TrainConfig, run_dir: Path, *, resume: bool = False) -> TrainResult:
+    run_dir = Path(run_dir)
+    rank = int(os.environ.get("RANK", "0"))
+    prepared = prepare(config, run_dir)
+    trainer = prepared.trainer
+    checkpoint = _last_checkpoint(prepared.output_dir) if resume else None
+    if resume and checkpoint is None and rank == 0:
+        print(f"no checkpoint in {prepared.output_dir} yet: starting from the beginning")
+    started = time.perf_counter()
+    outcome = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    seconds = time.perf_counter() - started
+    kind = "adapters" if config.method != "full" else "models"
+    output_path = run_dir / kind / config.name
+    if trainer.is_world_process_zero():
+        trainer.save_model(str(output_path))
+        prepared.loaded.tokenizer.save_pretrained(str(output_path))
+        _record(config, run_dir, prepared.loaded.path, output_path, trainer, outcome, seconds,
+                prepared.examples, prepared.too_long)
+    _write_rank_state(run_dir, rank, trainer, saved=trainer.is_world_process_zero())
+    return TrainResult(
+        output_path=output_path,
+        steps=trainer.state.global_step,
+        final_loss=_final_loss(trainer),
+        tokens=int(trainer.state.num_input_tokens_seen),
+        seconds=seconds,
+        examples=prepared.examples,
+        too_long=len(prepared.too_long),
+        rank=rank,
+    )
+
+
+def _last_checkpoint(output_dir: Path) -> Path | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not output_dir.is_dir():
+        return None
+    found = get_last_checkpoint(str(output_dir))
+    return Path(found) if found else None
+
+
+def _final_loss(trainer: Any) -> float | None:
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    return losses[-1] if losses else None
+
+
+def _record(
+    config: TrainConfig,
+    run_dir: Path,
+    base_path: str,
+    output_path: Path,
+    trainer: Any,
+    outcome: Any,
+    seconds: float,
+    examples: int,
+    too_long: list[int],
+) -> None:
+    summary = {
+        "base_model": config.model,
+        "base_model_path": base_path,
+        "output": str(output_path),
+        "config": config.model_dump(),
+        "steps": trainer.state.global_step,
+        "examples": examples,
+        "left_out_too_long": len(too_long),
+        "tokens": int(trainer.state.num_input_tokens_seen),
+        "train_loss": outcome.training_loss,
+        "final_loss": _final_loss(trainer),
+        "seconds": round(seconds, 3),
+    }
+    (output_path / "frugal-train.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (run_dir / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    dollars = compute_cost(seconds * world, config.machine_price_per_hour)
+    append_entry(run_dir, {
+        "stage": "train", "kind": "compute", "name": config.name, "method": config.method,
+        "processes": world, "compute_seconds": round(seconds * world, 3),
+        "machine_price_per_hour": config.machine_price_per_hour,
+        "tokens": summary["tokens"], "dollars": round(dollars, 6),
+    })
+
+
+def _write_rank_state(run_dir: Path, rank: int, trainer: Any, *, saved: bool) -> None:
+    """Per-process evidence for data-parallel runs: each rank's steps, and who saved."""
+    path = run_dir / "train-ranks" / f"rank-{rank}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({
+        "rank": rank, "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+        "steps": trainer.state.global_step,
+        "tokens": int(trainer.state.num_input_tokens_seen), "saved": saved,
+    }) + "\n")
+
+
+def _tensorboard_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("tensorboard") is not None

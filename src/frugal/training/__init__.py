@@ -1,0 +1,1 @@
+"""Pieces of `frugal train` that TRL leaves to the caller: model set-up and callbacks."""

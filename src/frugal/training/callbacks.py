@@ -1,0 +1,108 @@
+"""Trainer callbacks: a rich progress bar and `train-log.jsonl`.
+
+Both read what the Trainer already tracks (`state.global_step`, `state.num_input_tokens_seen`,
+the logged loss and learning rate); tokens per second count real tokens, which with packing and
+padding-free batches is every token the model saw.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from transformers import TrainerCallback
+
+
+class _Rate:
+    """Tokens per second since the start of this process's training."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.first_tokens: int | None = None
+
+    def __call__(self, tokens: int) -> float:
+        if self.first_tokens is None:  # a resumed run starts with the tokens seen before it
+            self.first_tokens = tokens
+            self.started = time.perf_counter()
+            return 0.0
+        elapsed = time.perf_counter() - self.started
+        return (tokens - self.first_tokens) / elapsed if elapsed > 0 else 0.0
+
+
+class RichProgressCallback(TrainerCallback):
+    def __init__(self) -> None:
+        self.progress: Progress | None = None
+        self.task: Any = None
+        self.rate = _Rate()
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("train"),
+            BarColumn(bar_width=24),
+            MofNCompleteColumn(),
+            TextColumn("loss [cyan]{task.fields[loss]}[/] lr {task.fields[lr]}"),
+            TextColumn("[magenta]{task.fields[tps]:,.0f} tok/s"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        )
+        self.progress.start()
+        self.task = self.progress.add_task(
+            "train", total=state.max_steps, completed=state.global_step, loss="-", lr="-", tps=0.0
+        )
+        self.rate(int(state.num_input_tokens_seen))
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.progress is not None:
+            self.progress.update(
+                self.task, completed=state.global_step,
+                tps=self.rate(int(state.num_input_tokens_seen)),
+            )
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+        if self.progress is not None and logs and "loss" in logs:
+            self.progress.update(
+                self.task, loss=f"{logs['loss']:.4f}", lr=f"{logs.get('learning_rate', 0):.2e}"
+            )
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+class JsonlLogCallback(TrainerCallback):
+    """Appends every log event (loss, learning rate, tokens/s) to a JSONL file, rank 0 only."""
+
+    def __init__(self, path: Path, rank: int = 0) -> None:
+        self.path = Path(path)
+        self.rank = rank
+        self.rate = _Rate()
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.rate(int(state.num_input_tokens_seen))
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
+        if self.rank != 0 or not logs:
+            return
+        tokens = int(state.num_input_tokens_seen)
+        record = {
+            "step": state.global_step,
+            "epoch": state.epoch,
+            "tokens_seen": tokens,
+            "tokens_per_second": round(self.rate(tokens), 2),
+            **logs,
+        }
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
