@@ -61,7 +61,7 @@ def first_batch(prepared: train.Prepared) -> dict[str, torch.Tensor]:
 
 def test_loss_masking_on_real_smollm2_token_ids(tmp_path: Path, tiny_dir: Path) -> None:
     run_dir = make_run(tmp_path)
-    prepared = train.prepare(settings(tiny_dir, packing=False), run_dir)
+    prepared = train.prepare(settings(tiny_dir, packing="none"), run_dir)
     tokenizer = prepared.loaded.tokenizer
     fmt = ReasoningFormat.for_tokenizer(tokenizer)
     end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
@@ -87,9 +87,12 @@ def test_loss_masking_on_real_smollm2_token_ids(tmp_path: Path, tiny_dir: Path) 
     assert (batch["labels"][batch["attention_mask"] == 0] == -100).all()  # padding
 
 
-def test_packed_examples_do_not_see_each_other(tmp_path: Path, tiny_dir: Path) -> None:
+@pytest.mark.parametrize("packing", ["padding-free", "bfd"])
+def test_packed_examples_do_not_see_each_other(
+    tmp_path: Path, tiny_dir: Path, packing: str
+) -> None:
     run_dir = make_run(tmp_path)
-    prepared = train.prepare(settings(tiny_dir, packing=True, batch_size=2), run_dir)
+    prepared = train.prepare(settings(tiny_dir, packing=packing, batch_size=2), run_dir)
     batch = first_batch(prepared)
     assert "attention_mask" not in batch and batch["input_ids"].shape[0] == 1  # padding-free
     positions = batch["position_ids"][0]

@@ -417,8 +417,9 @@ def train_command(
     max_seq_length: Annotated[
         int, typer.Option(help="Longest example; longer ones are left out, never cut.")
     ] = 2048,
-    packing: Annotated[bool, typer.Option(help="BFD packing without cross-contamination.")]
-    = True,
+    packing: Annotated[
+        str, typer.Option(help="padding-free (default), bfd (pack rows of max-seq-length) or none.")
+    ] = "padding-free",
     save_steps: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = 50,
     seed: Annotated[int, typer.Option(help="Seed.")] = 0,
     system: Annotated[str | None, typer.Option(help="System prompt of every example.")] = None,

@@ -6,8 +6,9 @@ options); this module only prepares what it needs and records what happened:
   loss on the completion only (thinking, answer and end of turn);
 - examples longer than `max_seq_length` are left out and reported, never truncated (s1 found
   that cut traces teach a model to ramble);
-- packing is TRL's best-fit-decreasing packing, padding-free with position ids; transformers
-  turns those position ids into a block-diagonal mask, so packed examples never see each other;
+- batches are padding-free by default (a batch's examples in one row, position ids restarting
+  at each) or BFD-packed; transformers turns those position ids into a block-diagonal mask, so
+  examples sharing a row never see each other, and no compute goes to padding;
 - checkpoints every `save_steps`; `resume` continues from the last one;
 - progress, `train-log.jsonl`, TensorBoard when installed, and the compute cost in the ledger.
 The same command runs data-parallel under `torchrun` or `accelerate launch`.
@@ -58,7 +59,13 @@ class TrainConfig(BaseModel):
     batch_size: int = Field(8, ge=1, description="Sequences (or packed rows) per device step.")
     gradient_accumulation_steps: int = Field(1, ge=1, description="Steps per optimizer update.")
     max_seq_length: int = Field(2048, ge=16, description="Longest example; longer are left out.")
-    packing: bool = Field(True, description="BFD packing without cross-contamination.")
+    packing: Literal["padding-free", "bfd", "none"] = Field(
+        "padding-free",
+        description="padding-free: each batch's examples in one row with position ids (same "
+        "steps as padded batches, no padding); bfd: TRL's best-fit-decreasing packing into rows "
+        "of max_seq_length (fewer, fuller steps); none: padded batches. Position ids restart at "
+        "every example, and transformers masks block-diagonally, so examples never mix.",
+    )
     warmup_ratio: float = Field(0.05, ge=0, lt=1, description="Share of steps warming up.")
     lr_scheduler: str = Field("cosine", description="transformers scheduler name.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
@@ -130,9 +137,12 @@ def sft_config(config: TrainConfig, output_dir: Path, fmt: ReasoningFormat) -> A
         max_steps=config.max_steps,
         per_device_train_batch_size=config.batch_size,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
-        max_length=config.max_seq_length,
-        packing=config.packing,
+        # Examples longer than max_seq_length were already left out, so without BFD packing
+        # (which needs the row length) there is nothing left to truncate.
+        max_length=config.max_seq_length if config.packing == "bfd" else None,
+        packing=config.packing == "bfd",
         packing_strategy="bfd",
+        padding_free=config.packing != "none",
         completion_only_loss=True,
         eos_token=fmt.end_of_turn,
         warmup_steps=config.warmup_ratio,  # a float in [0, 1) is a share of all steps
