@@ -3,8 +3,9 @@
 The same fine-tuning, one epoch over the first N GSM8K training rows (question, the human worked
 solution as thinking, "Final Answer: N" as the answer), in the reasoning format of
 `frugal.reasoning_format` so both arms train on the identical prompt/completion text:
-  (a) frugal: `frugal.train.run` (TRL's SFTTrainer with best-fit-decreasing packing,
-      padding-free, block-diagonal attention);
+  (a) frugal: `frugal.train.run` with its default batching (`TrainConfig.packing`; today
+      padding-free: each batch's examples in one row with restarting position ids, so the same
+      steps as padded batches but no padding; `--packing bfd` tries best-fit-decreasing rows);
   (b) plain TRL: a minimal `SFTTrainer` + `peft.LoraConfig` script with `SFTConfig`'s defaults
       (no packing: each batch padded to its longest example) except the shared settings below.
 Shared: LoRA r=16, alpha=32, dropout 0.05 on all linear layers; learning rate 2e-4, linear
@@ -14,8 +15,9 @@ float32 on the CPU (bf16 on a bf16 GPU, as frugal does); completion-only loss; l
 
 Each arm runs in its own Python process (this script re-invokes itself with `--arm`), so peak
 RSS (`ru_maxrss` of that process, model load included) belongs to one arm only. Measured per arm:
-- real tokens: non-padding tokens trained on. (a) `TrainResult.tokens` (every token is real when
-  packing is padding-free), checked against the dataset's token count; (b) the Trainer's count
+- real tokens: non-padding tokens trained on. (a) `TrainResult.tokens` (every position is a
+  real token when batches are padding-free or BFD-packed; with `--packing none` the dataset's
+  token count is used), checked against the dataset's token count; (b) the Trainer's count
   with `include_num_input_tokens_seen="non_padding"` (sum of the attention mask);
 - train seconds: wall-clock of `trainer.train()` only (no model load, no dataset building);
 - tokens/s = real tokens / train seconds; final loss (last logged) and the mean of the last 5
@@ -25,7 +27,7 @@ RSS (`ru_maxrss` of that process, model load included) belongs to one arm only. 
   train seconds, with FLOPs per token = 4 x N_frozen + 6 x N_lora: the frozen weights need a
   forward pass (2N) and the gradient with respect to their inputs (2N) but no weight gradient;
   the LoRA weights need all three (6N). N_frozen counts the (tied) embedding once, as the LM
-  head's matmul; attention scores (about 5% more for these ~250-token examples) are left out.
+  head's matmul; attention scores (about 5% more for these ~200-token examples) are left out.
   Padding positions that (b) computes on are not counted as useful FLOPs.
 
 Targets: tokens/s a/b >= 1.5, peak RSS a/b <= 1.0, mean last-5 loss within 5% of each other.
@@ -44,6 +46,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -136,7 +139,7 @@ def arm_frugal(args: argparse.Namespace) -> dict[str, Any]:
         epochs=args.epochs,
         batch_size=args.batch_size,
         max_seq_length=args.max_length,
-        packing=True,
+        **({"packing": args.packing} if args.packing else {}),  # else frugal's default
         warmup_ratio=WARMUP,
         lr_scheduler=SCHEDULER,
         save_steps=10**6,  # no checkpoint inside the timed loop
@@ -151,13 +154,15 @@ def arm_frugal(args: argparse.Namespace) -> dict[str, Any]:
     tokenizer = load_tokenizer(MODEL)
     fmt = ReasoningFormat.for_tokenizer(tokenizer)
     lengths = dataset_tokens(build_examples(read_selected(args.run_dir), fmt, None), tokenizer)
-    kept = [n for n in lengths if n <= args.max_length]
+    real = round(sum(n for n in lengths if n <= args.max_length) * args.epochs)
+    padded = config.packing in ("none", False)  # else every position computed is a real token
     return {
+        "packing": str(config.packing),
         "examples": result.examples,
         "steps": result.steps,
-        "tokens": result.tokens,
-        "positions": result.tokens,  # padding-free: every position computed is a real token
-        "dataset_tokens": round(sum(kept) * args.epochs),
+        "tokens": real if padded else result.tokens,
+        "positions": result.tokens,
+        "dataset_tokens": real,
         "seconds": result.seconds,
         "losses": logged_losses(history),
         "peak_rss_mb": rss,
@@ -225,6 +230,7 @@ def arm_trl(args: argparse.Namespace) -> dict[str, Any]:
     trainer.train()
     seconds = time.perf_counter() - started
     return {
+        "packing": "none",
         "examples": len(examples),
         "steps": trainer.state.global_step,
         "tokens": int(trainer.state.num_input_tokens_seen),
@@ -253,6 +259,7 @@ def launch(arm: str, run_dir: Path, args: argparse.Namespace, console: Any) -> d
         "--run-dir", str(run_dir), "--result-file", str(result_file),
         "--examples", str(args.examples), "--batch-size", str(args.batch_size),
         "--max-length", str(args.max_length), "--epochs", str(args.epochs),
+        *(["--packing", args.packing] if args.packing else []),
     ]
     console.print(f"running {ARMS[arm]} in its own process ...")
     started = time.perf_counter()
@@ -282,14 +289,15 @@ def flops_per_token() -> tuple[float, int, int]:
     from frugal.models import resolve_model_path
 
     config = AutoConfig.from_pretrained(resolve_model_path(MODEL))
-    with torch.device("meta"):  # shapes only, no memory
-        model = AutoModelForCausalLM.from_config(config)
-    embedding = model.get_input_embeddings().weight
-    output = model.get_output_embeddings()
-    tied = output is not None and output.weight is embedding
     lora = LoraConfig(r=LORA_R, lora_alpha=LORA_ALPHA, lora_dropout=LORA_DROPOUT,
                       target_modules=LORA_TARGETS, task_type="CAUSAL_LM")
-    model = get_peft_model(model, lora)
+    with torch.device("meta"), warnings.catch_warnings():  # shapes only, no memory
+        warnings.simplefilter("ignore", FutureWarning)
+        model = AutoModelForCausalLM.from_config(config)
+        embedding = model.get_input_embeddings().weight
+        output = model.get_output_embeddings()
+        tied = output is not None and output.weight is embedding
+        model = get_peft_model(model, lora)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
     if not tied:
@@ -337,8 +345,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=8, help="per-device batch size")
     parser.add_argument("--max-length", type=int, default=1024, help="longest sequence")
     parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument(
+        "--packing", help="frugal's TrainConfig.packing for arm (a) (default: frugal's default)"
+    )
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="GSM8K JSON Lines file")
     parser.add_argument("--verbose", action="store_true", help="show the arms' own output")
+    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     parser.add_argument("--arm", choices=sorted(ARMS), help=argparse.SUPPRESS)
     parser.add_argument("--run-dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--result-file", type=Path, help=argparse.SUPPRESS)
@@ -375,35 +387,56 @@ def main(argv: Sequence[str] | None = None) -> None:
     per_token, frozen, trainable = flops_per_token()
     peak, matmul_label = matmul_flops()
 
-    table = Table(title="LoRA SFT, one process per arm (wall-clock of trainer.train() only)")
-    columns = ("arm", "examples", "steps", "real tokens", "padding", "train s", "tokens/s",
-               "peak RSS MB", "final loss", f"mean last-{LAST_LOSSES}", "TFLOP/s", "MFU")
-    for column in columns:
-        table.add_column(column, justify="left" if column == "arm" else "right")
-    for arm, r in results.items():
+    a, b = results["frugal"], results["trl"]
+    for r in (a, b):
         r["tokens_per_s"] = ratio(r["tokens"], r["seconds"])
         r["mean_loss"] = statistics.fmean(r["losses"][-LAST_LOSSES:]) if r["losses"] else None
+        r["final_loss"] = r["losses"][-1] if r["losses"] else None
         r["flops_per_s"] = per_token * r["tokens_per_s"]
-        padding = 1 - ratio(r["tokens"], r["positions"]) if r["positions"] else 0.0
-        table.add_row(
-            ARMS[arm], str(r["examples"]), str(r["steps"]), f"{r['tokens']:,}",
-            f"{padding:.0%}", f"{r['seconds']:.1f}", f"{r['tokens_per_s']:,.0f}",
-            f"{r['peak_rss_mb']:,.0f}",
-            f"{r['losses'][-1]:.4f}" if r["losses"] else "-",
-            f"{r['mean_loss']:.4f}" if r["mean_loss"] is not None else "-",
-            f"{r['flops_per_s'] / 1e12:.3f}", f"{ratio(r['flops_per_s'], peak):.1%}",
-        )
+        r["mfu"] = ratio(r["flops_per_s"], peak)
+        r["padding"] = 1 - ratio(r["tokens"], r["positions"]) if r["positions"] else 0.0
+
+    # One row per metric, one column per arm: fits a narrow terminal.
+    table = Table(title="LoRA SFT, one process per arm (wall-clock of trainer.train() only)")
+    for column in ("", ARMS["frugal"], ARMS["trl"], "a/b"):
+        table.add_column(column, justify="left" if not column else "right")
+    rows: list[tuple[str, str, str]] = [
+        ("examples", "examples", "{:,}"),
+        ("batching", "packing", "{}"),
+        ("steps", "steps", "{:,}"),
+        ("real tokens", "tokens", "{:,}"),
+        ("positions computed", "positions", "{:,}"),
+        ("padding share", "padding", "{:.0%}"),
+        ("train seconds", "seconds", "{:.1f}"),
+        ("real tokens/s", "tokens_per_s", "{:,.1f}"),
+        ("peak RSS MB", "peak_rss_mb", "{:,.0f}"),
+        ("final loss", "final_loss", "{:.4f}"),
+        (f"mean last-{LAST_LOSSES} loss", "mean_loss", "{:.4f}"),
+        ("achieved GFLOP/s", "flops_per_s", "{:,.1f}"),
+        ("MFU", "mfu", "{:.1%}"),
+    ]
+    if a.get("gpu_peak_mb") is not None:
+        rows.insert(8, ("peak GPU MB", "gpu_peak_mb", "{:,.0f}"))
+    for label, key, form in rows:
+        va, vb = a.get(key), b.get(key)
+        scale = 1e9 if key == "flops_per_s" else 1
+
+        def show(v: Any, form: str = form, scale: float = scale) -> str:
+            if v is None:
+                return "-"
+            return form.format(v / scale if scale != 1 else v)
+
+        numbers = isinstance(va, int | float) and isinstance(vb, int | float)
+        both = numbers and bool(vb) and key not in ("padding", "packing")
+        table.add_row(label, show(va), show(vb), f"{va / vb:.2f}" if both else "")
     console.print(table)
 
-    a, b = results["frugal"], results["trl"]
     for arm, r in results.items():
         if r["tokens"] != r["dataset_tokens"]:
             console.print(
                 f"[yellow]{ARMS[arm]}: counted {r['tokens']:,} real tokens but the dataset has "
                 f"{r['dataset_tokens']:,} per {args.epochs:g} epoch(s)[/yellow]"
             )
-        if r.get("gpu_peak_mb") is not None:
-            console.print(f"{ARMS[arm]}: peak GPU memory allocated {r['gpu_peak_mb']:,.0f} MB")
     speedup = ratio(a["tokens_per_s"], b["tokens_per_s"])
     memory = ratio(a["peak_rss_mb"], b["peak_rss_mb"])
     console.print(
@@ -428,10 +461,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"6 x {trainable / 1e6:.2f}M LoRA parameters) against {peak / 1e12:.3f} TFLOP/s "
         f"measured ({matmul_label}, best of 5)"
     )
-    console.print(
-        f"steps: a {a['steps']} optimizer steps on packed rows, b {b['steps']} on padded "
-        f"batches; a computed {a['positions']:,} positions, b {b['positions']:,}"
-    )
+    if args.json:
+        args.json.write_text(json.dumps({
+            "arms": results, "flops_per_token": per_token, "matmul_flops_per_s": peak,
+            "matmul": matmul_label, "speedup": speedup, "memory_ratio": memory,
+        }, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ def first_batch(prepared: train.Prepared) -> dict[str, torch.Tensor]:
 
 def test_loss_masking_on_real_smollm2_token_ids(tmp_path: Path, tiny_dir: Path) -> None:
     run_dir = make_run(tmp_path)
-    prepared = train.prepare(settings(tiny_dir, packing="none"), run_dir)
+    prepared = train.prepare(settings(tiny_dir, packing="none", micro_batch_size=4), run_dir)
     tokenizer = prepared.loaded.tokenizer
     fmt = ReasoningFormat.for_tokenizer(tokenizer)
     end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
@@ -92,7 +92,9 @@ def test_packed_examples_do_not_see_each_other(
     tmp_path: Path, tiny_dir: Path, packing: str
 ) -> None:
     run_dir = make_run(tmp_path)
-    prepared = train.prepare(settings(tiny_dir, packing=packing, batch_size=2), run_dir)
+    prepared = train.prepare(
+        settings(tiny_dir, packing=packing, batch_size=2, micro_batch_size=2), run_dir
+    )
     batch = first_batch(prepared)
     assert "attention_mask" not in batch and batch["input_ids"].shape[0] == 1  # padding-free
     positions = batch["position_ids"][0]
@@ -110,6 +112,25 @@ def test_packed_examples_do_not_see_each_other(
         mixed = model(input_ids=batch["input_ids"]).logits[0]
         second = slice(starts[1], ends[1])
         assert not torch.allclose(mixed[second], packed[second], atol=1e-4)
+
+
+def test_micro_batches_give_the_loss_of_the_whole_batch(tmp_path: Path, tiny_dir: Path) -> None:
+    """On a CPU a batch of 4 runs as 4 passes of one example (no padding, no attention across
+    examples); gradient accumulation normalises by the batch's tokens, so step 1 is the same."""
+    losses = {}
+    for micro in (1, 4):
+        run_dir = make_run(tmp_path / f"micro-{micro}")
+        config = settings(tiny_dir, max_steps=1, packing="none", micro_batch_size=micro)
+        prepared = train.prepare(config, run_dir)
+        args = prepared.trainer.args
+        assert (args.per_device_train_batch_size, args.gradient_accumulation_steps) == (
+            micro, 4 // micro
+        )
+        prepared.trainer.train()
+        losses[micro] = prepared.trainer.state.log_history[0]["loss"]
+    assert losses[1] == pytest.approx(losses[4], rel=1e-4)
+    assert train.micro_batch(settings(tiny_dir), cuda=False) == 1
+    assert train.micro_batch(settings(tiny_dir), cuda=True) == 4
 
 
 def test_lora_training_changes_the_adapter_and_saves_a_peft_directory(

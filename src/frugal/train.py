@@ -56,8 +56,14 @@ class TrainConfig(BaseModel):
     learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")
     epochs: float = Field(3.0, gt=0, description="Passes over the data.")
     max_steps: int = Field(-1, description="Stop after this many steps (-1: use epochs).")
-    batch_size: int = Field(8, ge=1, description="Sequences (or packed rows) per device step.")
-    gradient_accumulation_steps: int = Field(1, ge=1, description="Steps per optimizer update.")
+    batch_size: int = Field(8, ge=1, description="Examples (bfd: packed rows) per device step.")
+    micro_batch_size: int | None = Field(
+        None, ge=1,
+        description="Examples per forward pass; the rest of a batch comes by gradient "
+        "accumulation, with the same loss. Default: 1 on CPUs (no padding and no attention "
+        "across a flattened batch, which a CPU computes in full), the whole batch on GPUs.",
+    )
+    gradient_accumulation_steps: int = Field(1, ge=1, description="Batches per optimizer update.")
     max_seq_length: int = Field(2048, ge=16, description="Longest example; longer are left out.")
     packing: Literal["padding-free", "bfd", "none"] = Field(
         "padding-free",
@@ -124,25 +130,42 @@ def split_by_length(
     return fits, [n for n in lengths if n > max_length]
 
 
+def micro_batch(config: TrainConfig, *, cuda: bool) -> int:
+    """Examples per forward pass. TRL flattens a padding-free batch into one row whose attention
+    GPUs compute per example (flash-attention varlen) but CPUs compute in full, quadratic in
+    the row; on a CPU one example per pass is both padding-free and free of that waste."""
+    if config.packing == "bfd":
+        return config.batch_size  # rows are already packed to max_seq_length
+    micro = config.micro_batch_size or (config.batch_size if cuda else 1)
+    if config.batch_size % micro:
+        raise ValueError(
+            f"batch_size {config.batch_size} is not a multiple of micro_batch_size {micro}. "
+            "Fix: choose a micro batch size that divides the batch size."
+        )
+    return micro
+
+
 def sft_config(config: TrainConfig, output_dir: Path, fmt: ReasoningFormat) -> Any:
     import torch
     from trl import SFTConfig
 
     report_to = ["tensorboard"] if _tensorboard_installed() else "none"
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    micro = micro_batch(config, cuda=torch.cuda.is_available())
     return SFTConfig(
         output_dir=str(output_dir),
         learning_rate=config.learning_rate,
         num_train_epochs=config.epochs,
         max_steps=config.max_steps,
-        per_device_train_batch_size=config.batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        per_device_train_batch_size=micro,
+        gradient_accumulation_steps=config.gradient_accumulation_steps * config.batch_size // micro,
         # Examples longer than max_seq_length were already left out, so without BFD packing
         # (which needs the row length) there is nothing left to truncate.
         max_length=config.max_seq_length if config.packing == "bfd" else None,
         packing=config.packing == "bfd",
         packing_strategy="bfd",
-        padding_free=config.packing != "none",
+        # One example per pass has no padding to remove; padding-free would only add a warning.
+        padding_free=config.packing != "none" and (micro > 1 or config.packing == "bfd"),
         completion_only_loss=True,
         eos_token=fmt.end_of_turn,
         warmup_steps=config.warmup_ratio,  # a float in [0, 1) is a share of all steps
