@@ -50,8 +50,10 @@ def make_run(run_dir: Path, per_family: int = 3, extra: list[dict[str, Any]] | N
 
 
 def settings(model: Path, **overrides: Any) -> TrainConfig:
+    # float32 base weights: these tests compare numbers to tight tolerances.
     base = {"model": str(model), "max_steps": 4, "batch_size": 4, "save_steps": 2,
-            "max_seq_length": 512, "learning_rate": 1e-3, "warmup_ratio": 0.0}
+            "max_seq_length": 512, "learning_rate": 1e-3, "warmup_ratio": 0.0,
+            "base_dtype": "float32"}
     return TrainConfig(**{**base, **overrides})
 
 
@@ -158,6 +160,20 @@ def test_lora_training_changes_the_adapter_and_saves_a_peft_directory(
     assert entry["stage"] == "train" and entry["dollars"] == pytest.approx(
         entry["compute_seconds"] / 100, rel=1e-3
     )
+
+
+def test_lora_base_in_bfloat16_where_it_is_fast(tmp_path: Path, tiny_dir: Path) -> None:
+    from frugal.training.setup import base_dtype, fast_bf16
+
+    auto = settings(tiny_dir, base_dtype="auto")
+    assert base_dtype(auto) == ("bfloat16" if fast_bf16() else "float32")
+    assert base_dtype(settings(tiny_dir, base_dtype="auto", method="full")) == "float32"
+    prepared = train.prepare(settings(tiny_dir, base_dtype="bfloat16"), make_run(tmp_path))
+    dtypes = {n: p.dtype for n, p in prepared.trainer.model.named_parameters()}
+    assert all(d == torch.float32 for n, d in dtypes.items() if "lora_" in n)  # trained
+    assert any(d == torch.bfloat16 for n, d in dtypes.items() if "lora_" not in n)  # frozen
+    prepared.trainer.train()
+    assert prepared.trainer.state.log_history[0]["loss"] > 0
 
 
 def test_full_fine_tuning_saves_a_model(tmp_path: Path, tiny_dir: Path) -> None:

@@ -402,6 +402,10 @@ def train_command(
     model: Annotated[str, typer.Option("--model", "-m", help="Base model spec.")]
     = "smollm2-135m-instruct",
     method: Annotated[str, typer.Option(help="lora, full or qlora (CUDA only).")] = "lora",
+    base_dtype: Annotated[
+        str, typer.Option(help="LoRA's frozen base: auto (bfloat16 on AMX CPUs and GPUs), "
+                          "float32 or bfloat16.")
+    ] = "auto",
     name: Annotated[str, typer.Option(help="Adapter name: adapters/<name>/.")] = "default",
     lora_r: Annotated[int, typer.Option(help="LoRA rank.")] = 16,
     lora_alpha: Annotated[int, typer.Option(help="LoRA alpha.")] = 32,
@@ -438,7 +442,7 @@ def train_command(
         modules = _csv(target_modules) or "all-linear"
     try:
         config = train_stage.TrainConfig(
-            model=model, method=method, name=name, system=system,
+            model=model, method=method, base_dtype=base_dtype, name=name, system=system,
             lora=train_stage.LoraSettings(
                 r=lora_r, alpha=lora_alpha, dropout=lora_dropout, target_modules=modules
             ),

@@ -50,6 +50,10 @@ class TrainConfig(BaseModel):
 
     model: str = Field("smollm2-135m-instruct", description="Base model spec.")
     method: Literal["lora", "full", "qlora"] = Field("lora", description="What to train.")
+    base_dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="Frozen base weights of LoRA: auto picks bfloat16 where the "
+        "hardware multiplies it fast (AMX CPUs, CUDA), else float32.",
+    )
     lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA settings.")
     name: str = Field("default", description="Adapter name: adapters/<name>/.")
     system: str | None = Field(None, description="System prompt of every example.")

@@ -9,9 +9,9 @@ from frugal.models import LoadedModel, load_model, resolve_model_path
 
 
 def load_for_training(config: Any) -> LoadedModel:
-    """The base model: float32 on the CPU, or 4-bit for QLoRA on a CUDA machine."""
+    """The base model: 4-bit for QLoRA; for LoRA the frozen weights in `base_dtype`."""
     if config.method != "qlora":
-        return load_model(config.model)
+        return load_model(config.model, dtype=base_dtype(config))
     import torch
 
     if not torch.cuda.is_available() or importlib.util.find_spec("bitsandbytes") is None:
@@ -47,3 +47,26 @@ def peft_config(config: Any) -> Any:
         target_modules=config.lora.target_modules,
         task_type="CAUSAL_LM",
     )
+
+
+def base_dtype(config: Any) -> str:
+    """float32, or bfloat16 for LoRA's frozen base where bf16 matrix units make it several times
+    faster (CUDA, or CPUs with AMX / AVX512-BF16). The trained LoRA weights stay float32."""
+    if config.base_dtype != "auto":
+        return config.base_dtype
+    if config.method == "lora" and fast_bf16():
+        return "bfloat16"
+    return "float32"
+
+
+def fast_bf16() -> bool:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            flags = cpuinfo.read()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
