@@ -191,3 +191,20 @@ def test_questions_without_domain_are_clustered(tmp_path: Path) -> None:
         kind = "plus" if "plus" in item.question.question else "weeks"
         by_cluster.setdefault(item.domain, set()).add(kind)
     assert len(by_cluster) == 2 and all(len(kinds) == 1 for kinds in by_cluster.values())
+
+
+def test_traces_without_thinking_or_answer_are_dropped() -> None:
+    from frugal.curate import Item, _check_trace
+    from frugal.questions import Question
+
+    def item(qid: str, trace: dict[str, Any] | None) -> Item:
+        return Item(Question(id=qid, question=f"q {qid}", answer="1", source="t"), trace)
+
+    reasons = _check_trace([
+        item("ok", {"thinking": "1 = 1", "answer": "Final Answer: 1"}),
+        item("none", None),
+        item("cut", {"thinking": "1 = 1 and then", "answer": ""}),
+        item("empty", {"thinking": " ", "answer": "Final Answer: 1"}),
+    ])
+    assert set(reasons) == {"none", "cut", "empty"}
+    assert "no answer" in reasons["cut"] and "no thinking" in reasons["empty"]

@@ -154,6 +154,23 @@ def test_cost_cap_stops_issuing_calls_before_crossing_it(tmp_path: Path) -> None
     assert len(result.traces) == calls  # every call issued was paid and kept
     assert result.dollars <= 0.5
     assert read_ledger(tmp_path)["total_dollars"] <= 0.5
+    # The cap is for the run directory: a second run with the same cap pays for nothing more.
+    with FakeOpenAIServer() as server:
+        config.openai = openai_config(server, max_tokens=100, concurrency=1)
+        again = distill.run(config, tmp_path)
+        assert server.total_calls == 0
+    assert again.stopped_by_cost and again.calls == 0
+
+
+def test_a_crashing_teacher_still_writes_its_ledger_entry(tmp_path: Path) -> None:
+    from frugal.models import ModelNotFoundError
+
+    task_pool(tmp_path, per_family=1)
+    config = DistillConfig(teacher="hf", local=LocalTeacherConfig(model=str(tmp_path / "nope")))
+    with pytest.raises(ModelNotFoundError):
+        distill.run(config, tmp_path)
+    entry = read_ledger(tmp_path)["entries"][-1]
+    assert entry["stage"] == "distill" and entry["calls"] == 0
 
 
 FAULTS = [("429", 0.05), ("500",), ("malformed",), ("empty_choices",), ("timeout", 3.0)]

@@ -381,7 +381,9 @@ def curate(
             settings["format_patterns"] = format_pattern
         config = curate_stage.CurateConfig(**settings)
         result = curate_stage.run(config, run, console=console)
-    except (ValidationError, QuestionDataError, ModelNotFoundError, ValueError, OSError) as error:
+    except (
+        ValidationError, QuestionDataError, ModelNotFoundError, ValueError, OSError, RuntimeError
+    ) as error:
         _fail(str(error))
     table = Table("stage", "in", "dropped", "out", "items/s", title="curation funnel")
     for step in result.funnel.steps:
@@ -403,7 +405,7 @@ def train_command(
     = "smollm2-135m-instruct",
     method: Annotated[str, typer.Option(help="lora, full or qlora (CUDA only).")] = "lora",
     base_dtype: Annotated[
-        str, typer.Option(help="LoRA's frozen base: auto (bfloat16 on AMX CPUs and GPUs), "
+        str, typer.Option(help="LoRA's frozen base: auto (bfloat16 on GPUs, else float32), "
                           "float32 or bfloat16.")
     ] = "auto",
     name: Annotated[str, typer.Option(help="Adapter name: adapters/<name>/.")] = "default",
@@ -416,8 +418,12 @@ def train_command(
     learning_rate: Annotated[float, typer.Option(help="Peak learning rate.")] = 2e-4,
     epochs: Annotated[float, typer.Option(help="Passes over the data.")] = 3.0,
     max_steps: Annotated[int, typer.Option(help="Stop after N steps (-1: epochs).")] = -1,
-    batch_size: Annotated[int, typer.Option(help="Rows per device step.")] = 8,
-    gradient_accumulation_steps: Annotated[int, typer.Option(help="Steps per update.")] = 1,
+    batch_size: Annotated[
+        int, typer.Option(help="Examples per optimizer step (bfd: packed rows).")
+    ] = 8,
+    gradient_accumulation_steps: Annotated[
+        int, typer.Option(help="Batches per optimizer update.")
+    ] = 1,
     max_seq_length: Annotated[
         int, typer.Option(help="Longest example; longer ones are left out, never cut.")
     ] = 2048,

@@ -216,10 +216,7 @@ def _quality_checks(config: CurateConfig, run_dir: Path) -> list[tuple[str, Any]
     """The quality stages in order, each a function from items to {id: reason}."""
     checks: list[tuple[str, Any]] = [
         ("quality: reference", _check_reference),
-        ("quality: has trace", lambda items: {
-            i.question.id: "no trace: the teacher never answered it (see distill failures)"
-            for i in items if i.trace is None
-        }),
+        ("quality: has trace", _check_trace),
     ]
     if config.require_correct:
         checks.append(("quality: correct", lambda items: {
@@ -248,6 +245,18 @@ def _quality_checks(config: CurateConfig, run_dir: Path) -> list[tuple[str, Any]
             [(i.question.id, i.question.question) for i in items]
         )))
     return checks
+
+
+def _check_trace(items: list[Item]) -> dict[str, str]:
+    reasons = {}
+    for item in items:
+        if item.trace is None:
+            reasons[item.question.id] = "no trace: the teacher never answered it"
+        elif not str(item.trace.get("thinking", "")).strip():
+            reasons[item.question.id] = "trace has no thinking"
+        elif not str(item.trace.get("answer", "")).strip():
+            reasons[item.question.id] = "trace has no answer section (cut off while thinking?)"
+    return reasons
 
 
 _PLACEHOLDER_ANSWERS = {"n/a", "na", "none", "null", "unknown", "?", "-", "tbd"}

@@ -121,18 +121,20 @@ class _CachingSink:
         self.failed: dict[str, str] = {}
         self.stopped_by_cost = False
         self.cap_message = ""
+        self.paid_before = 0.0
 
     def admit(self, question: Question, input_tokens: int, max_output_tokens: int) -> bool:
         if self.stopped_by_cost:
             return False
         estimate = self.prices.cost(input_tokens, max_output_tokens)
-        committed = self.spent + sum(self.reserved.values())
+        committed = self.paid_before + self.spent + sum(self.reserved.values())
         if self.max_cost is not None and committed + estimate > self.max_cost:
             self.stopped_by_cost = True
             self.cap_message = (
                 f"stopped issuing teacher calls: the next one could cost up to ${estimate:.4f}, "
                 f"which would cross --max-cost ${self.max_cost:.4f} "
-                f"(spent ${self.spent:.4f}, in flight ${committed - self.spent:.4f})"
+                f"(paid ${self.paid_before + self.spent:.4f} in this run directory, in flight "
+                f"${committed - self.paid_before - self.spent:.4f})"
             )
             return False
         self.reserved[question.id] = estimate
@@ -182,6 +184,7 @@ class Collected:
     seconds: float
     cap_message: str | None
     interrupted: bool
+    error: Exception | None = None
 
 
 def collect(
@@ -208,17 +211,23 @@ def collect(
             tokens=0, dollars=0.0, failed=0,
         )
         sink = _CachingSink(teacher, cache, keys, prices, max_cost, progress, task)
+        # The cap covers the run directory, not one invocation: what earlier runs paid counts.
+        sink.paid_before = cache.total_cost()
         interrupted = False
+        error: Exception | None = None
         try:
             if todo:
                 teacher.run(todo, sink)
         except KeyboardInterrupt:
             interrupted = True  # everything received is already in the cache
+        except Exception as failure:  # the caller records the spending, then re-raises
+            error = failure
     return Collected(
         keys=keys, calls=sink.calls, tokens=sink.tokens, spent=sink.spent, failed=sink.failed,
         seconds=time.perf_counter() - started,
         cap_message=sink.cap_message if sink.stopped_by_cost else None,
         interrupted=interrupted,
+        error=error,
     )
 
 
@@ -241,6 +250,7 @@ def run(
     _write_jsonl(traces_path, traces)
     local = config.teacher in ("hf", "self")
     compute_dollars = compute_cost(got.seconds, config.machine_price_per_hour) if local else 0.0
+    # Written even when the teacher crashed: what was paid must reach the ledger.
     append_entry(
         run_dir,
         {
@@ -258,6 +268,8 @@ def run(
             "machine_price_per_hour": config.machine_price_per_hour,
         },
     )
+    if got.error is not None:
+        raise got.error
     if got.cap_message:
         console.print(f"[yellow]{got.cap_message}[/yellow]")
     if got.interrupted:
@@ -284,7 +296,9 @@ def _derive_traces(
         if stored is None:
             continue
         response = TeacherResponse.from_dict(stored)
-        graded = [grade(c.answer or c.thinking, question.answer) for c in response.completions]
+        # Only the answer section counts: a trace cut off before answering is not correct
+        # because its thinking happens to end on the right number.
+        graded = [grade(c.answer, question.answer) for c in response.completions]
         if not graded:
             continue
         best = next((i for i, g in enumerate(graded) if g.correct), 0)

@@ -20,6 +20,7 @@ import importlib.util
 import os
 import shutil
 import socket
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -185,7 +186,7 @@ def _package_dir(alias: ModelAlias) -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise ModelNotFoundError(
             f"model alias {alias.name!r} needs the PyPI package {alias.pip_names[0]}, which is not "
-            f"installed in this Python ({os.sys.prefix}). Fix: {alias.pip_command}"
+            f"installed in this Python ({sys.prefix}). Fix: {alias.pip_command}"
         )
     return Path(next(iter(spec.submodule_search_locations)))
 

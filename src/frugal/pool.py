@@ -75,7 +75,7 @@ def load_pool_questions(config: PoolConfig) -> list[Question]:
         )
         return [problem_to_question(p) for p in problems]
     if config.source == "gsm8k":
-        if LOCAL_GSM8K.is_file():
+        if LOCAL_GSM8K.is_file() and config.split == "train":  # the local copy is train only
             return read_questions(LOCAL_GSM8K, GSM8K_FIELDS, source_name="gsm8k")
         return read_questions(
             "openai/gsm8k", GSM8K_FIELDS, config_name="main", split=config.split,

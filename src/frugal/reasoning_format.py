@@ -6,8 +6,8 @@ Three layouts (DESIGN.md section 3):
   `<think>\\n{thinking}\\n</think>\\n\\n{answer}`
 - chatml-s1: a ChatML tokenizer (Qwen, SmolLM2) -> s1's
   `<|im_start|>think\\n{thinking}<|im_start|>answer\\n{answer}<|im_end|>`
-- plain: anything else -> text tags `<thinking>\\n{thinking}</thinking>\\n{answer}`, where the end
-  of thinking is found as a stop string in the decoded text.
+- plain: anything else -> text tags `<thinking>\\n{thinking}\\n</thinking>\\n{answer}`,
+  where the end of thinking is found as a stop string in the decoded text.
 
 A generation prompt is the chat template's user turn plus the opening of the assistant turn and of
 the thinking section, so the model's first generated token is its first thinking token. A training

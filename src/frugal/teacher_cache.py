@@ -94,6 +94,10 @@ class TeacherCache:
             ),
         )
 
+    def total_cost(self) -> float:
+        """Dollars of every response ever stored here."""
+        return float(self._db.execute("SELECT COALESCE(SUM(cost), 0) FROM responses").fetchone()[0])
+
     def __len__(self) -> int:
         return self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
 

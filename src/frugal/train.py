@@ -51,8 +51,8 @@ class TrainConfig(BaseModel):
     model: str = Field("smollm2-135m-instruct", description="Base model spec.")
     method: Literal["lora", "full", "qlora"] = Field("lora", description="What to train.")
     base_dtype: Literal["auto", "float32", "bfloat16"] = Field(
-        "auto", description="Frozen base weights of LoRA: auto picks bfloat16 where the "
-        "hardware multiplies it fast (AMX CPUs, CUDA), else float32.",
+        "auto", description="Frozen base weights of LoRA: auto picks bfloat16 on GPUs that "
+        "support it, float32 elsewhere.",
     )
     lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA settings.")
     name: str = Field("default", description="Adapter name: adapters/<name>/.")
@@ -218,9 +218,15 @@ def prepare(config: TrainConfig, run_dir: Path) -> Prepared:
     datasets.disable_progress_bars()  # the training bar is the one that matters
     run_dir = Path(run_dir)
     rank = int(os.environ.get("RANK", "0"))
+    records = read_selected(run_dir)
+    if not records:
+        raise ValueError(
+            f"{run_dir / SELECTED} is empty: curation kept nothing (selection.json says why). "
+            "Fix: curate with looser settings or a larger pool."
+        )
     loaded = load_for_training(config)
     fmt = ReasoningFormat.for_tokenizer(loaded.tokenizer)
-    examples = build_examples(read_selected(run_dir), fmt, config.system)
+    examples = build_examples(records, fmt, config.system)
     fits, too_long = split_by_length(examples, loaded.tokenizer, config.max_seq_length)
     if too_long and rank == 0:
         print(

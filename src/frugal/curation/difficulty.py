@@ -52,8 +52,7 @@ def solved_by(
             if stored is None:
                 continue
             completion = TeacherResponse.from_dict(stored).completions[0]
-            solved[question.id] = grade(completion.answer or completion.thinking,
-                                        question.answer).correct
+            solved[question.id] = grade(completion.answer, question.answer).correct
     return solved
 
 
