@@ -162,13 +162,18 @@ def test_cost_cap_stops_issuing_calls_before_crossing_it(tmp_path: Path) -> None
     assert again.stopped_by_cost and again.calls == 0
 
 
-def test_a_crashing_teacher_still_writes_its_ledger_entry(tmp_path: Path) -> None:
-    from frugal.models import ModelNotFoundError
-
-    task_pool(tmp_path, per_family=1)
-    config = DistillConfig(teacher="hf", local=LocalTeacherConfig(model=str(tmp_path / "nope")))
-    with pytest.raises(ModelNotFoundError):
-        distill.run(config, tmp_path)
+def test_a_crashing_teacher_still_writes_its_ledger_entry(
+    tmp_path: Path, smollm2_tokenizer: Any
+) -> None:
+    broken = tmp_path / "broken-model"  # a config and a tokenizer, but no weights
+    tiny_model().config.save_pretrained(broken)
+    smollm2_tokenizer.save_pretrained(broken)
+    run_dir = tmp_path / "run"
+    task_pool(run_dir, per_family=1)
+    config = DistillConfig(teacher="hf", local=LocalTeacherConfig(model=str(broken)))
+    with pytest.raises(OSError):
+        distill.run(config, run_dir)
+    tmp_path = run_dir
     entry = read_ledger(tmp_path)["entries"][-1]
     assert entry["stage"] == "distill" and entry["calls"] == 0
 

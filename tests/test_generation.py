@@ -189,3 +189,12 @@ def test_budget_validation() -> None:
     with pytest.raises(ValueError):
         BudgetConfig(max_thinking_tokens=0)
 
+
+
+def test_rows_can_carry_their_own_seeds(engine: BudgetForcingEngine) -> None:
+    budget = BudgetConfig(max_thinking_tokens=8, max_answer_tokens=2, temperature=1.0)
+    both = engine.generate(QUESTIONS[:2], budget, seeds=[11, 22])
+    # The same question with the same seed samples the same tokens at another position.
+    moved = engine.generate([QUESTIONS[1], QUESTIONS[0]], budget, seeds=[22, 11])
+    assert both[0].token_ids == moved[1].token_ids and both[1].token_ids == moved[0].token_ids
+    assert engine.generate(QUESTIONS[:1], budget, seeds=[12])[0].token_ids != both[0].token_ids

@@ -101,3 +101,14 @@ def test_gguf_file_is_dequantized_into_frugal_cache(
     ids = loaded.tokenizer("<|im_start|>user\nHi<|im_end|>", return_tensors="pt").input_ids
     with torch.no_grad():
         assert torch.allclose(loaded.model(ids).logits, direct(ids).logits, atol=1e-4)
+
+
+def test_fingerprint_changes_when_the_weights_change(
+    tmp_path: Path, smollm2_tokenizer: Any
+) -> None:
+    tiny_model(seed=0).save_pretrained(tmp_path)
+    smollm2_tokenizer.save_pretrained(tmp_path)
+    before = models.fingerprint(str(tmp_path))
+    assert models.fingerprint(str(tmp_path)) == before
+    tiny_model(seed=1).save_pretrained(tmp_path)  # retrained in place
+    assert models.fingerprint(str(tmp_path)) != before

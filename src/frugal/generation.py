@@ -138,6 +138,7 @@ class BudgetForcingEngine:
         batch_size: int = 8,
         logits_processor: LogitsProcessorList | None = None,
         on_row_done: Callable[[GenerationResult], None] | None = None,
+        seeds: Sequence[int] | None = None,
     ) -> list[GenerationResult]:
         """Generate for each question, in input order, `batch_size` rows at a time."""
         prompts = [self.format.generation_prompt(q, system) for q in questions]
@@ -147,6 +148,7 @@ class BudgetForcingEngine:
             batch_size=batch_size,
             logits_processor=logits_processor,
             on_row_done=on_row_done,
+            seeds=seeds,
         )
 
     def generate_prompts(
@@ -157,8 +159,11 @@ class BudgetForcingEngine:
         batch_size: int = 8,
         logits_processor: LogitsProcessorList | None = None,
         on_row_done: Callable[[GenerationResult], None] | None = None,
+        seeds: Sequence[int] | None = None,
     ) -> list[GenerationResult]:
         """Like `generate`, for prompts that already end with the opened thinking section.
+
+        With sampling, row i is seeded by `seeds[i]` when given, else by `budget.seed` and i.
 
         Up to `batch_size` rows decode together; when a row finishes, the next prompt takes its
         slot at once (continuous batching). Results come back in input order.
@@ -176,7 +181,7 @@ class BudgetForcingEngine:
                 on_row_done(result)
 
         with torch.inference_mode():
-            self._decode(encoded, pending, budget, batch_size, logits_processor, finish)
+            self._decode(encoded, pending, budget, batch_size, logits_processor, finish, seeds)
         return [r for r in results if r is not None]
 
     def _decode(
@@ -187,6 +192,7 @@ class BudgetForcingEngine:
         batch_size: int,
         logits_processor: LogitsProcessorList | None,
         finish: Callable[[_Row], None],
+        seeds: Sequence[int] | None = None,
     ) -> None:
         batch = SlotBatch(self.model, self._pad_id, capacity=batch_size)
         wait_ids = self.format.encode(budget.wait_text)
@@ -197,7 +203,10 @@ class BudgetForcingEngine:
         while pending or batch.live:
             admit = [pending.popleft() for _ in range(min(batch.free_slots(), len(pending)))]
             if admit:
-                rows = [self._new_row(i, len(encoded[i]), budget) for i in admit]
+                rows = [
+                    self._new_row(i, len(encoded[i]), budget, seeds[i] if seeds else None)
+                    for i in admit
+                ]
                 batch.admit([encoded[i] for i in admit], rows)
             assert batch.logits is not None
             logits = batch.logits
@@ -237,8 +246,12 @@ class BudgetForcingEngine:
             else:
                 batch.compact()
 
-    def _new_row(self, index: int, prompt_length: int, budget: BudgetConfig) -> _Row:
-        return _Row(index=index, generator=self._generator(budget, index), position=prompt_length)
+    def _new_row(
+        self, index: int, prompt_length: int, budget: BudgetConfig, seed: int | None
+    ) -> _Row:
+        return _Row(
+            index=index, generator=self._generator(budget, index, seed), position=prompt_length
+        )
 
     @staticmethod
     def _history(batch: SlotBatch, encoded: list[list[int]]) -> torch.Tensor:
@@ -391,12 +404,16 @@ class BudgetForcingEngine:
     # -- sampling ------------------------------------------------------------------------------
 
     @staticmethod
-    def _generator(budget: BudgetConfig, index: int) -> torch.Generator | None:
-        # One generator per input row, seeded by its index: a row samples the same tokens
-        # whichever other rows share its batch.
+    def _generator(
+        budget: BudgetConfig, index: int, seed: int | None = None
+    ) -> torch.Generator | None:
+        # One generator per input row, seeded by its index (or its own seed): a row samples
+        # the same tokens whichever other rows share its batch.
         if budget.temperature == 0:
             return None
-        return torch.Generator().manual_seed(budget.seed * 1_000_003 + index)
+        if seed is None:
+            seed = budget.seed * 1_000_003 + index
+        return torch.Generator().manual_seed(seed)
 
     @staticmethod
     def _warpers(budget: BudgetConfig) -> LogitsProcessorList:

@@ -124,6 +124,16 @@ def resolve_model_path(spec: str) -> str:
     return _check_hub_id(spec)
 
 
+def fingerprint(spec: str) -> str:
+    """Changes whenever the weights behind `spec` change (a retrained directory, a new alias
+    version), so caches keyed by it never serve an old model's answers."""
+    path = Path(resolve_model_path(spec))
+    if not path.is_dir():  # a hub id: its revision is the hub's business
+        return spec
+    files = sorted(p for p in path.iterdir() if p.suffix in {".safetensors", ".bin", ".json"})
+    return hashlib.sha256("|".join(_file_key(p) for p in files).encode()).hexdigest()[:16]
+
+
 def load_tokenizer(spec: str) -> Any:
     from transformers import AutoTokenizer
 

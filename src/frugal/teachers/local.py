@@ -52,7 +52,13 @@ class HFTeacher(Teacher):
         return self.config.model
 
     def cache_params(self) -> dict[str, Any]:
-        return {"budget": self.config.budget.model_dump(), "samples": self._samples}
+        from frugal.models import fingerprint
+
+        return {
+            "budget": self.config.budget.model_dump(),
+            "samples": self._samples,
+            "weights": fingerprint(self.config.model),
+        }
 
     @property
     def _samples(self) -> int:
@@ -91,12 +97,16 @@ class HFTeacher(Teacher):
                 sink.put(admitted[question_index], self._response(engine, rows))
 
         texts = [q.question for q in admitted for _ in range(k)]
+        # Sample j of a question is seeded by the question and j, not by its place in this
+        # run, so a resumed or limited run draws the same samples as an uninterrupted one.
+        seeds = [_seed(q.id, j) for q in admitted for j in range(k)]
         engine.generate(
             texts,
             self.config.budget,
             system=SYSTEM_PROMPT,
             batch_size=self.config.batch_size,
             on_row_done=on_row_done,
+            seeds=seeds,
         )
 
     def _response(
@@ -131,3 +141,9 @@ class SelfTeacher(HFTeacher):
     @property
     def _samples(self) -> int:
         return self.config.samples
+
+
+def _seed(question_id: str, sample: int) -> int:
+    import hashlib
+
+    return int(hashlib.sha256(f"{question_id}:{sample}".encode()).hexdigest()[:8], 16)
