@@ -15,6 +15,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from frugal import __version__
+from frugal.run_files import LEDGER
 
 app = typer.Typer(
     help="Turn a small open-weight language model into a cheap specialist that reasons.",
@@ -317,7 +318,7 @@ def distill(
     console.print(table)
     for question_id, reason in list(result.failed.items())[:5]:
         errors.print(f"[red]failed[/red] {question_id}: {reason}", soft_wrap=True)
-    console.print(f"Wrote {result.traces_path} (ledger: {run / 'ledger.json'})")
+    console.print(f"Wrote {result.traces_path} (ledger: {run / LEDGER})")
 
 
 @app.command()
@@ -468,7 +469,7 @@ def train_command(
             f"{result.seconds:.1f} s ({result.tokens / max(result.seconds, 1e-9):,.0f} tok/s), "
             f"final loss {loss}"
         )
-        console.print(f"Wrote {result.output_path} (log: {run / 'train-log.jsonl'})")
+        console.print(f"Wrote {result.output_path} (log: {run / train_stage.TRAIN_LOG})")
 
 
 def _quiet_transformers() -> None:

@@ -36,7 +36,7 @@ from frugal.generation import BudgetConfig
 from frugal.grading import reference_answer
 from frugal.pool import read_pool
 from frugal.questions import DEFAULT_FIELDS, Question, read_questions
-from frugal.run_files import SELECTED, SELECTION, TRACES
+from frugal.run_files import SELECTED, SELECTION, TRACES, write_jsonl
 
 
 class CurateConfig(BaseModel):
@@ -336,23 +336,21 @@ def _write_outputs(
     funnel: Funnel,
 ) -> CurateResult:
     selected_path = run_dir / SELECTED
-    staging = selected_path.with_suffix(".jsonl.tmp")
-    with staging.open("w", encoding="utf-8") as handle:
-        for item in selected:
-            assert item.trace is not None
-            record = {
-                "id": item.question.id,
-                "question": item.question.question,
-                "answer": item.question.answer,
-                "domain": item.domain,
-                "thinking": item.trace["thinking"],
-                "trace_answer": item.trace["answer"],
-                "trace_tokens": item.tokens,
-                "teacher": item.trace.get("teacher"),
-                "source": item.question.source,
-            }
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-    staging.replace(selected_path)
+    records = []
+    for item in selected:
+        assert item.trace is not None
+        records.append({
+            "id": item.question.id,
+            "question": item.question.question,
+            "answer": item.question.answer,
+            "domain": item.domain,
+            "thinking": item.trace["thinking"],
+            "trace_answer": item.trace["answer"],
+            "trace_tokens": item.tokens,
+            "teacher": item.trace.get("teacher"),
+            "source": item.question.source,
+        })
+    write_jsonl(selected_path, records)
     pool_domains = Counter(i.question.domain or "(none)" for i in pool)
     selection = {
         "config": config.model_dump(),

@@ -9,7 +9,6 @@ grading every trace against the reference, and append what this invocation spent
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,7 @@ from frugal.grading import grade
 from frugal.ledger import TokenPrices, append_entry, compute_cost
 from frugal.pool import read_pool
 from frugal.questions import Question
-from frugal.run_files import TEACHER_CACHE, TRACES
+from frugal.run_files import TEACHER_CACHE, TRACES, write_jsonl
 from frugal.teacher_cache import TeacherCache, cache_key
 from frugal.teachers.base import Teacher, TeacherResponse
 from frugal.teachers.local import LocalTeacherConfig
@@ -247,7 +246,7 @@ def run(
         )
         traces = _derive_traces(cache, questions, got.keys, teacher)
     traces_path = run_dir / TRACES
-    _write_jsonl(traces_path, traces)
+    write_jsonl(traces_path, traces)
     local = config.teacher in ("hf", "self")
     compute_dollars = compute_cost(got.seconds, config.machine_price_per_hour) if local else 0.0
     # Written even when the teacher crashed: what was paid must reach the ledger.
@@ -323,14 +322,6 @@ def _derive_traces(
             trace["pass_rate"] = sum(g.correct for g in graded) / len(graded)
         traces.append(trace)
     return traces
-
-
-def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
-    staging = path.with_suffix(".jsonl.tmp")
-    with staging.open("w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-    staging.replace(path)
 
 
 def _progress(console: Console) -> Progress:

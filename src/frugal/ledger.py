@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-LEDGER_FILE = "ledger.json"
+from frugal.run_files import LEDGER
 
 
 class TokenPrices(BaseModel):
@@ -47,7 +47,7 @@ def compute_cost(seconds: float, price_per_hour: float) -> float:
 
 
 def read_ledger(run_dir: Path) -> dict[str, Any]:
-    path = Path(run_dir) / LEDGER_FILE
+    path = Path(run_dir) / LEDGER
     if not path.is_file():
         return {"entries": []}
     return json.loads(path.read_text())
@@ -58,7 +58,7 @@ def append_entry(run_dir: Path, entry: dict[str, Any]) -> dict[str, Any]:
     ledger = read_ledger(run_dir)
     ledger["entries"].append({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), **entry})
     ledger["total_dollars"] = round(sum(e.get("dollars", 0.0) for e in ledger["entries"]), 6)
-    path = Path(run_dir) / LEDGER_FILE
+    path = Path(run_dir) / LEDGER
     staging = path.with_suffix(".json.tmp")
     staging.write_text(json.dumps(ledger, indent=2) + "\n")
     os.replace(staging, path)

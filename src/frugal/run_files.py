@@ -1,4 +1,9 @@
-"""File names inside a run directory (DESIGN.md section 2), in one place."""
+"""File names inside a run directory (DESIGN.md section 2), and how stages write them."""
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
 
 POOL = "pool.jsonl"
 TRACES = "traces.jsonl"
@@ -6,3 +11,12 @@ TEACHER_CACHE = "teacher-cache.sqlite"
 LEDGER = "ledger.json"
 SELECTED = "selected.jsonl"
 SELECTION = "selection.json"
+
+
+def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    """Write JSON lines to a temporary sibling, then rename: readers never see half a file."""
+    staging = path.with_suffix(path.suffix + ".tmp")
+    with staging.open("w", encoding="utf-8") as handle:
+        for record in records:
+            handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    staging.replace(path)
