@@ -145,7 +145,6 @@ def arm_frugal(args: argparse.Namespace) -> dict[str, Any]:
         save_steps=10**6,  # no checkpoint inside the timed loop
         logging_steps=LOGGING_STEPS,
         seed=SEED,
-        gradient_checkpointing=False,
     )
     result = train_run(config, args.run_dir)
     rss = peak_rss_mb()
@@ -198,7 +197,6 @@ def arm_trl(args: argparse.Namespace) -> dict[str, Any]:
         seed=SEED,
         data_seed=SEED,
         activation_checkpointing=False,
-        gradient_checkpointing=False,
         bf16=use_bf16(),
         logging_steps=LOGGING_STEPS,
         save_strategy="no",

@@ -20,13 +20,11 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
-    ProgressColumn,
     SpinnerColumn,
-    Task,
+    TaskProgressColumn,
     TextColumn,
     TimeRemainingColumn,
 )
-from rich.text import Text
 
 from frugal.grading import grade
 from frugal.ledger import TokenPrices, append_entry, compute_cost
@@ -105,12 +103,13 @@ class _CachingSink:
         teacher: Teacher,
         cache: TeacherCache,
         keys: dict[str, str],
+        params: dict[str, Any],
         prices: TokenPrices,
         max_cost: float | None,
         progress: Progress,
         task: Any,
     ) -> None:
-        self.teacher, self.cache, self.keys = teacher, cache, keys
+        self.teacher, self.cache, self.keys, self.params = teacher, cache, keys, params
         self.prices, self.max_cost = prices, max_cost
         self.progress, self.task = progress, task
         self.spent = 0.0
@@ -149,8 +148,7 @@ class _CachingSink:
             teacher=self.teacher.kind,
             model=self.teacher.model,
             question_id=question.id,
-            request={"messages": self.teacher.messages(question),
-                     "params": self.teacher.cache_params()},
+            request={"messages": self.teacher.messages(question), "params": self.params},
             response=response.to_dict(),
             cost=cost,
         )
@@ -197,8 +195,10 @@ def collect(
     label: str,
 ) -> Collected:
     """Ask `teacher` about every question not yet in `cache`, caching each answer on arrival."""
+    # Once per run, not per question: local teachers fingerprint their weights on disk here.
+    params = teacher.cache_params()
     keys = {
-        q.id: cache_key(teacher.kind, teacher.model, teacher.messages(q), teacher.cache_params())
+        q.id: cache_key(teacher.kind, teacher.model, teacher.messages(q), params)
         for q in questions
     }
     started = time.perf_counter()
@@ -209,7 +209,7 @@ def collect(
             label, total=len(questions), completed=len(questions) - len(todo),
             tokens=0, dollars=0.0, failed=0,
         )
-        sink = _CachingSink(teacher, cache, keys, prices, max_cost, progress, task)
+        sink = _CachingSink(teacher, cache, keys, params, prices, max_cost, progress, task)
         # The cap covers the run directory, not one invocation: what earlier runs paid counts.
         sink.paid_before = cache.total_cost()
         interrupted = False
@@ -330,7 +330,7 @@ def _progress(console: Console) -> Progress:
         TextColumn("{task.description}"),
         BarColumn(bar_width=24),
         MofNCompleteColumn(),
-        _RateColumn(),
+        TaskProgressColumn(show_speed=True),
         TextColumn("[cyan]{task.fields[tokens]:,} tok [green]${task.fields[dollars]:.4f}"),
         TextColumn("[red]{task.fields[failed]} failed"),
         TimeRemainingColumn(),
@@ -338,9 +338,3 @@ def _progress(console: Console) -> Progress:
     )
 
 
-class _RateColumn(ProgressColumn):
-    """Questions answered per second (rich's speed, shown in questions)."""
-
-    def render(self, task: Task) -> Text:
-        speed = task.finished_speed or task.speed
-        return Text("? q/s" if speed is None else f"{speed:.2f} q/s", style="magenta")
