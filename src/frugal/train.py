@@ -213,7 +213,11 @@ def prepare(config: TrainConfig, run_dir: Path) -> Prepared:
     from trl import SFTTrainer
 
     from frugal.training.callbacks import JsonlLogCallback, RichProgressCallback
-    from frugal.training.setup import load_for_training, peft_config
+    from frugal.training.setup import (
+        load_for_training,
+        peft_config,
+        score_supervised_positions_only,
+    )
 
     datasets.disable_progress_bars()  # the training bar is the one that matters
     run_dir = Path(run_dir)
@@ -239,6 +243,7 @@ def prepare(config: TrainConfig, run_dir: Path) -> Prepared:
             "--max-seq-length or curate with a lower --max-trace-tokens."
         )
     output_dir = run_dir / "checkpoints" / config.name
+    score_supervised_positions_only()
     trainer = SFTTrainer(
         model=loaded.model,
         args=sft_config(config, output_dir, fmt),

@@ -64,3 +64,29 @@ def fast_bf16() -> bool:
     import torch
 
     return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def score_supervised_positions_only() -> bool:
+    """Make TRL's fused LM head score only the supervised positions on every device.
+
+    TRL projects hidden states onto the vocabulary in tiles and, off CUDA/XPU, scores every
+    position (prompt and padding included) so that accelerators that compile per shape see
+    one shape. Eager CPUs do not recompile, and on SmolLM2 the 49k-word head is about a fifth
+    of a step's work, so scoring only the positions with a label saves that share for every
+    prompt token. The loss and its gradient are unchanged (ignored positions score zero either
+    way). Returns False, changing nothing, when this TRL version has no such switch.
+    """
+    try:
+        from trl.trainer import utils as trl_utils
+    except ImportError:  # pragma: no cover - TRL is a dependency
+        return False
+    decide = getattr(trl_utils, "_use_triton", None)
+    if decide is None or getattr(decide, "frugal_compact", False):
+        return decide is not None
+
+    def compact_everywhere(device: Any) -> bool:
+        return device.type in ("cpu", "mps") or decide(device)
+
+    compact_everywhere.frugal_compact = True  # type: ignore[attr-defined]
+    trl_utils._use_triton = compact_everywhere
+    return True
