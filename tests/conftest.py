@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -51,3 +52,12 @@ def think_tokenizer(smollm2_tokenizer: Any) -> Any:
 @pytest.fixture(scope="session")
 def tiny_smollm2() -> Any:
     return tiny_model(SMOLLM2)
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer: Any) -> Path:
+    """The tiny SmolLM2-shaped model saved as a Hugging Face directory (a model spec)."""
+    path = tmp_path_factory.mktemp("tiny-base")
+    tiny_model().save_pretrained(path)
+    smollm2_tokenizer.save_pretrained(path)
+    return path

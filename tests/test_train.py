@@ -28,14 +28,6 @@ from .conftest import tiny_model
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def tiny_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer: Any) -> Path:
-    path = tmp_path_factory.mktemp("tiny-base")
-    tiny_model().save_pretrained(path)
-    smollm2_tokenizer.save_pretrained(path)
-    return path
-
-
 def make_run(run_dir: Path, per_family: int = 3, extra: list[dict[str, Any]] | None = None) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     rows = []

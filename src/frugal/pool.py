@@ -20,6 +20,14 @@ from frugal.questions import GSM8K_FIELDS, FieldMap, Question, read_questions, w
 from frugal.run_files import POOL
 
 LOCAL_GSM8K = Path(__file__).resolve().parents[3] / "shared" / "data" / "gsm8k" / "train.jsonl"
+# Share of the local GSM8K file kept out of every pool for evaluation (`frugal eval -b gsm8k`):
+# 1 question in 16, picked by its id hash, so the split survives re-reading and re-ordering.
+GSM8K_DEV_BUCKETS = 16
+
+
+def in_gsm8k_dev_split(question: Question) -> bool:
+    """Whether a question of the local GSM8K file belongs to the held-out dev split."""
+    return int(question.id, 16) % GSM8K_DEV_BUCKETS == 0
 
 
 class PoolConfig(BaseModel):
@@ -76,7 +84,8 @@ def load_pool_questions(config: PoolConfig) -> list[Question]:
         return [problem_to_question(p) for p in problems]
     if config.source == "gsm8k":
         if LOCAL_GSM8K.is_file() and config.split == "train":  # the local copy is train only
-            return read_questions(LOCAL_GSM8K, GSM8K_FIELDS, source_name="gsm8k")
+            questions = read_questions(LOCAL_GSM8K, GSM8K_FIELDS, source_name="gsm8k")
+            return [q for q in questions if not in_gsm8k_dev_split(q)]
         return read_questions(
             "openai/gsm8k", GSM8K_FIELDS, config_name="main", split=config.split,
             source_name="gsm8k",

@@ -1,0 +1,470 @@
+"""`frugal eval`: a model (base, or base + adapter) on a benchmark across thinking budgets.
+
+Each budget point (a maximum number of thinking tokens and a number of Waits) runs every
+question through the budget-forcing engine in batches. Every finished generation is appended to
+`eval/<label>/results.jsonl` at once, so a killed evaluation resumes where it stopped; the
+summary (accuracy with a 95% interval, mean thinking tokens, maj@k and pass@k with samples, and
+s1's Control, Scaling and Performance over the sweep) goes to `eval/<label>/summary.json`, and
+`plots/test-time-scaling.png` draws every evaluated model of the run on one chart.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from frugal.evaluation import metrics
+from frugal.evaluation.benchmarks import BenchmarkSpec, load_questions, resolve, same_answer
+from frugal.evaluation.contamination import Overlap, find_overlaps
+from frugal.ledger import append_entry, compute_cost
+from frugal.questions import Question
+from frugal.run_files import POOL, SELECTED
+
+EVAL_DIR = "eval"
+RESULTS = "results.jsonl"
+SUMMARY = "summary.json"
+SETTINGS = "settings.json"
+SCALING_PLOT = "plots/test-time-scaling.png"
+
+
+class EvalConfig(BaseModel):
+    """What to evaluate, on which benchmark, at which budgets."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = Field(
+        None, description="Base model spec; default: the adapter's base, else SmolLM2."
+    )
+    adapter: str | None = Field(None, description="An adapter of the run (name) or a path.")
+    label: str | None = Field(None, description="Name under eval/; default: adapter or 'base'.")
+    benchmark: str | BenchmarkSpec = Field("tasks", description="Built-in name, spec or data.")
+    limit: int | None = Field(None, ge=1, description="Evaluate the first N questions.")
+    max_thinking_tokens: list[int] = Field(
+        default_factory=lambda: [64, 128, 256, 512], description="Budget sweep (maximum)."
+    )
+    num_waits: list[int] = Field(default_factory=lambda: [0], description="Wait sweep.")
+    min_thinking_tokens: int = Field(0, ge=0)
+    max_answer_tokens: int = Field(64, ge=1)
+    samples: int = Field(1, ge=1, description="Samples per question (maj@k, pass@k).")
+    temperature: float = Field(0.0, ge=0.0, description="Needed above 0 with samples > 1.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    seed: int = 0
+    batch_size: int = Field(8, ge=1)
+    system: str | None = None
+    machine_price_per_hour: float = Field(0.0, ge=0.0, description="For the ledger.")
+
+    @model_validator(mode="after")
+    def _check(self) -> EvalConfig:
+        if not self.max_thinking_tokens or min(self.max_thinking_tokens) < 1:
+            raise ValueError("max_thinking_tokens needs at least one budget, each >= 1")
+        if not self.num_waits or min(self.num_waits) < 0:
+            raise ValueError("num_waits needs at least one value, each >= 0")
+        if self.min_thinking_tokens > min(self.max_thinking_tokens):
+            raise ValueError(
+                f"min_thinking_tokens {self.min_thinking_tokens} is above the smallest budget "
+                f"{min(self.max_thinking_tokens)}"
+            )
+        if self.samples > 1 and self.temperature == 0:
+            raise ValueError(
+                f"samples={self.samples} with temperature 0 gives {self.samples} identical "
+                "greedy answers. Fix: set a temperature such as 0.7."
+            )
+        return self
+
+
+@dataclass(frozen=True)
+class Point:
+    """One budget of the sweep."""
+
+    max_thinking_tokens: int
+    num_waits: int
+
+    @property
+    def key(self) -> str:
+        return f"think{self.max_thinking_tokens}-waits{self.num_waits}"
+
+
+@dataclass
+class EvalResult:
+    label: str
+    directory: Path
+    summary: dict[str, Any]
+    generated: int  # generations made by this invocation (the rest were resumed)
+    overlaps: list[Overlap]
+    plot: Path | None
+
+
+class SettingsMismatchError(ValueError):
+    pass
+
+
+def points_of(config: EvalConfig) -> list[Point]:
+    return [
+        Point(budget, waits)
+        for waits in dict.fromkeys(config.num_waits)
+        for budget in dict.fromkeys(config.max_thinking_tokens)
+    ]
+
+
+def run(
+    config: EvalConfig,
+    run_dir: Path,
+    *,
+    progress: Callable[[int, int, int], None] | None = None,
+    console: Any = None,
+) -> EvalResult:
+    """Evaluate, resuming finished generations; `progress(done, total, correct)` after each."""
+    from frugal.adapters import base_model_of, find_adapter, load_with_adapters
+    from frugal.generation import BudgetConfig, BudgetForcingEngine
+
+    run_dir = Path(run_dir)
+    spec = resolve(config.benchmark)
+    adapters: dict[str, Path] = {}
+    if config.adapter:
+        name, path = find_adapter(run_dir, config.adapter)
+        adapters[name] = path
+    model = config.model or (
+        base_model_of(next(iter(adapters.values()))) if adapters else "smollm2-135m-instruct"
+    )
+    label = config.label or (next(iter(adapters)) if adapters else "base")
+    questions = load_questions(spec, exclude_ids=_pool_ids(run_dir))
+    if config.limit:
+        questions = questions[: config.limit]
+    if not questions:
+        raise ValueError(f"benchmark {spec.name!r} has no questions left to evaluate")
+    overlaps = _contamination(questions, run_dir, adapters)
+
+    directory = run_dir / EVAL_DIR / label
+    settings = _settings(config, spec, model, adapters)
+    _check_settings(directory, settings, label)
+    results_path = directory / RESULTS
+    done = _read_results(results_path)
+    points = points_of(config)
+    todo = [
+        (point, question, sample)
+        for point in points
+        for question in questions
+        for sample in range(config.samples)
+        if (point.key, question.id, sample) not in done
+    ]
+    total = len(points) * len(questions) * config.samples
+    finished = total - len(todo)
+    correct = sum(
+        1 for point in points for q in questions for s in range(config.samples)
+        if done.get((point.key, q.id, s), {}).get("correct")
+    )
+    if progress:
+        progress(finished, total, correct)
+
+    started = time.perf_counter()
+    if todo:
+        loaded = load_with_adapters(model, adapters)
+        engine = BudgetForcingEngine(loaded.model, loaded.tokenizer)
+        with results_path.open("a", encoding="utf-8") as sink:
+            for point in points:
+                rows = [(q, s) for p, q, s in todo if p == point]
+                if not rows:
+                    continue
+                budget = BudgetConfig(
+                    max_thinking_tokens=point.max_thinking_tokens,
+                    min_thinking_tokens=config.min_thinking_tokens,
+                    num_waits=point.num_waits,
+                    max_answer_tokens=config.max_answer_tokens,
+                    temperature=config.temperature,
+                    top_p=config.top_p,
+                    seed=config.seed,
+                )
+
+                def record(result: Any, rows: list = rows, point: Point = point) -> None:
+                    nonlocal finished, correct
+                    question, sample = rows[result.index]
+                    row = _result_row(spec, point, question, sample, result, config)
+                    sink.write(json.dumps(row, ensure_ascii=False) + "\n")
+                    sink.flush()  # one line per generation: a kill loses at most the one in flight
+                    finished += 1
+                    correct += row["correct"]
+                    if progress:
+                        progress(finished, total, correct)
+
+                engine.generate(
+                    [spec.prompt(q) for q, _ in rows],
+                    budget,
+                    system=config.system,
+                    batch_size=config.batch_size,
+                    on_row_done=record,
+                    seeds=[_sample_seed(config.seed, q.id, s) for q, s in rows],
+                )
+    seconds = time.perf_counter() - started
+
+    rows = _read_results(results_path)
+    summary = summarize(rows, points, questions, config, spec, label, model, adapters)
+    summary["contamination"] = {
+        "overlapping_questions": len(overlaps),
+        "examples": [o.__dict__ for o in overlaps[:5]],
+    }
+    _write_json(directory / SUMMARY, summary)
+    if len(todo):
+        append_entry(run_dir, {
+            "stage": "eval", "kind": "compute", "name": label, "benchmark": spec.name,
+            "generations": len(todo), "compute_seconds": round(seconds, 3),
+            "machine_price_per_hour": config.machine_price_per_hour,
+            "tokens": sum(
+                r["thinking_tokens"] + r["answer_tokens"] for r in rows.values()
+                if (r["budget"], r["id"], r["sample"]) in {(p.key, q.id, s) for p, q, s in todo}
+            ),
+            "dollars": round(compute_cost(seconds, config.machine_price_per_hour), 6),
+        })
+    plot = plot_run(run_dir, spec.name)
+    return EvalResult(label, directory, summary, len(todo), overlaps, plot)
+
+
+def _sample_seed(seed: int, question_id: str, sample: int) -> int:
+    # Stable across resumes and batch compositions: a resumed sample draws what it would have.
+    digest = hashlib.sha256(f"{seed}:{question_id}:{sample}".encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def _result_row(
+    spec: BenchmarkSpec, point: Point, question: Question, sample: int, result: Any,
+    config: EvalConfig,
+) -> dict[str, Any]:
+    extracted, correct = spec.score(result.answer, question.answer)
+    return {
+        "id": question.id,
+        "budget": point.key,
+        "max_thinking_tokens": point.max_thinking_tokens,
+        "min_thinking_tokens": config.min_thinking_tokens,
+        "num_waits": point.num_waits,
+        "sample": sample,
+        "domain": question.domain,
+        "prompt": result.prompt,
+        "thinking": result.thinking,
+        "answer": result.answer,
+        "reference": question.answer,
+        "extracted": extracted,
+        "correct": bool(correct),
+        "thinking_tokens": result.thinking_tokens,
+        "answer_tokens": result.answer_tokens,
+        "waits": result.waits,
+        "forced_max": result.forced_max,
+        "finish_reason": result.finish_reason,
+    }
+
+
+def summarize(
+    rows: dict[tuple[str, str, int], dict[str, Any]],
+    points: list[Point],
+    questions: list[Question],
+    config: EvalConfig,
+    spec: BenchmarkSpec,
+    label: str,
+    model: str,
+    adapters: dict[str, Path],
+) -> dict[str, Any]:
+    """Per-point accuracy, interval, thinking use, maj@k / pass@k, and s1's sweep metrics."""
+    summary_points = []
+    all_used, all_low, all_high = [], [], []
+    for point in points:
+        per_question = defaultdict(list)
+        for question in questions:
+            for sample in range(config.samples):
+                row = rows.get((point.key, question.id, sample))
+                if row is not None:
+                    per_question[question.id].append(row)
+        generations = [r for samples in per_question.values() for r in samples]
+        if not generations:
+            continue
+        right = sum(r["correct"] for r in generations)
+        low, high = metrics.wilson_interval(right, len(generations))
+        used = [r["thinking_tokens"] for r in generations]
+        all_used += used
+        all_low += [r["min_thinking_tokens"] for r in generations]
+        all_high += [r["max_thinking_tokens"] for r in generations]
+        entry: dict[str, Any] = {
+            "budget": point.key,
+            "max_thinking_tokens": point.max_thinking_tokens,
+            "num_waits": point.num_waits,
+            "questions": len(per_question),
+            "generations": len(generations),
+            "correct": right,
+            "accuracy": right / len(generations),
+            "ci95": [low, high],
+            "mean_thinking_tokens": sum(used) / len(used),
+            "mean_answer_tokens": sum(r["answer_tokens"] for r in generations) / len(generations),
+            "by_domain": _by_domain(generations),
+        }
+        if config.samples > 1:
+            entry |= _voting(per_question, config.samples, spec.metric)
+        summary_points.append(entry)
+    curve = [(p["mean_thinking_tokens"], 100 * p["accuracy"]) for p in summary_points]
+    slope = metrics.scaling(curve)
+    return {
+        "label": label,
+        "model": model,
+        "adapters": {name: str(path) for name, path in adapters.items()},
+        "benchmark": spec.name,
+        "questions": len(questions),
+        "samples": config.samples,
+        "temperature": config.temperature,
+        "points": summary_points,
+        "control": metrics.control(all_used, all_low, all_high),
+        "scaling_per_1k_tokens": None if slope is None else 1000 * slope,
+        "performance": metrics.performance([p["accuracy"] for p in summary_points]),
+    }
+
+
+def _by_domain(generations: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    groups: dict[str, list[bool]] = defaultdict(list)
+    for row in generations:
+        groups[row["domain"] or "(none)"].append(bool(row["correct"]))
+    return {
+        domain: {"n": len(marks), "accuracy": sum(marks) / len(marks)}
+        for domain, marks in sorted(groups.items())
+    }
+
+
+def _voting(
+    per_question: dict[str, list[dict[str, Any]]], k: int, metric: str
+) -> dict[str, float]:
+    majority_right = 0
+    pass_k = 0.0
+    for samples in per_question.values():
+        winner = metrics.majority_vote(
+            [r["extracted"] for r in samples], lambda a, b: same_answer(b, a, metric)
+        )
+        majority_right += winner is not None and bool(samples[winner]["correct"])
+        pass_k += metrics.pass_at_k(len(samples), sum(r["correct"] for r in samples),
+                                    min(k, len(samples)))
+    return {f"maj@{k}": majority_right / len(per_question), f"pass@{k}": pass_k / len(per_question)}
+
+
+def _pool_ids(run_dir: Path) -> set[str]:
+    path = run_dir / POOL
+    if not path.is_file():
+        return set()
+    with path.open(encoding="utf-8") as handle:
+        return {json.loads(line)["id"] for line in handle if line.strip()}
+
+
+def _contamination(
+    questions: list[Question], run_dir: Path, adapters: dict[str, Path]
+) -> list[Overlap]:
+    """Overlaps with the training set of an adapter trained in this run (the base model's own
+    training data is unknown, so a base model is not checked)."""
+    selected = run_dir / SELECTED
+    in_run = any(path.resolve().parent.parent == run_dir.resolve() for path in adapters.values())
+    if not adapters or not in_run or not selected.is_file():
+        return []
+    texts = []
+    with selected.open(encoding="utf-8") as handle:
+        for line in handle:
+            if line.strip():
+                record = json.loads(line)
+                texts.append(" ".join(
+                    str(record.get(k) or "") for k in ("question", "thinking", "answer")
+                ))
+    return find_overlaps(questions, texts)
+
+
+def _settings(
+    config: EvalConfig, spec: BenchmarkSpec, model: str, adapters: dict[str, Path]
+) -> dict[str, Any]:
+    """What makes two evaluations comparable; budgets may change between resumes."""
+    from frugal.models import fingerprint
+
+    fingerprints = {}
+    for name, path in adapters.items():
+        files = sorted(p for p in path.iterdir() if p.is_file())
+        digest = hashlib.sha256()
+        for file in files:
+            digest.update(file.name.encode() + file.read_bytes())
+        fingerprints[name] = digest.hexdigest()[:16]
+    return {
+        "model": model,
+        "model_fingerprint": fingerprint(model),
+        "adapters": fingerprints,
+        "benchmark": spec.model_dump(),
+        "min_thinking_tokens": config.min_thinking_tokens,
+        "max_answer_tokens": config.max_answer_tokens,
+        "temperature": config.temperature,
+        "top_p": config.top_p,
+        "seed": config.seed,
+        "system": config.system,
+    }
+
+
+def _check_settings(directory: Path, settings: dict[str, Any], label: str) -> None:
+    path = directory / SETTINGS
+    if path.is_file():
+        before = json.loads(path.read_text())
+        changed = sorted(k for k in settings if before.get(k) != settings[k])
+        if changed:
+            raise SettingsMismatchError(
+                f"{directory} holds results made with other settings ({', '.join(changed)} "
+                f"changed), so they cannot be resumed or mixed. Fix: pass another --label, or "
+                f"delete {directory} to start over."
+            )
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    _write_json(path, settings)
+
+
+def _read_results(path: Path) -> dict[tuple[str, str, int], dict[str, Any]]:
+    """Finished generations by (budget, question id, sample). A line cut short by a kill is
+    dropped (and trimmed from the file), so its generation simply runs again."""
+    if not path.is_file():
+        return {}
+    rows: dict[tuple[str, str, int], dict[str, Any]] = {}
+    good_bytes = 0
+    with path.open("rb") as handle:
+        for raw in handle:
+            try:
+                row = json.loads(raw)
+            except json.JSONDecodeError:
+                break
+            if not raw.endswith(b"\n"):
+                break
+            rows[(row["budget"], row["id"], row["sample"])] = row
+            good_bytes += len(raw)
+    if good_bytes != path.stat().st_size:
+        with path.open("r+b") as handle:
+            handle.truncate(good_bytes)
+    return rows
+
+
+def _write_json(path: Path, data: Any) -> None:
+    staging = path.with_suffix(".json.tmp")
+    staging.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    staging.replace(path)
+
+
+def read_summaries(run_dir: Path, benchmark: str | None = None) -> dict[str, dict[str, Any]]:
+    """Every evaluated model's summary in the run, by label (one benchmark when named)."""
+    root = Path(run_dir) / EVAL_DIR
+    found = {}
+    for path in sorted(root.glob(f"*/{SUMMARY}")) if root.is_dir() else []:
+        summary = json.loads(path.read_text())
+        if benchmark is None or summary.get("benchmark") == benchmark:
+            found[path.parent.name] = summary
+    return found
+
+
+def plot_run(run_dir: Path, benchmark: str) -> Path | None:
+    """Redraw the run's test-time-scaling plot with every model evaluated on `benchmark`."""
+    from frugal.evaluation.plots import plot_scaling
+
+    summaries = read_summaries(run_dir, benchmark)
+    curves = {label: s["points"] for label, s in summaries.items() if s["points"]}
+    if not curves:
+        return None
+    return plot_scaling(
+        curves, Path(run_dir) / SCALING_PLOT, f"Test-time scaling on {benchmark}"
+    )
