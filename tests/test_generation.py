@@ -8,7 +8,7 @@ import pytest
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from frugal.generation import BudgetConfig, BudgetForcingEngine
+from frugal.generation import BudgetConfig, BudgetForcingEngine, Job, ListSource
 
 from .conftest import GEMMA3, tiny_model
 
@@ -198,3 +198,65 @@ def test_rows_can_carry_their_own_seeds(engine: BudgetForcingEngine) -> None:
     moved = engine.generate([QUESTIONS[1], QUESTIONS[0]], budget, seeds=[22, 11])
     assert both[0].token_ids == moved[1].token_ids and both[1].token_ids == moved[0].token_ids
     assert engine.generate(QUESTIONS[:1], budget, seeds=[12])[0].token_ids != both[0].token_ids
+
+
+class LateSource:
+    """Hands out one job at first, the rest only after the batch has decoded (and compacted)
+    for a while, the way requests reach a server."""
+
+    def __init__(self, jobs: list[Job], after_steps: int) -> None:
+        self.first, self.rest, self.after, self.calls = jobs[:1], jobs[1:], after_steps, 0
+
+    def take(self, n: int, *, idle: bool) -> list[Job]:
+        self.calls += 1
+        if self.first:
+            taken, self.first = self.first, []
+            return taken
+        if self.calls < self.after:
+            return []
+        taken, self.rest = self.rest[:n], self.rest[n:]
+        return taken
+
+    def waiting(self) -> int:
+        return len(self.first) + (len(self.rest) if self.calls >= self.after else 0)
+
+    def exhausted(self) -> bool:
+        return not self.first and not self.rest
+
+
+def test_jobs_carry_their_own_budgets(engine: BudgetForcingEngine) -> None:
+    jobs = [
+        Job(engine.format.generation_prompt(q), BudgetConfig(max_thinking_tokens=3 + 2 * i,
+                                                             max_answer_tokens=2), index=i)
+        for i, q in enumerate(QUESTIONS)
+    ]
+    done: list[Any] = []
+    engine.run_jobs(ListSource(jobs, engine.format.encode), 4, done.append)
+    assert sorted((r.index, r.thinking_tokens) for r in done) == [(i, 3 + 2 * i) for i in range(5)]
+
+
+def test_late_jobs_join_a_compacted_batch(engine: BudgetForcingEngine) -> None:
+    budget = BudgetConfig(max_thinking_tokens=12, max_answer_tokens=4)
+    jobs = [Job(engine.format.generation_prompt(q), budget, index=i)
+            for i, q in enumerate(QUESTIONS)]
+    done: list[Any] = []
+    engine.run_jobs(LateSource(jobs, after_steps=6), 4, done.append)
+    alone = engine.generate(QUESTIONS, budget, batch_size=1)
+    assert sorted(r.index for r in done) == list(range(5))
+    for result in done:
+        assert result.token_ids == alone[result.index].token_ids
+
+
+def test_a_cancelled_row_ends_at_its_next_step(engine: BudgetForcingEngine) -> None:
+    stop = {"now": False}
+    seen: list[int] = []
+
+    def on_token(token_id: int, section: Any, forced: bool) -> None:
+        seen.append(token_id)
+        stop["now"] = len(seen) >= 3
+
+    job = Job(engine.format.generation_prompt(QUESTIONS[0]), BudgetConfig(max_thinking_tokens=50),
+              on_token=on_token, cancelled=lambda: stop["now"])
+    done: list[Any] = []
+    engine.run_jobs(ListSource([job], engine.format.encode), 2, done.append)
+    assert done[0].finish_reason == "cancelled" and len(done[0].token_ids) == 3

@@ -472,6 +472,165 @@ def train_command(
         console.print(f"Wrote {result.output_path} (log: {run / train_stage.TRAIN_LOG})")
 
 
+@app.command("eval")
+def eval_command(
+    run: RunOption = Path("runs/default"),
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Base model; default: the adapter's base.")
+    ] = None,
+    adapter: Annotated[
+        str | None, typer.Option(help="An adapter of the run (name) or an adapter directory.")
+    ] = None,
+    label: Annotated[
+        str | None, typer.Option(help="Name under eval/ (default: the adapter's or 'base').")
+    ] = None,
+    benchmark: Annotated[
+        str, typer.Option("--benchmark", "-b", help="tasks, gsm8k, a spec .yaml, a question "
+                          "file or a hub dataset.")
+    ] = "tasks",
+    limit: Annotated[int | None, typer.Option(help="Evaluate the first N questions.")] = None,
+    max_thinking_tokens: Annotated[
+        str, typer.Option(help="Budget sweep, comma-separated.")
+    ] = "64,128,256,512",
+    num_waits: Annotated[str, typer.Option(help="Wait sweep, comma-separated.")] = "0",
+    min_thinking_tokens: Annotated[int, typer.Option(help="Minimum thinking.")] = 0,
+    max_answer_tokens: Annotated[int, typer.Option(help="Cap on answer tokens.")] = 64,
+    samples: Annotated[int, typer.Option(help="Samples per question (maj@k, pass@k).")] = 1,
+    temperature: Annotated[float, typer.Option(help="0 means greedy.")] = 0.0,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+    batch_size: Annotated[int, typer.Option(help="Rows decoded together.")] = 8,
+    system: Annotated[str | None, typer.Option(help="Optional system prompt.")] = None,
+    machine_price_per_hour: Annotated[
+        float, typer.Option(help="Dollars per hour of this machine, for the ledger.")
+    ] = 0.0,
+) -> None:
+    """Accuracy at each thinking budget, s1's Control/Scaling/Performance, plot and table."""
+    _quiet_transformers()
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TaskProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from frugal import evaluate as eval_stage
+    from frugal.evaluation.table import comparison
+    from frugal.models import ModelNotFoundError
+    from frugal.questions import QuestionDataError
+
+    try:
+        config = eval_stage.EvalConfig(
+            model=model, adapter=adapter, label=label, benchmark=benchmark, limit=limit,
+            max_thinking_tokens=_csv(max_thinking_tokens, int),
+            num_waits=_csv(num_waits, int), min_thinking_tokens=min_thinking_tokens,
+            max_answer_tokens=max_answer_tokens, samples=samples, temperature=temperature,
+            seed=seed, batch_size=batch_size, system=system,
+            machine_price_per_hour=machine_price_per_hour,
+        )
+        bar = Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=24),
+            MofNCompleteColumn(), TaskProgressColumn(show_speed=True),
+            TextColumn("[green]accuracy {task.fields[accuracy]}"), TimeRemainingColumn(),
+            console=console,
+        )
+        with bar:
+            task = bar.add_task("evaluating", total=None, accuracy="-")
+
+            def progress(done: int, total: int, correct: int) -> None:
+                accuracy = f"{100 * correct / done:.1f}%" if done else "-"
+                bar.update(task, completed=done, total=total, accuracy=accuracy)
+
+            result = eval_stage.run(config, run, progress=progress)
+    except (
+        ValidationError, QuestionDataError, ModelNotFoundError, ValueError, OSError, RuntimeError
+    ) as error:
+        _fail(str(error))
+    if result.overlaps:
+        errors.print(
+            f"[yellow]warning: {len(result.overlaps)} evaluation question(s) share a word 8-gram "
+            "with this adapter's training set (selected.jsonl); their accuracy may be inflated:"
+        )
+        for overlap in result.overlaps[:3]:
+            errors.print(f"  {overlap.question_id}: {overlap.question[:80]!r} "
+                         f"shares {overlap.shared!r}")
+    summaries = eval_stage.read_summaries(run, result.summary["benchmark"])
+    headers, rows = comparison(summaries)
+    table = Table(*headers, title=f"{result.summary['benchmark']}: accuracy [95% CI] "
+                  "@ mean thinking tokens")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    resumed = result.summary["questions"] * len(result.summary["points"]) * config.samples
+    console.print(f"{result.generated} generations made, {resumed - result.generated} resumed")
+    console.print(f"Wrote {result.directory / eval_stage.RESULTS}, "
+                  f"{result.directory / eval_stage.SUMMARY}"
+                  + (f" and {result.plot}" if result.plot else ""))
+
+
+@app.command("serve")
+def serve_command(
+    target: Annotated[str, typer.Argument(help="A run directory, or a model spec.")],
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Base model (default: the run's).")
+    ] = None,
+    adapter: Annotated[
+        list[str] | None, typer.Option(help="Serve another adapter: NAME=PATH (repeatable).")
+    ] = None,
+    name: Annotated[str | None, typer.Option(help="The base model's name in /v1/models.")]
+    = None,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    api_key: Annotated[
+        str | None, typer.Option(help="Require this key (default: $FRUGAL_API_KEY if set).")
+    ] = None,
+    max_batch_size: Annotated[int, typer.Option(help="Rows decoded together.")] = 16,
+    batch_window_ms: Annotated[
+        float, typer.Option(help="How long an idle server waits to batch arrivals.")
+    ] = 10.0,
+    max_answer_tokens: Annotated[int, typer.Option(help="Cap on max_tokens.")] = 512,
+    max_thinking_tokens: Annotated[int, typer.Option(help="Cap on thinking budgets.")] = 2048,
+    default_thinking_tokens: Annotated[
+        int, typer.Option(help="Thinking budget of requests that set none.")
+    ] = 256,
+    max_prompt_tokens: Annotated[int, typer.Option(help="Longer prompts get a 400.")] = 2048,
+    machine_price_per_hour: Annotated[
+        float, typer.Option(help="Dollars per hour of this machine: prices every token.")
+    ] = 0.0,
+) -> None:
+    """Serve an OpenAI-compatible API with thinking budgets, adapters and a price per token."""
+    _quiet_transformers()
+    from frugal import serve as serve_stage
+    from frugal.models import ModelNotFoundError
+
+    extra = {}
+    for item in adapter or []:
+        key, sep, path = item.partition("=")
+        if not sep or not key or not path:
+            _fail(f"--adapter {item!r}: expected NAME=PATH")
+        extra[key] = path
+    try:
+        config = serve_stage.ServeConfig(
+            target=target, model=model, adapters=extra, served_name=name, host=host, port=port,
+            api_key=api_key, max_batch_size=max_batch_size, batch_window_ms=batch_window_ms,
+            max_answer_tokens=max_answer_tokens, max_thinking_tokens=max_thinking_tokens,
+            default_thinking_tokens=default_thinking_tokens,
+            max_prompt_tokens=max_prompt_tokens, machine_price_per_hour=machine_price_per_hour,
+        )
+        with console.status(f"Loading {target}…"):
+            server = serve_stage.build(config)
+    except (ValidationError, ModelNotFoundError, ValueError, OSError, RuntimeError) as error:
+        _fail(str(error))
+    import uvicorn
+
+    names = ", ".join(card.id for card in server.serving.models().data)
+    console.print(f"Serving {names} on http://{host}:{port}/v1 "
+                  f"(metrics: http://{host}:{port}/metrics)")
+    uvicorn.run(server.app, host=host, port=port, log_level="info")
+
+
 def _quiet_transformers() -> None:
     """Our own progress and status lines stand in for transformers' per-tensor bars."""
     from transformers.utils import logging as hf_logging

@@ -19,6 +19,7 @@ new rows wait until the batch drains, which is ordinary static batching.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -29,8 +30,17 @@ from transformers.cache_utils import DynamicLayer
 class SlotBatch:
     """The cache, mask and logits of up to `capacity` rows; `owners[slot]` is a row or None."""
 
-    def __init__(self, model: Any, pad_id: int, capacity: int) -> None:
+    def __init__(
+        self,
+        model: Any,
+        pad_id: int,
+        capacity: int,
+        adapter_of: Callable[[Any], str | None] | None = None,
+    ) -> None:
         self.model = model
+        # A row's PEFT adapter name (None: the model's active one); rows of several adapters
+        # then share the batch through PEFT's mixed-batch forward (`adapter_names`).
+        self.adapter_of = adapter_of
         self.pad_id = pad_id
         self.capacity = capacity
         self.cache: DynamicCache | None = None
@@ -64,7 +74,7 @@ class SlotBatch:
 
     def admit(self, prompts: list[list[int]], owners: list[Any]) -> None:
         """Prefill `prompts` and seat their `owners`; at most `free_slots()` of them."""
-        cache, mask, logits = self._prefill(prompts)
+        cache, mask, logits = self._prefill(prompts, owners)
         if self.live == 0:
             self.cache, self.mask, self.logits = cache, mask, logits
             self.owners, self.offset = list(owners), 0
@@ -84,6 +94,7 @@ class SlotBatch:
             position_ids=torch.tensor(positions, device=device)[:, None],
             past_key_values=self.cache,
             use_cache=True,
+            **self._adapter_names(self.owners),
         )
         self.logits = out.logits[:, -1, :].float()
 
@@ -115,7 +126,20 @@ class SlotBatch:
             return False
         return all(type(layer) is DynamicLayer for layer in self.cache.layers)
 
-    def _prefill(self, prompts: list[list[int]]) -> tuple[DynamicCache, torch.Tensor, torch.Tensor]:
+    def _adapter_names(self, owners: list[Any]) -> dict[str, list[str]]:
+        """`adapter_names` for the forward pass when some row names its adapter, else nothing."""
+        if self.adapter_of is None:
+            return {}
+        names = [self.adapter_of(owner) if owner is not None else None for owner in owners]
+        if all(name is None for name in names):
+            return {}
+        active = getattr(self.model, "active_adapter", None) or "__base__"
+        default = active if isinstance(active, str) else active[0]
+        return {"adapter_names": [name or default for name in names]}
+
+    def _prefill(
+        self, prompts: list[list[int]], owners: list[Any]
+    ) -> tuple[DynamicCache, torch.Tensor, torch.Tensor]:
         width = max(len(p) for p in prompts)
         ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(prompts), width), dtype=torch.long)
@@ -131,6 +155,7 @@ class SlotBatch:
             past_key_values=cache,
             use_cache=True,
             logits_to_keep=1,
+            **self._adapter_names(owners),
         )
         return cache, mask, out.logits[:, -1, :].float()
 
@@ -148,7 +173,11 @@ class SlotBatch:
             self._pad_left(width - self.mask.shape[1])
         free = [s for s, owner in enumerate(self.owners) if owner is None]
         if len(owners) > len(free):
-            raise ValueError(f"{len(owners)} rows cannot join {len(free)} free slots")
+            # Compacted earlier (no work was waiting then); open new slots for the newcomers.
+            missing = len(owners) - len(free)
+            if len(self.owners) + missing > self.capacity:
+                raise ValueError(f"{len(owners)} rows cannot join {len(free)} free slots")
+            free += self._grow(missing)
         slots = torch.tensor(free[: len(owners)], device=self.device)
         total = self.mask.shape[1]
         for layer, new in zip(self.cache.layers, cache.layers, strict=True):
@@ -161,6 +190,20 @@ class SlotBatch:
             self.owners[slot] = owner
             self.starts[slot] = total - len(prompt) - self.offset
         self._drop_leading_columns()
+
+    def _grow(self, n: int) -> list[int]:
+        """Add `n` empty slots at the end of the batch; returns their indices."""
+        assert self.cache is not None and self.logits is not None
+        for layer in self.cache.layers:
+            pad = layer.keys.new_zeros(n, *layer.keys.shape[1:])
+            layer.keys = torch.cat([layer.keys, pad], dim=0)
+            layer.values = torch.cat([layer.values, pad], dim=0)
+        self.mask = torch.cat([self.mask, self.mask.new_zeros(n, self.mask.shape[1])], dim=0)
+        self.logits = torch.cat([self.logits, self.logits.new_zeros(n, self.logits.shape[1])])
+        first = len(self.owners)
+        self.owners += [None] * n
+        self.starts += [0] * n
+        return list(range(first, first + n))
 
     def _pad_left(self, n: int) -> None:
         assert self.cache is not None

@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -85,12 +85,74 @@ class GenerationResult:
         return [t for t, f in zip(self.token_ids, self.forced, strict=True) if f]
 
 
+TokenCallback = Callable[[int, Section, bool], None]
+
+
+@dataclass
+class Job:
+    """One row of work: a prompt that ends with the opened thinking section, and how to run it.
+
+    `adapter` names a PEFT adapter for this row alone ("__base__": none), so rows of different
+    adapters share one batch (PEFT's mixed-batch LoRA); None runs the model as loaded.
+    `on_token(token_id, section, forced)` sees every token as it is decided (streaming), and
+    `cancelled()` returning True ends the row at its next step (finish reason "cancelled").
+    """
+
+    prompt: str
+    budget: BudgetConfig
+    index: int = 0
+    seed: int | None = None
+    adapter: str | None = None
+    on_token: TokenCallback | None = None
+    cancelled: Callable[[], bool] | None = None
+
+
+class JobSource(Protocol):
+    """Where the decode loop gets work: a fixed list, or a server's queue that never ends."""
+
+    def take(self, n: int, *, idle: bool) -> list[Job]:
+        """Up to `n` jobs; with `idle` (nothing decoding) it may block until work arrives."""
+        ...
+
+    def waiting(self) -> int:
+        """Jobs ready to be taken now."""
+        ...
+
+    def exhausted(self) -> bool:
+        """True when no job is waiting and none will ever come again."""
+        ...
+
+
+class ListSource:
+    """A fixed list of jobs, shortest prompt first: newcomers are rarely longer than the cache,
+    so joining a running batch rarely re-pads it."""
+
+    def __init__(self, jobs: Sequence[Job], encode: Callable[[str], list[int]]) -> None:
+        lengths = {id(job): len(encode(job.prompt)) for job in jobs}
+        self._pending = deque(sorted(jobs, key=lambda job: lengths[id(job)]))
+
+    def take(self, n: int, *, idle: bool) -> list[Job]:
+        return [self._pending.popleft() for _ in range(min(n, len(self._pending)))]
+
+    def waiting(self) -> int:
+        return len(self._pending)
+
+    def exhausted(self) -> bool:
+        return not self._pending
+
+
 @dataclass
 class _Row:
     """Decode state of one row; `cols` are the cache columns its generated tokens occupy."""
 
     index: int  # position in the caller's input list (seeds sampling)
     generator: torch.Generator | None
+    job: Job
+    prompt_ids: list[int]
+    wait_ids: list[int]
+    prefix_ids: list[int]
+    warpers: LogitsProcessorList
+    step_limit: int
     section: Section = Section.THINKING
     token_ids: list[int] = field(default_factory=list)
     forced: list[bool] = field(default_factory=list)
@@ -111,6 +173,10 @@ class _Row:
     def done(self) -> bool:
         return self.finish_reason is not None
 
+    @property
+    def budget(self) -> BudgetConfig:
+        return self.job.budget
+
 
 class BudgetForcingEngine:
     """Batched generation with budget forcing for one model and its reasoning format."""
@@ -124,6 +190,7 @@ class BudgetForcingEngine:
         self._think_end_ids = self.format.encode(self.format.think_end)
         pad = tokenizer.pad_token_id
         self._pad_id = pad if pad is not None else next(iter(self._end_ids), 0)
+        self._encoded: dict[str, list[int]] = {}
 
     @property
     def device(self) -> torch.device:
@@ -169,57 +236,67 @@ class BudgetForcingEngine:
         slot at once (continuous batching). Results come back in input order.
         """
         budget = budget or BudgetConfig()
-        encoded = [self.format.encode(p) for p in prompts]
-        # Shortest first: newcomers are rarely longer than the cache, so joining rarely re-pads.
-        pending = deque(sorted(range(len(prompts)), key=lambda i: len(encoded[i])))
+        jobs = [
+            Job(prompt, budget, index=i, seed=seeds[i] if seeds else None)
+            for i, prompt in enumerate(prompts)
+        ]
         results: list[GenerationResult | None] = [None] * len(prompts)
 
-        def finish(row: _Row) -> None:
-            result = self._result(row, prompts[row.index])
-            results[row.index] = result
+        def finish(result: GenerationResult) -> None:
+            results[result.index] = result
             if on_row_done:
                 on_row_done(result)
 
-        with torch.inference_mode():
-            self._decode(encoded, pending, budget, batch_size, logits_processor, finish, seeds)
+        self.run_jobs(ListSource(jobs, self.format.encode), batch_size, finish, logits_processor)
         return [r for r in results if r is not None]
+
+    def run_jobs(
+        self,
+        source: JobSource,
+        batch_size: int,
+        finish: Callable[[GenerationResult], None],
+        logits_processor: LogitsProcessorList | None = None,
+        on_step: Callable[[int], None] | None = None,
+    ) -> None:
+        """Decode every job `source` hands out, calling `finish` with each row's result as it
+        ends and `on_step` with the number of rows of each forward pass; returns when the
+        source is exhausted and the batch has drained."""
+        with torch.inference_mode():
+            self._decode(source, batch_size, logits_processor, finish, on_step)
 
     def _decode(
         self,
-        encoded: list[list[int]],
-        pending: deque[int],
-        budget: BudgetConfig,
+        source: JobSource,
         batch_size: int,
         logits_processor: LogitsProcessorList | None,
-        finish: Callable[[_Row], None],
-        seeds: Sequence[int] | None = None,
+        finish: Callable[[GenerationResult], None],
+        on_step: Callable[[int], None] | None = None,
     ) -> None:
-        batch = SlotBatch(self.model, self._pad_id, capacity=batch_size)
-        wait_ids = self.format.encode(budget.wait_text)
-        prefix_ids = self.format.encode(budget.answer_prefix) if budget.answer_prefix else []
-        warpers = self._warpers(budget)
-        # Refused markers cost steps without adding tokens, so allow twice the token budget.
-        step_limit = 2 * (budget.max_thinking_tokens + budget.max_answer_tokens) + 64
-        while pending or batch.live:
-            admit = [pending.popleft() for _ in range(min(batch.free_slots(), len(pending)))]
-            if admit:
-                rows = [
-                    self._new_row(i, len(encoded[i]), budget, seeds[i] if seeds else None)
-                    for i in admit
-                ]
-                batch.admit([encoded[i] for i in admit], rows)
+        batch = SlotBatch(self.model, self._pad_id, capacity=batch_size, adapter_of=_row_adapter)
+        while True:
+            free = batch.free_slots()
+            jobs = source.take(free, idle=batch.live == 0) if free else []
+            if jobs:
+                rows = [self._new_row(job) for job in jobs]
+                batch.admit([row.prompt_ids for row in rows], rows)
+            if not batch.live:
+                if source.exhausted():
+                    return
+                continue
             assert batch.logits is not None
             logits = batch.logits
             if logits_processor:
-                logits = logits_processor(self._history(batch, encoded), logits)
-            sampled = self._sample(logits, warpers, batch.owners)
+                logits = logits_processor(self._history(batch), logits)
+            sampled = self._sample(logits, batch.owners)
             tokens: list[int | None] = []
             positions: list[int] = []
             for slot, row in enumerate(batch.owners):
                 choice = None
-                if row is not None and row.steps < step_limit:
+                if row is not None and row.job.cancelled and row.job.cancelled():
+                    row.finish_reason = "cancelled"
+                elif row is not None and row.steps < row.step_limit:
                     row.steps += 1
-                    choice = self._choose(row, sampled[slot], budget, wait_ids, prefix_ids)
+                    choice = self._choose(row, sampled[slot])
                 if choice is not None and not row.done:
                     self._record(row, *choice, column=batch.next_column)
                     if row.rollback:
@@ -227,38 +304,52 @@ class BudgetForcingEngine:
                     tokens.append(choice[0])
                     positions.append(row.position - 1)
                     continue
-                if row is not None:  # finished: by its end of turn, its answer cap or the limit
+                if row is not None:  # finished: end of turn, answer cap, limit or cancelled
                     if choice is not None:
                         self._record(row, *choice, column=batch.next_column)
                     row.finish_reason = row.finish_reason or "length"
-                    finish(row)
+                    finish(self._result(row))
                     batch.release(slot)
                 tokens.append(None)
                 positions.append(0)
             if any(t is not None for t in tokens):
-                if batch.live < len(batch.owners) and not (pending and batch.free_slots()):
+                if batch.live < len(batch.owners) and not (source.waiting() and batch.free_slots()):
                     # Rows left and nobody takes their slots: stop computing for them.
                     keep = [s for s, row in enumerate(batch.owners) if row is not None]
                     batch.compact()
                     tokens = [tokens[s] for s in keep]
                     positions = [positions[s] for s in keep]
                 batch.step(tokens, positions)
+                if on_step:
+                    on_step(sum(t is not None for t in tokens))
             else:
                 batch.compact()
 
-    def _new_row(
-        self, index: int, prompt_length: int, budget: BudgetConfig, seed: int | None
-    ) -> _Row:
+    def _new_row(self, job: Job) -> _Row:
+        budget = job.budget
+        prompt_ids = self.format.encode(job.prompt)
         return _Row(
-            index=index, generator=self._generator(budget, index, seed), position=prompt_length
+            index=job.index,
+            generator=self._generator(budget, job.index, job.seed),
+            job=job,
+            prompt_ids=prompt_ids,
+            wait_ids=self._encode_cached(budget.wait_text),
+            prefix_ids=self._encode_cached(budget.answer_prefix) if budget.answer_prefix else [],
+            warpers=self._warpers(budget),
+            # Refused markers cost steps without adding tokens, so allow twice the token budget.
+            step_limit=2 * (budget.max_thinking_tokens + budget.max_answer_tokens) + 64,
+            position=len(prompt_ids),
         )
 
+    def _encode_cached(self, text: str) -> list[int]:
+        if text not in self._encoded:
+            self._encoded[text] = self.format.encode(text)
+        return self._encoded[text]
+
     @staticmethod
-    def _history(batch: SlotBatch, encoded: list[list[int]]) -> torch.Tensor:
+    def _history(batch: SlotBatch) -> torch.Tensor:
         """Prompt plus generated ids per slot, left padded: the input logits processors expect."""
-        rows = [
-            encoded[row.index] + row.token_ids if row is not None else [] for row in batch.owners
-        ]
+        rows = [row.prompt_ids + row.token_ids if row is not None else [] for row in batch.owners]
         width = max(len(r) for r in rows)
         history = torch.full((len(rows), width), batch.pad_id, dtype=torch.long)
         for r, ids in enumerate(rows):
@@ -268,15 +359,9 @@ class BudgetForcingEngine:
 
     # -- the budget-forcing policy -------------------------------------------------------------
 
-    def _choose(
-        self,
-        row: _Row,
-        sampled: int,
-        budget: BudgetConfig,
-        wait_ids: list[int],
-        prefix_ids: list[int],
-    ) -> tuple[int, Section, bool] | None:
+    def _choose(self, row: _Row, sampled: int) -> tuple[int, Section, bool] | None:
         """The token this row feeds next as (id, section, forced), or None when it finished."""
+        budget, wait_ids, prefix_ids = row.budget, row.wait_ids, row.prefix_ids
         if row.section == Section.THINKING and row.thinking_tokens >= budget.max_thinking_tokens:
             queued_thinking = row.queue and row.queue[0][1] == Section.THINKING
             if not row.queue or queued_thinking:  # the maximum beats a half-inserted Wait
@@ -353,6 +438,8 @@ class BudgetForcingEngine:
     def _record(
         row: _Row, token_id: int, section: Section, forced: bool, *, column: int
     ) -> None:
+        if row.job.on_token:
+            row.job.on_token(token_id, section, forced)
         row.token_ids.append(token_id)
         row.forced.append(forced)
         row.sections.append(section)
@@ -382,12 +469,12 @@ class BudgetForcingEngine:
         row.thinking_tokens -= k
         row.position -= k
 
-    def _result(self, row: _Row, prompt: str) -> GenerationResult:
+    def _result(self, row: _Row) -> GenerationResult:
         text = self.tokenizer.decode(row.token_ids)
         parsed = self.format.parse(text)
         return GenerationResult(
             index=row.index,
-            prompt=prompt,
+            prompt=row.job.prompt,
             text=text,
             thinking=parsed.thinking,
             answer=parsed.answer,
@@ -425,13 +512,15 @@ class BudgetForcingEngine:
         return warpers
 
     @staticmethod
-    def _sample(
-        logits: torch.Tensor, warpers: LogitsProcessorList, rows: list[_Row | None]
-    ) -> list[int]:
-        if not warpers:
-            return logits.argmax(dim=-1).tolist()
-        probs = torch.softmax(warpers(None, logits), dim=-1).cpu()
-        return [
-            int(torch.multinomial(probs[r], 1, generator=row.generator)) if row else 0
-            for r, row in enumerate(rows)
-        ]
+    def _sample(logits: torch.Tensor, rows: list[_Row | None]) -> list[int]:
+        chosen = logits.argmax(dim=-1).tolist()  # greedy rows: every row at once
+        for r, row in enumerate(rows):
+            if row is not None and row.warpers:
+                warped = row.warpers(None, logits[r : r + 1])
+                probs = torch.softmax(warped, dim=-1)[0].cpu()
+                chosen[r] = int(torch.multinomial(probs, 1, generator=row.generator))
+        return chosen
+
+
+def _row_adapter(row: _Row | None) -> str | None:
+    return row.job.adapter if row is not None else None

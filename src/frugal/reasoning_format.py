@@ -110,13 +110,23 @@ class ReasoningFormat:
         """The user turn and the opening of the assistant turn, before any thinking."""
         messages = [{"role": "system", "content": system}] if system else []
         messages.append({"role": "user", "content": question})
+        return self.conversation_prompt(messages)
+
+    def conversation_prompt(self, messages: list[dict[str, str]]) -> str:
+        """A whole conversation (role/content dicts, ending with a user turn) and the opening
+        of the next assistant turn; earlier assistant turns keep only their answers."""
         if self.tokenizer.chat_template:
             return self.tokenizer.apply_chat_template(
                 messages, tokenize=False, add_generation_prompt=True
             )
         bos = self.tokenizer.bos_token or ""
-        preamble = f"{system}\n\n" if system else ""
-        return f"{bos}{preamble}User: {question}\nAssistant: "
+        names = {"user": "User", "assistant": "Assistant"}
+        parts = [
+            f"{m['content']}\n\n" if m["role"] == "system"
+            else f"{names.get(m['role'], 'User')}: {m['content']}\n"
+            for m in messages
+        ]
+        return f"{bos}{''.join(parts)}Assistant: "
 
     def generation_prompt(self, question: str, system: str | None = None) -> str:
         """The chat prompt with the thinking section opened: the model thinks next."""

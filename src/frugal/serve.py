@@ -1,0 +1,138 @@
+"""`frugal serve RUN_DIR|MODEL`: the OpenAI-compatible server over a run or a plain model.
+
+A run directory contributes its base model (from the training record), every adapter under
+`adapters/` (one served model each, `parent` = the base) and its router when it has one
+(`model: "auto"`). On shutdown the ledger gets the tokens served and the dollars per million
+tokens at the configured hourly price.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from frugal.ledger import append_entry, compute_cost
+
+API_KEY_ENV = "FRUGAL_API_KEY"
+logger = logging.getLogger("frugal.serve")
+
+
+class ServeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    target: str = Field(..., description="A run directory, or a model spec.")
+    model: str | None = Field(None, description="Base model; default: the run's.")
+    adapters: dict[str, str] = Field(default_factory=dict, description="Extra name=path.")
+    served_name: str | None = Field(None, description="Name of the base model in /v1/models.")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    api_key: str | None = Field(None, description=f"Required key; else ${API_KEY_ENV}.")
+    max_batch_size: int = Field(16, ge=1)
+    batch_window_ms: float = Field(10.0, ge=0.0)
+    max_answer_tokens: int = Field(512, ge=1)
+    max_thinking_tokens: int = Field(2048, ge=1)
+    default_thinking_tokens: int = Field(256, ge=1)
+    max_prompt_tokens: int = Field(2048, ge=1)
+    machine_price_per_hour: float = Field(0.0, ge=0.0)
+
+
+@dataclass
+class Server:
+    """Everything `frugal serve` starts, so tests and the bench can run it in-process."""
+
+    app: Any
+    serving: Any
+    engine: Any
+    run_dir: Path | None
+    started: float
+
+    def close(self) -> None:
+        self.engine.stop()
+
+
+def build(config: ServeConfig) -> Server:
+    from frugal.adapters import base_model_of, find_adapter, load_with_adapters, run_adapters
+    from frugal.generation import BudgetForcingEngine
+    from frugal.serving.app import create_app
+    from frugal.serving.engine import ServingEngine
+    from frugal.serving.metrics import ServerMetrics
+    from frugal.serving.openai_serving import OpenAIServing, ServerLimits
+
+    target = Path(config.target).expanduser()
+    run_dir = target if target.is_dir() and not (target / "config.json").is_file() else None
+    adapters = run_adapters(run_dir) if run_dir else {}
+    for name, path in config.adapters.items():
+        adapters[name] = find_adapter(None, path)[1]
+    if run_dir is not None:
+        if config.model:
+            model = config.model
+        elif adapters:
+            model = base_model_of(next(iter(adapters.values())))
+        else:
+            raise FileNotFoundError(
+                f"{run_dir} has no adapters/ to serve and no base model was named. "
+                "Fix: run `frugal train` first, or pass --model."
+            )
+    else:
+        model = config.model or config.target
+    loaded = load_with_adapters(model, adapters)
+    router = _load_router(run_dir) if run_dir else None
+    metrics = ServerMetrics(config.machine_price_per_hour)
+    decode = BudgetForcingEngine(loaded.model, loaded.tokenizer)
+    engine = ServingEngine(
+        decode, max_batch_size=config.max_batch_size,
+        window_s=config.batch_window_ms / 1000, on_step=metrics.batch_size.observe,
+    )
+    serving = OpenAIServing(
+        engine, decode.format,
+        base_name=config.served_name or Path(model).name or model,
+        adapters=list(adapters), router=router,
+        limits=ServerLimits(
+            max_answer_tokens=config.max_answer_tokens,
+            max_thinking_tokens=config.max_thinking_tokens,
+            default_thinking_tokens=min(config.default_thinking_tokens,
+                                        config.max_thinking_tokens),
+            max_prompt_tokens=config.max_prompt_tokens,
+        ),
+        metrics=metrics,
+    )
+    started = time.time()
+    server = Server(app=None, serving=serving, engine=engine, run_dir=run_dir, started=started)
+    api_key = config.api_key or os.environ.get(API_KEY_ENV) or None
+    server.app = create_app(
+        serving, api_key=api_key, on_shutdown=lambda: _record(server, config)
+    )
+    engine.start()
+    return server
+
+
+def _load_router(run_dir: Path) -> Any:
+    """The run's router as a text -> adapter name function, when `frugal experts` made one."""
+    try:
+        from frugal.experts.router import load_router
+    except ImportError:
+        return None
+    return load_router(run_dir)
+
+
+def _record(server: Server, config: ServeConfig) -> None:
+    """Ledger entry for the serving session: tokens, busy and wall time, price per token."""
+    server.close()
+    if server.run_dir is None:
+        return
+    metrics = server.serving.metrics
+    busy = server.engine.busy_now()
+    wall = time.time() - server.started
+    append_entry(server.run_dir, {
+        "stage": "serve", "kind": "compute", "tokens": metrics.generated,
+        "busy_seconds": round(busy, 3), "compute_seconds": round(wall, 3),
+        "machine_price_per_hour": config.machine_price_per_hour,
+        "dollars": round(compute_cost(wall, config.machine_price_per_hour), 6),
+        "dollars_per_million_tokens": metrics.dollars_per_million(busy),
+    })

@@ -1,0 +1,161 @@
+"""The serving engine: one decode loop in a worker thread, fed by a queue of requests.
+
+Requests from any thread become `Job`s in a `QueueSource`. The worker runs the budget-forcing
+engine's continuous batching over that source: when it is idle it waits for work and then a
+short window for more (dynamic batching), and while it decodes, new requests take free slots at
+once. Rows of different adapters share a batch (PEFT's mixed-batch LoRA). Each request gets its
+tokens through a callback as they are decided (streaming) and its result when it ends; a request
+whose client went away is cancelled at the next step. No web framework is imported here.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from frugal.generation import BudgetForcingEngine, GenerationResult, Job
+
+
+class QueueSource:
+    """A `JobSource` that requests are put into from other threads."""
+
+    def __init__(self, window_s: float = 0.01) -> None:
+        self.window_s = window_s
+        self._jobs: deque[Job] = deque()
+        self._ready = threading.Condition()
+        self._closed = False
+
+    def put(self, job: Job) -> None:
+        with self._ready:
+            if self._closed:
+                raise RuntimeError("the server is shutting down")
+            self._jobs.append(job)
+            self._ready.notify()
+
+    def close(self) -> None:
+        with self._ready:
+            self._closed = True
+            self._ready.notify_all()
+
+    def take(self, n: int, *, idle: bool) -> list[Job]:
+        with self._ready:
+            if idle:
+                # Nothing is decoding: sleep until a request comes, then give its neighbours a
+                # few milliseconds to arrive so they share the first forward pass.
+                self._ready.wait_for(lambda: self._jobs or self._closed, timeout=0.5)
+                if self._jobs and len(self._jobs) < n:
+                    deadline = time.monotonic() + self.window_s
+                    while len(self._jobs) < n and (left := deadline - time.monotonic()) > 0:
+                        self._ready.wait(timeout=left)
+            return [self._jobs.popleft() for _ in range(min(n, len(self._jobs)))]
+
+    def waiting(self) -> int:
+        return len(self._jobs)
+
+    def exhausted(self) -> bool:
+        return self._closed and not self._jobs
+
+
+@dataclass
+class Ticket:
+    """A request in flight: its callbacks, and a flag the web layer sets when the client leaves."""
+
+    on_token: Callable[[int, str, bool], None] | None
+    on_done: Callable[[GenerationResult], None]
+    submitted: float = field(default_factory=time.monotonic)
+    cancelled: bool = False
+
+
+class ServingEngine:
+    """Runs the decode loop in a daemon thread; `submit` may be called from any thread."""
+
+    def __init__(
+        self,
+        engine: BudgetForcingEngine,
+        *,
+        max_batch_size: int = 16,
+        window_s: float = 0.01,
+        on_step: Callable[[int], None] | None = None,
+    ) -> None:
+        self.engine = engine
+        self.max_batch_size = max_batch_size
+        self.source = QueueSource(window_s)
+        self.on_step = on_step
+        self._tickets: dict[int, Ticket] = {}
+        self._ids = itertools.count()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self.failure: BaseException | None = None
+        # Busy time: seconds with at least one request in flight, for dollars per token.
+        self._in_flight = 0
+        self._busy_since = 0.0
+        self.busy_seconds = 0.0
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="frugal-decode", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.source.close()
+        if self._thread:
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def submit(
+        self,
+        prompt: str,
+        budget: Any,
+        *,
+        adapter: str | None,
+        seed: int | None,
+        on_done: Callable[[GenerationResult], None],
+        on_token: Callable[[int, str, bool], None] | None = None,
+    ) -> Ticket:
+        ticket = Ticket(on_token=on_token, on_done=on_done)
+        index = next(self._ids)
+        with self._lock:
+            self._tickets[index] = ticket
+            if self._in_flight == 0:
+                self._busy_since = time.monotonic()
+            self._in_flight += 1
+
+        def tokens(token_id: int, section: Any, forced: bool) -> None:
+            if ticket.on_token:
+                ticket.on_token(token_id, str(section), forced)
+
+        self.source.put(Job(
+            prompt, budget, index=index, seed=seed, adapter=adapter, on_token=tokens,
+            cancelled=lambda: ticket.cancelled,
+        ))
+        return ticket
+
+    def busy_now(self) -> float:
+        """Busy seconds so far, the running stretch included."""
+        with self._lock:
+            running = time.monotonic() - self._busy_since if self._in_flight else 0.0
+            return self.busy_seconds + running
+
+    def _finish(self, result: GenerationResult) -> None:
+        with self._lock:
+            ticket = self._tickets.pop(result.index)
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self.busy_seconds += time.monotonic() - self._busy_since
+        ticket.on_done(result)
+
+    def _loop(self) -> None:
+        try:
+            self.engine.run_jobs(
+                self.source, self.max_batch_size, self._finish, on_step=self.on_step
+            )
+        except BaseException as error:  # the server reports it on /health and refuses work
+            self.failure = error
+            raise
