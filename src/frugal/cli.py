@@ -506,16 +506,6 @@ def eval_command(
 ) -> None:
     """Accuracy at each thinking budget, s1's Control/Scaling/Performance, plot and table."""
     _quiet_transformers()
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        SpinnerColumn,
-        TaskProgressColumn,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
     from frugal import evaluate as eval_stage
     from frugal.evaluation.table import comparison
     from frugal.models import ModelNotFoundError
@@ -530,20 +520,7 @@ def eval_command(
             seed=seed, batch_size=batch_size, system=system,
             machine_price_per_hour=machine_price_per_hour,
         )
-        bar = Progress(
-            SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=24),
-            MofNCompleteColumn(), TaskProgressColumn(show_speed=True),
-            TextColumn("[green]accuracy {task.fields[accuracy]}"), TimeRemainingColumn(),
-            console=console,
-        )
-        with bar:
-            task = bar.add_task("evaluating", total=None, accuracy="-")
-
-            def progress(done: int, total: int, correct: int) -> None:
-                accuracy = f"{100 * correct / done:.1f}%" if done else "-"
-                bar.update(task, completed=done, total=total, accuracy=accuracy)
-
-            result = eval_stage.run(config, run, progress=progress)
+        result = eval_stage.run_with_progress(config, run, console)
     except (
         ValidationError, QuestionDataError, ModelNotFoundError, ValueError, OSError, RuntimeError
     ) as error:
@@ -629,6 +606,62 @@ def serve_command(
     console.print(f"Serving {names} on http://{host}:{port}/v1 "
                   f"(metrics: http://{host}:{port}/metrics)")
     uvicorn.run(server.app, host=host, port=port, log_level="info")
+
+
+@app.command("run")
+def run_command(
+    recipe: Annotated[
+        str | None, typer.Argument(help="A built-in recipe name (quickstart, gsm8k, s1) or a "
+                                   "recipe YAML file.")
+    ] = None,
+    run: Annotated[
+        Path | None, typer.Option("--run", "-r", "--run-dir",
+                                  help="The run directory (default: runs/<recipe name>).")
+    ] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a setting: KEY=VALUE, e.g. "
+                                       "train.epochs=2 (repeatable).")
+    ] = None,
+) -> None:
+    """Run the whole recipe: pool, distill, curate, train, eval, report (finished stages skip)."""
+    _quiet_transformers()
+    from frugal import pipeline
+    from frugal.evaluate import read_summaries
+    from frugal.evaluation.table import comparison
+    from frugal.models import ModelNotFoundError
+    from frugal.questions import QuestionDataError
+    from frugal.recipes import RecipeError, load_recipe
+
+    try:
+        loaded = load_recipe(recipe, set_ or [])
+    except (RecipeError, OSError) as error:
+        _fail(str(error))
+    run_dir = run or Path("runs") / loaded.name
+    started = time.perf_counter()
+
+    def announce(stage: str, action: str) -> None:
+        if action == "skip":
+            console.print(f"[dim]{stage}: complete, skipped[/dim]")
+        else:
+            console.rule(f"[bold]{stage}")
+
+    try:
+        result = pipeline.run(loaded, run_dir, console=console, on_stage=announce)
+    except (
+        ValidationError, QuestionDataError, ModelNotFoundError, ValueError, OSError, RuntimeError
+    ) as error:
+        _fail(str(error))
+    summaries = read_summaries(run_dir)
+    if summaries:
+        headers, rows = comparison(summaries)
+        table = Table(*headers, title="accuracy [95% CI] @ mean thinking tokens")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+    minutes = (time.perf_counter() - started) / 60
+    console.print(f"ran {', '.join(result.ran) or 'nothing'}; skipped "
+                  f"{', '.join(result.skipped) or 'nothing'}; {minutes:.1f} min")
+    console.print(f"Report: {result.report} (and {run_dir / 'report.md'})")
 
 
 def _quiet_transformers() -> None:

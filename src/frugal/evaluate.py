@@ -468,3 +468,32 @@ def plot_run(run_dir: Path, benchmark: str) -> Path | None:
     return plot_scaling(
         curves, Path(run_dir) / SCALING_PLOT, f"Test-time scaling on {benchmark}"
     )
+
+
+def run_with_progress(config: EvalConfig, run_dir: Path, console: Any) -> EvalResult:
+    """`run` under a rich progress bar: generations done, rate, accuracy so far and ETA."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        SpinnerColumn,
+        TaskProgressColumn,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    bar = Progress(
+        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=24),
+        MofNCompleteColumn(), TaskProgressColumn(show_speed=True),
+        TextColumn("[green]accuracy {task.fields[accuracy]}"), TimeRemainingColumn(),
+        console=console,
+    )
+    label = config.label or config.adapter or "base"
+    with bar:
+        task = bar.add_task(f"eval {label}", total=None, accuracy="-")
+
+        def progress(done: int, total: int, correct: int) -> None:
+            accuracy = f"{100 * correct / done:.1f}%" if done else "-"
+            bar.update(task, completed=done, total=total, accuracy=accuracy)
+
+        return run(config, run_dir, progress=progress)

@@ -1,0 +1,208 @@
+"""`frugal run`: pool, distill, curate, train, eval and report in one command.
+
+Each stage records in `stages.json` a key made of its own settings and the keys of the stages
+before it. A re-run skips a stage whose key matches and whose outputs are there, so a run that
+crashed continues where it stopped; a stage whose settings (or whose inputs) changed runs again,
+and so does everything after it. Stages that were interrupted resume: distillation from the
+teacher cache, training from its last checkpoint, evaluation from its per-question results.
+Every stage's time and cost go into the ledger.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from frugal.ledger import append_entry, compute_cost
+from frugal.recipes import Recipe, dump_recipe
+from frugal.run_files import POOL, SELECTED, TRACES
+
+STAGES = ("pool", "distill", "curate", "train", "eval", "report")
+STATE = "stages.json"
+RECIPE = "recipe.yaml"
+
+
+@dataclass
+class PipelineResult:
+    run_dir: Path
+    ran: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    report: Path | None = None
+
+
+def stage_settings(recipe: Recipe, stage: str) -> Any:
+    return {
+        "pool": recipe.pool, "distill": recipe.distill, "curate": recipe.curate,
+        "train": recipe.train, "eval": [recipe.model, recipe.eval], "report": None,
+    }[stage]
+
+
+def stage_key(recipe: Recipe, stage: str, upstream: str) -> str:
+    settings = stage_settings(recipe, stage)
+    if hasattr(settings, "model_dump"):
+        settings = settings.model_dump(mode="json")
+    elif isinstance(settings, list):
+        settings = [s.model_dump(mode="json") if hasattr(s, "model_dump") else s
+                    for s in settings]
+    text = json.dumps([upstream, stage, settings], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def outputs_exist(recipe: Recipe, run_dir: Path, stage: str) -> bool:
+    from frugal.evaluate import EVAL_DIR, SUMMARY
+
+    if stage == "pool":
+        return (run_dir / POOL).is_file()
+    if stage == "distill":
+        return (run_dir / TRACES).is_file()
+    if stage == "curate":
+        return (run_dir / SELECTED).is_file()
+    if stage == "train":
+        kind = "models" if recipe.train.method == "full" else "adapters"
+        return (run_dir / kind / recipe.train.name / "config.json").is_file() or (
+            run_dir / kind / recipe.train.name / "adapter_config.json").is_file()
+    if stage == "eval":
+        return all((run_dir / EVAL_DIR / label / SUMMARY).is_file()
+                   for label in eval_labels(recipe))
+    return False  # the report is always redrawn: it is cheap and reads everything else
+
+
+def eval_labels(recipe: Recipe) -> list[str]:
+    return (["base"] if recipe.eval.base else []) + [recipe.train.name]
+
+
+def run(recipe: Recipe, run_dir: Path, *, console: Console | None = None,
+        on_stage: Callable[[str, str], None] | None = None) -> PipelineResult:
+    """Run every stage that is not complete; `on_stage(stage, "run" | "skip")` is told first."""
+    console = console or Console()
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / RECIPE).write_text(dump_recipe(recipe), encoding="utf-8")
+    state = _read_state(run_dir)
+    result = PipelineResult(run_dir)
+    upstream = ""
+    for stage in STAGES:
+        key = stage_key(recipe, stage, upstream)
+        upstream = key
+        recorded = state.get(stage, {})
+        if (recorded.get("key") == key and recorded.get("status") == "done"
+                and outputs_exist(recipe, run_dir, stage)):
+            result.skipped.append(stage)
+            if on_stage:
+                on_stage(stage, "skip")
+            continue
+        if on_stage:
+            on_stage(stage, "run")
+        # Same settings as an interrupted attempt: resume it; else start the stage afresh.
+        resume = recorded.get("key") == key
+        state[stage] = {"key": key, "status": "running"}
+        _write_state(run_dir, state)
+        started = time.perf_counter()
+        outcome = _STAGE_RUNNERS[stage](recipe, run_dir, console, resume)
+        seconds = time.perf_counter() - started
+        state[stage] = {"key": key, "status": "done", "seconds": round(seconds, 3),
+                        "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        _write_state(run_dir, state)
+        if stage in ("pool", "curate", "report"):  # the others write their own ledger entries
+            append_entry(run_dir, {
+                "stage": stage, "kind": "compute", "compute_seconds": round(seconds, 3),
+                "machine_price_per_hour": recipe.machine_price_per_hour,
+                "dollars": round(compute_cost(seconds, recipe.machine_price_per_hour), 6),
+            })
+        result.ran.append(stage)
+        result.seconds[stage] = seconds
+        if stage == "report":
+            result.report = outcome
+    return result
+
+
+# -- the stages ----------------------------------------------------------------------------------
+
+
+def _pool(recipe: Recipe, run_dir: Path, console: Console, resume: bool) -> Any:
+    from frugal import pool
+
+    result = pool.run(recipe.pool, run_dir)
+    console.print(f"pool: {len(result.questions)} questions in {result.path}")
+    return result
+
+
+def _distill(recipe: Recipe, run_dir: Path, console: Console, resume: bool) -> Any:
+    from frugal import distill
+
+    result = distill.run(recipe.distill, run_dir, console=console)
+    console.print(f"distill: {len(result.traces)} traces, {result.correct} correct, "
+                  f"{result.calls} teacher calls, ${result.dollars:.4f}")
+    return result
+
+
+def _curate(recipe: Recipe, run_dir: Path, console: Console, resume: bool) -> Any:
+    from frugal import curate
+
+    result = curate.run(recipe.curate, run_dir, console=console)
+    console.print(f"curate: {len(result.selected)} selected into {result.selected_path}")
+    return result
+
+
+def _train(recipe: Recipe, run_dir: Path, console: Console, resume: bool) -> Any:
+    from frugal import train
+
+    if not resume:  # other settings than the checkpoints were made with: start clean
+        shutil.rmtree(run_dir / "checkpoints" / recipe.train.name, ignore_errors=True)
+    result = train.run(recipe.train, run_dir, resume=resume)
+    loss = "-" if result.final_loss is None else f"{result.final_loss:.4f}"
+    console.print(f"train: {result.steps} steps on {result.examples} examples, "
+                  f"{result.tokens:,} tokens in {result.seconds:.0f} s, final loss {loss}")
+    return result
+
+
+def _eval(recipe: Recipe, run_dir: Path, console: Console, resume: bool) -> Any:
+    from frugal import evaluate
+
+    settings = recipe.eval
+    results = []
+    for label in eval_labels(recipe):
+        if not resume:  # results of another model or other settings: start clean
+            shutil.rmtree(run_dir / evaluate.EVAL_DIR / label, ignore_errors=True)
+        config = evaluate.EvalConfig(
+            model=recipe.model, adapter=None if label == "base" else label, label=label,
+            benchmark=settings.benchmark, max_thinking_tokens=settings.max_thinking_tokens,
+            num_waits=settings.num_waits, max_answer_tokens=settings.max_answer_tokens,
+            samples=settings.samples, temperature=settings.temperature,
+            batch_size=settings.batch_size, system=recipe.train.system,
+            machine_price_per_hour=recipe.machine_price_per_hour,
+        )
+        results.append(evaluate.run_with_progress(config, run_dir, console))
+    return results
+
+
+def _report(recipe: Recipe, run_dir: Path, console: Console, resume: bool) -> Any:
+    from frugal import report
+
+    return report.write(recipe, run_dir)
+
+
+_STAGE_RUNNERS: dict[str, Callable[[Recipe, Path, Console, bool], Any]] = {
+    "pool": _pool, "distill": _distill, "curate": _curate, "train": _train, "eval": _eval,
+    "report": _report,
+}
+
+
+def _read_state(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / STATE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _write_state(run_dir: Path, state: dict[str, Any]) -> None:
+    staging = run_dir / (STATE + ".tmp")
+    staging.write_text(json.dumps(state, indent=2) + "\n")
+    staging.replace(run_dir / STATE)
