@@ -12,6 +12,7 @@ Not a test: run it on an idle machine, `python bench/serve.py`.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import signal
@@ -35,7 +36,8 @@ LEVELS = (1, 4, 16)
 
 def questions(count: int) -> list[str]:
     with GSM8K.open() as handle:
-        return [json.loads(line)["question"] for _, line in zip(range(count), handle)]
+        lines = itertools.islice(handle, count)
+        return [json.loads(line)["question"] for line in lines]
 
 
 def start_server(args: argparse.Namespace) -> subprocess.Popen:
