@@ -664,6 +664,83 @@ def run_command(
     console.print(f"Report: {result.report} (and {run_dir / 'report.md'})")
 
 
+@app.command("cost")
+def cost_command(
+    recipe: Annotated[
+        str | None, typer.Argument(help="A built-in recipe name or a recipe YAML file.")
+    ] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a setting: KEY=VALUE.")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Estimate a recipe's teacher tokens and dollars, training and evaluation time, and total."""
+    _quiet_transformers()
+    from frugal import cost
+    from frugal.models import ModelNotFoundError
+    from frugal.recipes import RecipeError, load_recipe
+
+    try:
+        loaded = load_recipe(recipe, set_ or [])
+        with errors.status("Measuring training and decoding speed on this machine…"):
+            found = cost.estimate(loaded)
+    except (RecipeError, ModelNotFoundError, ValueError, OSError) as error:
+        _fail(str(error))
+    if as_json:
+        print(json.dumps(found.as_dict()))
+        return
+    table = Table("item", "amount", "dollars", title=f"cost estimate: {loaded.name}")
+    table.add_row("questions", f"{found.questions:,}", "")
+    table.add_row("teacher tokens (in / out, worst case)",
+                  f"{found.teacher_input_tokens:,} / {found.teacher_output_tokens:,}",
+                  f"{found.teacher_dollars:.4f}")
+    train_minutes = found.train_seconds / 60
+    eval_minutes = found.eval_seconds / 60
+    table.add_row("training tokens", f"{found.train_tokens:,} at "
+                  f"{found.train_tokens_per_second:,.0f} tok/s = {train_minutes:.1f} min", "")
+    table.add_row("evaluation tokens (worst case)", f"{found.eval_tokens:,} at "
+                  f"{found.decode_tokens_per_second:,.0f} tok/s = {eval_minutes:.1f} min", "")
+    table.add_row(f"compute at ${found.machine_price_per_hour}/h", "",
+                  f"{found.compute_dollars:.4f}")
+    table.add_row("total", "", f"{found.total_dollars:.4f}")
+    console.print(table)
+
+
+@app.command("export")
+def export_command(
+    run: Annotated[Path, typer.Argument(help="The run directory.")],
+    merged: Annotated[
+        Path | None, typer.Option(help="Write a merged Hugging Face model to this directory.")
+    ] = None,
+    gguf: Annotated[Path | None, typer.Option(help="Write a GGUF file here.")] = None,
+    gguf_type: Annotated[str, typer.Option(help="GGUF weights: f16 or q8_0.")] = "f16",
+    adapter: Annotated[
+        str | None, typer.Option(help="Which adapter (default: 'default' or the only one).")
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="Base model (default: the adapter's).")]
+    = None,
+) -> None:
+    """Merge the adapter into its base: a Hugging Face directory and/or a GGUF file."""
+    _quiet_transformers()
+    from frugal import export
+    from frugal.models import ModelNotFoundError
+
+    if merged is None and gguf is None:
+        _fail("nothing to export: pass --merged DIR and/or --gguf FILE")
+    try:
+        with console.status("Merging the adapter into the base model…"):
+            loaded = export.load_merged(run, adapter, model)
+        if merged is not None:
+            export.save_merged(loaded, merged)
+            console.print(f"Wrote merged model to {merged}")
+        if gguf is not None:
+            with console.status(f"Writing {gguf_type} GGUF…"):
+                export.save_gguf(loaded, gguf, gguf_type)
+            console.print(f"Wrote {gguf} ({gguf.stat().st_size / 1e6:,.0f} MB, {gguf_type})")
+    except (ModelNotFoundError, ValueError, OSError) as error:
+        _fail(str(error))
+
+
 def _quiet_transformers() -> None:
     """Our own progress and status lines stand in for transformers' per-tensor bars."""
     from transformers.utils import logging as hf_logging

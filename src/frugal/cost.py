@@ -1,0 +1,146 @@
+"""`frugal cost RECIPE`: what a recipe will cost before it runs.
+
+Counts come from the recipe's own data (the pool is built in memory; program and dataset traces
+are written and tokenized for a sample), speeds are measured on this machine in a few seconds
+(a LoRA training step and a batched decode with the recipe's model), and prices are the
+recipe's. API teachers are priced at their worst case (every call using `max_tokens`), which
+is also what `--max-cost` reserves per call.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from frugal.recipes import Recipe
+
+SAMPLE = 64  # questions whose traces are written and tokenized to estimate lengths
+
+
+@dataclass
+class CostEstimate:
+    questions: int
+    teacher_input_tokens: int
+    teacher_output_tokens: int
+    teacher_dollars: float
+    train_examples: int
+    train_tokens: int
+    train_tokens_per_second: float
+    train_seconds: float
+    eval_generations: int
+    eval_tokens: int
+    decode_tokens_per_second: float
+    eval_seconds: float
+    machine_price_per_hour: float
+    compute_dollars: float
+    total_dollars: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def estimate(recipe: Recipe) -> CostEstimate:
+    from frugal.evaluation.benchmarks import load_questions, resolve
+    from frugal.models import load_model
+    from frugal.pool import load_pool_questions
+    from frugal.reasoning_format import ReasoningFormat
+
+    questions = load_pool_questions(recipe.pool)
+    if recipe.pool.limit:
+        questions = questions[: recipe.pool.limit]
+    if recipe.distill.limit:
+        questions = questions[: recipe.distill.limit]
+    loaded = load_model(recipe.model)
+    fmt = ReasoningFormat.for_tokenizer(loaded.tokenizer)
+    sample = questions[:SAMPLE]
+    prompt_tokens = [len(fmt.encode(fmt.generation_prompt(q.question))) for q in sample]
+    trace_tokens = _trace_tokens(recipe, sample, fmt)
+
+    input_tokens = round(statistics.fmean(prompt_tokens) * len(questions)) if sample else 0
+    output_tokens = 0
+    teacher_dollars = 0.0
+    if recipe.distill.teacher == "openai" and recipe.distill.openai is not None:
+        output_tokens = recipe.distill.openai.max_tokens * len(questions)
+        teacher_dollars = recipe.distill.prices.cost(input_tokens, output_tokens)
+
+    examples = min(recipe.curate.target, len(questions))
+    per_example = statistics.fmean(p + t for p, t in zip(prompt_tokens, trace_tokens,
+                                                          strict=True)) if sample else 0
+    train_tokens = round(per_example * examples * recipe.train.epochs)
+    train_rate = _train_speed(loaded, fmt, round(per_example) or 128)
+    spec = resolve(recipe.eval.benchmark)
+    eval_questions = len(load_questions(spec))
+    points = len(recipe.eval.max_thinking_tokens) * len(recipe.eval.num_waits)
+    models = 2 if recipe.eval.base else 1
+    generations = eval_questions * points * recipe.eval.samples * models
+    # Worst case: every generation thinks its whole budget and writes its whole answer.
+    per_generation = statistics.fmean(recipe.eval.max_thinking_tokens) + \
+        recipe.eval.max_answer_tokens
+    eval_tokens = round(generations * per_generation)
+    decode_rate = _decode_speed(loaded, fmt, recipe.eval.batch_size)
+    train_seconds = train_tokens / train_rate
+    eval_seconds = eval_tokens / decode_rate
+    price = recipe.machine_price_per_hour
+    compute = (train_seconds + eval_seconds) / 3600 * price
+    return CostEstimate(
+        questions=len(questions), teacher_input_tokens=input_tokens,
+        teacher_output_tokens=output_tokens, teacher_dollars=teacher_dollars,
+        train_examples=examples, train_tokens=train_tokens, train_tokens_per_second=train_rate,
+        train_seconds=train_seconds, eval_generations=generations, eval_tokens=eval_tokens,
+        decode_tokens_per_second=decode_rate, eval_seconds=eval_seconds,
+        machine_price_per_hour=price, compute_dollars=compute,
+        total_dollars=teacher_dollars + compute,
+    )
+
+
+def _trace_tokens(recipe: Recipe, sample: list[Any], fmt: Any) -> list[int]:
+    """Tokens of each sample question's completion: written by the program or dataset teacher,
+    else half the API teacher's output cap (a trace rarely fills it)."""
+    from frugal.tasks import rebuild
+
+    lengths = []
+    for question in sample:
+        solution = question.solution
+        if recipe.distill.teacher == "program" and question.meta:
+            solution = rebuild(question.meta).solution
+        if solution and recipe.distill.teacher in ("program", "dataset"):
+            example = fmt.format_example(question.question, solution,
+                                         f"Final Answer: {question.answer}")
+            lengths.append(len(fmt.encode(example.completion)))
+        elif recipe.distill.openai is not None:
+            lengths.append(recipe.distill.openai.max_tokens // 2)
+        else:
+            lengths.append(recipe.distill.local.max_thinking_tokens)
+    return lengths
+
+
+def _train_speed(loaded: Any, fmt: Any, length: int) -> float:
+    """Tokens per second of LoRA forward+backward passes on one example of `length` tokens."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(loaded.model, LoraConfig(r=16, target_modules="all-linear"))
+    model.train()
+    ids = torch.randint(0, loaded.tokenizer.vocab_size, (1, length))
+    rates = []
+    for _ in range(3):
+        started = time.perf_counter()
+        model(input_ids=ids, labels=ids).loss.backward()
+        rates.append(length / (time.perf_counter() - started))
+    model.unload()  # give the base model back untouched for the decode measurement
+    loaded.model.eval()
+    return max(rates[1:])  # the first pass pays one-time allocations
+
+
+def _decode_speed(loaded: Any, fmt: Any, batch_size: int) -> float:
+    from frugal.generation import BudgetConfig, BudgetForcingEngine
+
+    engine = BudgetForcingEngine(loaded.model, loaded.tokenizer, fmt)
+    budget = BudgetConfig(max_thinking_tokens=24, max_answer_tokens=8)
+    prompts = [f"What is {n} + {n + 7}?" for n in range(batch_size)]
+    started = time.perf_counter()
+    results = engine.generate(prompts, budget, batch_size=batch_size)
+    tokens = sum(len(r.token_ids) for r in results)
+    return tokens / (time.perf_counter() - started)

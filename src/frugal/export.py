@@ -1,0 +1,152 @@
+"""`frugal export`: the trained model as a merged Hugging Face directory or a GGUF file.
+
+Merged: PEFT folds the LoRA weights into the base (`merge_and_unload`) and transformers saves
+safetensors, the tokenizer and its chat template. GGUF: the merged weights are written with the
+`gguf` package (f16, or q8_0 for the 2-D weights) under llama.cpp's tensor names, with the
+model's hyper-parameters and its BPE tokenizer as metadata, so llama.cpp-based runtimes and
+transformers' `gguf_file=` loader read it. GGUF export covers the Llama architecture (SmolLM2,
+Llama, and the like).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+GGUF_TYPES = ("f16", "q8_0")
+
+
+def load_merged(run_dir: Path, adapter: str | None = None, model: str | None = None) -> Any:
+    """Base + adapter merged into one plain transformers model (LoadedModel)."""
+    from frugal.adapters import base_model_of, find_adapter, run_adapters
+    from frugal.models import LoadedModel, load_model
+
+    run_dir = Path(run_dir)
+    known = run_adapters(run_dir)
+    if adapter is None:
+        if not known:
+            raise FileNotFoundError(f"{run_dir} has no adapters/ to export. Fix: run "
+                                    "`frugal train` first.")
+        adapter = "default" if "default" in known else next(iter(known))
+    name, path = find_adapter(run_dir, adapter)
+    loaded = load_model(model or base_model_of(path))
+    from peft import PeftModel
+
+    merged = PeftModel.from_pretrained(loaded.model, str(path)).merge_and_unload()
+    merged.eval()
+    return LoadedModel(spec=f"{loaded.spec}+{name}", path=loaded.path, model=merged,
+                       tokenizer=loaded.tokenizer)
+
+
+def save_merged(loaded: Any, directory: Path) -> Path:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    loaded.model.save_pretrained(directory, safe_serialization=True)
+    loaded.tokenizer.save_pretrained(directory)  # carries the chat template
+    return directory
+
+
+def _permute(weight: np.ndarray, heads: int) -> np.ndarray:
+    """Reorder the rows of a q/k projection from Hugging Face's rotary layout (halves) to
+    llama.cpp's (interleaved pairs); GGUF readers undo exactly this."""
+    rows = weight.shape[0]
+    return (weight.reshape(heads, 2, rows // heads // 2, *weight.shape[1:])
+            .swapaxes(1, 2).reshape(weight.shape))
+
+
+def save_gguf(loaded: Any, path: Path, kind: str = "f16") -> Path:
+    import gguf
+
+    if kind not in GGUF_TYPES:
+        raise ValueError(f"GGUF type {kind!r} is not supported; choose one of {GGUF_TYPES}")
+    config = loaded.model.config
+    if config.model_type != "llama":
+        raise ValueError(
+            f"GGUF export supports the llama architecture; this model is {config.model_type!r}. "
+            "Fix: export --merged and convert with llama.cpp's convert_hf_to_gguf.py."
+        )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_name(Path(str(loaded.spec)).name)
+    layers = config.num_hidden_layers
+    heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    writer.add_block_count(layers)
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv_heads)
+    writer.add_rope_dimension_count(head_dim)
+    writer.add_rope_freq_base(float(getattr(config, "rope_theta", None)
+                                    or config.rope_parameters["rope_theta"]))
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_vocab_size(config.vocab_size)
+    file_type = gguf.LlamaFileType.MOSTLY_F16 if kind == "f16" else gguf.LlamaFileType.MOSTLY_Q8_0
+    writer.add_file_type(file_type)
+    _add_tokenizer(writer, loaded.tokenizer)
+
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, layers)
+    tied = getattr(config, "tie_word_embeddings", False)
+    for hf_name, tensor in loaded.model.state_dict().items():
+        if tied and hf_name == "lm_head.weight":
+            continue  # readers tie it back to the embeddings
+        name = names.get_name(hf_name, try_suffixes=(".weight", ".bias"))
+        if name is None:
+            raise ValueError(f"no GGUF name for tensor {hf_name}")
+        data = tensor.detach().float().cpu().numpy()
+        if hf_name.endswith("q_proj.weight"):
+            data = _permute(data, heads)
+        elif hf_name.endswith("k_proj.weight"):
+            data = _permute(data, kv_heads)
+        if data.ndim == 1:  # norms stay float32, as llama.cpp writes them
+            writer.add_tensor(name, data.astype(np.float32))
+        elif kind == "q8_0":
+            quantized = gguf.quants.quantize(data.astype(np.float32),
+                                             gguf.GGMLQuantizationType.Q8_0)
+            writer.add_tensor(name, quantized, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+        else:
+            writer.add_tensor(name, data.astype(np.float16))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def _add_tokenizer(writer: Any, tokenizer: Any) -> None:
+    """The BPE vocabulary, merges, special ids and chat template, as llama.cpp stores them."""
+    data = json.loads(tokenizer.backend_tokenizer.to_str())
+    model = data["model"]
+    if model.get("type") != "BPE":
+        raise ValueError(f"GGUF export supports BPE tokenizers; this one is {model.get('type')}")
+    vocab: dict[str, int] = dict(model["vocab"])
+    for added in data.get("added_tokens", []):
+        vocab[added["content"]] = added["id"]
+    size = max(vocab.values()) + 1
+    tokens = [f"[PAD{i}]" for i in range(size)]
+    for token, index in vocab.items():
+        tokens[index] = token
+    special = {a["id"] for a in data.get("added_tokens", []) if a.get("special")}
+    # 1: normal, 3: control (llama.cpp's token types).
+    types = [3 if i in special else 1 for i in range(size)]
+    merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    writer.add_token_merges(merges)
+    for setter, token_id in (
+        (writer.add_bos_token_id, tokenizer.bos_token_id),
+        (writer.add_eos_token_id, tokenizer.eos_token_id),
+        (writer.add_unk_token_id, tokenizer.unk_token_id),
+        (writer.add_pad_token_id, tokenizer.pad_token_id),
+    ):
+        if token_id is not None:
+            setter(token_id)
+    writer.add_add_bos_token(False)  # the chat template writes its own start tokens
+    if tokenizer.chat_template:
+        writer.add_chat_template(tokenizer.chat_template)

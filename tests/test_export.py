@@ -1,0 +1,76 @@
+"""`frugal export`: merged directory and GGUF both give base + adapter's greedy tokens."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from typer.testing import CliRunner
+
+from frugal.cli import app
+from frugal.models import load_model
+
+from .conftest import tiny_model
+
+
+@pytest.fixture(scope="module")
+def run_with_adapter(tmp_path_factory: pytest.TempPathFactory, tiny_dir: Path) -> Path:
+    run_dir = tmp_path_factory.mktemp("export-run")
+    base = tiny_model()
+    torch.manual_seed(3)
+    model = get_peft_model(base, LoraConfig(r=4, target_modules="all-linear",
+                                            init_lora_weights=False))
+    path = run_dir / "adapters" / "default"
+    model.save_pretrained(path)
+    (path / "frugal-train.json").write_text(json.dumps({"base_model": str(tiny_dir)}))
+    return run_dir
+
+
+def greedy(model: torch.nn.Module, ids: torch.Tensor) -> list[int]:
+    return model.generate(ids, max_new_tokens=10, do_sample=False)[0].tolist()
+
+
+def reference(run_dir: Path, tiny_dir: Path, ids: torch.Tensor) -> list[int]:
+    loaded = load_model(str(tiny_dir))
+    tuned = PeftModel.from_pretrained(loaded.model, str(run_dir / "adapters" / "default"))
+    return greedy(tuned.eval(), ids)
+
+
+def test_merged_model_matches_base_plus_adapter(run_with_adapter: Path, tiny_dir: Path,
+                                                tmp_path: Path) -> None:
+    out = tmp_path / "merged"
+    shown = CliRunner().invoke(app, ["export", str(run_with_adapter), "--merged", str(out)])
+    assert shown.exit_code == 0, shown.output
+    assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert tokenizer.chat_template  # the chat template travels with the tokenizer
+    ids = tokenizer("What is 2 + 3?", return_tensors="pt").input_ids
+    merged = AutoModelForCausalLM.from_pretrained(out).eval()
+    assert greedy(merged, ids) == reference(run_with_adapter, tiny_dir, ids)
+
+
+@pytest.mark.parametrize("kind", ["f16", "q8_0"])
+def test_gguf_loads_back_with_the_same_greedy_tokens(run_with_adapter: Path, tiny_dir: Path,
+                                                     tmp_path: Path, kind: str) -> None:
+    out = tmp_path / f"tiny-{kind}.gguf"
+    shown = CliRunner().invoke(app, ["export", str(run_with_adapter), "--gguf", str(out),
+                                     "--gguf-type", kind])
+    assert shown.exit_code == 0, shown.output
+    back = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=out.name,
+                                                dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path, gguf_file=out.name)
+    ids = tokenizer("What is 2 + 3?", return_tensors="pt").input_ids
+    assert ids.tolist() == AutoTokenizer.from_pretrained(tiny_dir)(
+        "What is 2 + 3?", return_tensors="pt").input_ids.tolist()
+    assert greedy(back, ids) == reference(run_with_adapter, tiny_dir, ids)
+
+
+def test_export_errors_are_clear(tmp_path: Path) -> None:
+    nothing = CliRunner().invoke(app, ["export", str(tmp_path)])
+    assert nothing.exit_code == 1 and "nothing to export" in nothing.output
+    empty = CliRunner().invoke(app, ["export", str(tmp_path), "--merged", str(tmp_path / "m")])
+    assert empty.exit_code == 1 and "no adapters" in empty.output
