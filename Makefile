@@ -22,10 +22,7 @@ $(STAMP): $(BIN)/python pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/frugal generate --model smollm2-135m-instruct \
-		--system "Think step by step, then give the final answer." \
-		"Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many clips did Natalia sell altogether in April and May?" \
-		--max-thinking-tokens 128 --num-waits 1 --max-answer-tokens 48 --reference 72
+	$(BIN)/frugal run quickstart
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests bench
