@@ -61,3 +61,21 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer: Any) -
     tiny_model().save_pretrained(path)
     smollm2_tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def lively_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer: Any) -> Path:
+    """The tiny model with larger random weights: the default initialisation writes nothing but
+    newlines, which would make every reply the same empty text."""
+    import torch
+
+    model = tiny_model()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() == 2:
+                parameter.normal_(0, 0.15)
+    path = tmp_path_factory.mktemp("lively-base")
+    model.save_pretrained(path)
+    smollm2_tokenizer.save_pretrained(path)
+    return path

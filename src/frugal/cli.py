@@ -741,6 +741,80 @@ def export_command(
         _fail(str(error))
 
 
+@app.command("experts")
+def experts_command(
+    run: RunOption = Path("runs/default"),
+    model: Annotated[str, typer.Option("--model", "-m", help="Base model spec.")]
+    = "smollm2-135m-instruct",
+    epochs: Annotated[float, typer.Option(help="Passes over each adapter's data.")] = 3.0,
+    max_steps: Annotated[int, typer.Option(help="Stop each adapter after N steps (-1: epochs).")]
+    = -1,
+    batch_size: Annotated[int, typer.Option(help="Examples per optimizer step.")] = 8,
+    learning_rate: Annotated[float, typer.Option(help="Peak learning rate.")] = 2e-4,
+    lora_r: Annotated[int, typer.Option(help="LoRA rank (the same for every adapter).")] = 16,
+    min_examples: Annotated[int, typer.Option(help="Smaller domains get no expert.")] = 4,
+    merges: Annotated[str, typer.Option(help="Merged contenders: linear,ties.")] = "linear,ties",
+    benchmark: Annotated[str, typer.Option("--benchmark", "-b", help="Held-out questions.")]
+    = "tasks",
+    max_thinking_tokens: Annotated[str, typer.Option(help="Budgets, comma-separated.")] = "64",
+    max_answer_tokens: Annotated[int, typer.Option(help="Cap on answer tokens.")] = 32,
+    compare: Annotated[bool, typer.Option(help="Evaluate every contender.")] = True,
+    machine_price_per_hour: Annotated[
+        float, typer.Option(help="Dollars per hour of this machine, for the ledger.")
+    ] = 0.0,
+) -> None:
+    """One LoRA expert per domain, a router, merged adapters, and the comparison with one
+    generalist trained on the same tokens."""
+    _quiet_transformers()
+    from frugal.experts import stage
+    from frugal.models import ModelNotFoundError
+    from frugal.train import LoraSettings, TrainConfig
+
+    try:
+        config = stage.ExpertsConfig(
+            train=TrainConfig(model=model, epochs=epochs, max_steps=max_steps,
+                              batch_size=batch_size, learning_rate=learning_rate,
+                              lora=LoraSettings(r=lora_r, alpha=2 * lora_r),
+                              machine_price_per_hour=machine_price_per_hour),
+            min_examples=min_examples, merges=_csv(merges) or [], benchmark=benchmark,
+            max_thinking_tokens=_csv(max_thinking_tokens, int),
+            max_answer_tokens=max_answer_tokens, compare=compare,
+            machine_price_per_hour=machine_price_per_hour,
+        )
+        result = stage.run(config, run, console=console)
+    except (ValidationError, ModelNotFoundError, ValueError, OSError, RuntimeError) as error:
+        _fail(str(error))
+    print_experts(result.routing, result.comparison)
+    console.print(f"Wrote adapters/expert-*, adapters/generalist, adapters/merged-*, router/ "
+                  f"and {run / stage.COMPARISON} in {run}")
+
+
+def print_experts(routing: dict, comparison: dict | None) -> None:
+    routers = Table("router", "held-out accuracy", "n", title="routing")
+    for kind, score in routing["routers"].items():
+        chosen = " (chosen)" if kind == routing["chosen"] else ""
+        routers.add_row(kind + chosen, f"{100 * score['accuracy']:.1f}%", str(score["n"]))
+    console.print(routers)
+    chosen = routing["routers"][routing["chosen"]]
+    confusion = Table("true \\ routed", *chosen["experts"], title="confusion matrix")
+    for name, row in zip(chosen["experts"], chosen["confusion"], strict=True):
+        confusion.add_row(name, *map(str, row))
+    console.print(confusion)
+    if comparison is None:
+        return
+    contenders = comparison["contenders"]
+    domains = sorted({d for c in contenders.values() for d in c["by_domain"]})
+    table = Table("contender", *domains, "overall [95% CI]", title="experts comparison")
+    for label, row in contenders.items():
+        cells = [f"{100 * row['by_domain'][d]['accuracy']:.0f}%" if d in row["by_domain"]
+                 else "-" for d in domains]
+        low, high = row["overall"]["ci95"]
+        table.add_row(label, *cells, f"{100 * row['overall']['accuracy']:.1f}% "
+                      f"[{100 * low:.1f}-{100 * high:.1f}]")
+    console.print(table)
+    console.print(comparison["verdict"])
+
+
 def _quiet_transformers() -> None:
     """Our own progress and status lines stand in for transformers' per-tensor bars."""
     from transformers.utils import logging as hf_logging

@@ -44,6 +44,10 @@ class EvalConfig(BaseModel):
         None, description="Base model spec; default: the adapter's base, else SmolLM2."
     )
     adapter: str | None = Field(None, description="An adapter of the run (name) or a path.")
+    route: bool = Field(
+        False, description="Experts + router: each question goes to the expert the run's "
+        "router picks (all expert-* adapters loaded; rows of different experts share batches).",
+    )
     label: str | None = Field(None, description="Name under eval/; default: adapter or 'base'.")
     benchmark: str | BenchmarkSpec = Field("tasks", description="Built-in name, spec or data.")
     limit: int | None = Field(None, ge=1, description="Evaluate the first N questions.")
@@ -123,7 +127,7 @@ def run(
 ) -> EvalResult:
     """Evaluate, resuming finished generations; `progress(done, total, correct)` after each."""
     from frugal.adapters import base_model_of, find_adapter, load_with_adapters
-    from frugal.generation import BudgetConfig, BudgetForcingEngine
+    from frugal.generation import BudgetConfig, BudgetForcingEngine, Job, ListSource
 
     run_dir = Path(run_dir)
     spec = resolve(config.benchmark)
@@ -131,10 +135,13 @@ def run(
     if config.adapter:
         name, path = find_adapter(run_dir, config.adapter)
         adapters[name] = path
+    if config.route:
+        adapters = expert_adapters(run_dir)
     model = config.model or (
         base_model_of(next(iter(adapters.values()))) if adapters else "smollm2-135m-instruct"
     )
-    label = config.label or (next(iter(adapters)) if adapters else "base")
+    label = config.label or ("experts" if config.route else
+                             next(iter(adapters)) if adapters else "base")
     questions = load_questions(spec, exclude_ids=_pool_ids(run_dir))
     if config.limit:
         questions = questions[: config.limit]
@@ -165,7 +172,10 @@ def run(
         progress(finished, total, correct)
 
     started = time.perf_counter()
+    routes: dict[str, str] = {}  # question id -> expert adapter, when routing
     if todo:
+        if config.route:
+            routes = _route(run_dir, questions, adapters)
         loaded = load_with_adapters(model, adapters)
         engine = BudgetForcingEngine(loaded.model, loaded.tokenizer)
         with results_path.open("a", encoding="utf-8") as sink:
@@ -187,6 +197,8 @@ def run(
                     nonlocal finished, correct
                     question, sample = rows[result.index]
                     row = _result_row(spec, point, question, sample, result, config)
+                    if routes:
+                        row["expert"] = routes[question.id]
                     sink.write(json.dumps(row, ensure_ascii=False) + "\n")
                     sink.flush()  # one line per generation: a kill loses at most the one in flight
                     finished += 1
@@ -194,14 +206,14 @@ def run(
                     if progress:
                         progress(finished, total, correct)
 
-                engine.generate(
-                    [spec.prompt(q) for q, _ in rows],
-                    budget,
-                    system=config.system,
-                    batch_size=config.batch_size,
-                    on_row_done=record,
-                    seeds=[_sample_seed(config.seed, q.id, s) for q, s in rows],
-                )
+                jobs = [
+                    Job(engine.format.generation_prompt(spec.prompt(q), config.system), budget,
+                        index=i, seed=_sample_seed(config.seed, q.id, s),
+                        adapter=routes.get(q.id))
+                    for i, (q, s) in enumerate(rows)
+                ]
+                engine.run_jobs(ListSource(jobs, engine.format.encode), config.batch_size,
+                                record)
     seconds = time.perf_counter() - started
 
     rows = _read_results(results_path)
@@ -224,6 +236,29 @@ def run(
         })
     plot = plot_run(run_dir, spec.name)
     return EvalResult(label, directory, summary, len(todo), overlaps, plot)
+
+
+def expert_adapters(run_dir: Path) -> dict[str, Path]:
+    from frugal.adapters import run_adapters
+    from frugal.experts.stage import EXPERT_PREFIX
+
+    experts = {n: p for n, p in run_adapters(run_dir).items() if n.startswith(EXPERT_PREFIX)}
+    if not experts:
+        raise FileNotFoundError(f"{run_dir} has no expert adapters. Fix: run `frugal experts`.")
+    return experts
+
+
+def _route(run_dir: Path, questions: list[Question], adapters: dict[str, Path]) -> dict[str, str]:
+    from frugal.experts.router import load_router
+
+    router = load_router(run_dir)
+    if router is None:
+        raise FileNotFoundError(f"{run_dir} has no router/. Fix: run `frugal experts`.")
+    chosen = router.route([q.question for q in questions])
+    missing = sorted(set(chosen) - set(adapters))
+    if missing:
+        raise ValueError(f"the router names experts without adapters: {', '.join(missing)}")
+    return {q.id: name for q, name in zip(questions, chosen, strict=True)}
 
 
 def _sample_seed(seed: int, question_id: str, sample: int) -> int:
@@ -326,7 +361,8 @@ def _by_domain(generations: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     for row in generations:
         groups[row["domain"] or "(none)"].append(bool(row["correct"]))
     return {
-        domain: {"n": len(marks), "accuracy": sum(marks) / len(marks)}
+        domain: {"n": len(marks), "correct": sum(marks), "accuracy": sum(marks) / len(marks),
+                 "ci95": list(metrics.wilson_interval(sum(marks), len(marks)))}
         for domain, marks in sorted(groups.items())
     }
 
@@ -398,6 +434,7 @@ def _settings(
         "top_p": config.top_p,
         "seed": config.seed,
         "system": config.system,
+        "route": config.route,
     }
 
 

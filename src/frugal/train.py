@@ -205,7 +205,9 @@ class Prepared:
     output_dir: Path
 
 
-def prepare(config: TrainConfig, run_dir: Path) -> Prepared:
+def prepare(
+    config: TrainConfig, run_dir: Path, records: list[dict[str, Any]] | None = None
+) -> Prepared:
     """Load the model, build the examples and the SFTTrainer, without training."""
     import datasets
     from datasets import Dataset
@@ -222,7 +224,7 @@ def prepare(config: TrainConfig, run_dir: Path) -> Prepared:
     datasets.disable_progress_bars()  # the training bar is the one that matters
     run_dir = Path(run_dir)
     rank = int(os.environ.get("RANK", "0"))
-    records = read_selected(run_dir)
+    records = read_selected(run_dir) if records is None else records
     if not records:
         raise ValueError(
             f"{run_dir / SELECTED} is empty: curation kept nothing (selection.json says why). "
@@ -253,16 +255,29 @@ def prepare(config: TrainConfig, run_dir: Path) -> Prepared:
     )
     trainer.remove_callback(ProgressCallback)
     trainer.remove_callback(PrinterCallback)
-    trainer.add_callback(JsonlLogCallback(run_dir / TRAIN_LOG, rank=rank))
+    trainer.add_callback(JsonlLogCallback(run_dir / log_name(config, records is None), rank=rank))
     if rank == 0:
         trainer.add_callback(RichProgressCallback())
     return Prepared(trainer, loaded, fmt, len(fits), too_long, output_dir)
 
 
-def run(config: TrainConfig, run_dir: Path, *, resume: bool = False) -> TrainResult:
+def log_name(config: TrainConfig, main: bool = True) -> str:
+    """`train-log.jsonl` for the run's own training, `train-log-<name>.jsonl` for each expert,
+    so adapters trained in one run directory keep their curves apart."""
+    return TRAIN_LOG if main else f"train-log-{config.name}.jsonl"
+
+
+def run(
+    config: TrainConfig,
+    run_dir: Path,
+    *,
+    resume: bool = False,
+    records: list[dict[str, Any]] | None = None,
+) -> TrainResult:
+    """Train on `selected.jsonl` (or on `records`, the experts' per-domain subsets)."""
     run_dir = Path(run_dir)
     rank = int(os.environ.get("RANK", "0"))
-    prepared = prepare(config, run_dir)
+    prepared = prepare(config, run_dir, records)
     trainer = prepared.trainer
     checkpoint = _last_checkpoint(prepared.output_dir) if resume else None
     if resume and checkpoint is None and rank == 0:
@@ -276,7 +291,7 @@ def run(config: TrainConfig, run_dir: Path, *, resume: bool = False) -> TrainRes
         trainer.save_model(str(output_path))
         prepared.loaded.tokenizer.save_pretrained(str(output_path))
         _record(config, run_dir, prepared.loaded.path, output_path, trainer, outcome, seconds,
-                prepared.examples, prepared.too_long)
+                prepared.examples, prepared.too_long, main=records is None)
     _write_rank_state(run_dir, rank, trainer, saved=trainer.is_world_process_zero())
     return TrainResult(
         output_path=output_path,
@@ -314,6 +329,8 @@ def _record(
     seconds: float,
     examples: int,
     too_long: list[int],
+    *,
+    main: bool = True,
 ) -> None:
     summary = {
         "base_model": config.model,
@@ -329,7 +346,8 @@ def _record(
         "seconds": round(seconds, 3),
     }
     (output_path / "frugal-train.json").write_text(json.dumps(summary, indent=2) + "\n")
-    (run_dir / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if main:  # the run's own training, not one expert of many
+        (run_dir / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
     world = int(os.environ.get("WORLD_SIZE", "1"))
     dollars = compute_cost(seconds * world, config.machine_price_per_hour)
     append_entry(run_dir, {

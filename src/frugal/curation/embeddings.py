@@ -7,9 +7,11 @@ sentence-transformers model directory or hub id can be named instead.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -29,13 +31,20 @@ def embedder_path(name: str = DEFAULT_EMBEDDER) -> str:
     return str(Path(next(iter(spec.submodule_search_locations))) / "model")
 
 
-def embed(texts: Sequence[str], name: str = DEFAULT_EMBEDDER, batch_size: int = 128) -> np.ndarray:
-    """L2-normalised embeddings, one row per text."""
+@functools.lru_cache(maxsize=2)
+def _load(path: str) -> Any:
+    """One loaded model per path: a router embeds every request, so loading once matters."""
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(embedder_path(name), device="cpu")
+    model = SentenceTransformer(path, device="cpu")
     # Questions are short; a shorter window keeps batches small without cutting them.
     model.max_seq_length = min(model.max_seq_length or 256, 128)
+    return model
+
+
+def embed(texts: Sequence[str], name: str = DEFAULT_EMBEDDER, batch_size: int = 128) -> np.ndarray:
+    """L2-normalised embeddings, one row per text."""
+    model = _load(embedder_path(name))
     return model.encode(
         list(texts), batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True
     )

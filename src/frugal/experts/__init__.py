@@ -1,0 +1,1 @@
+"""`frugal experts`: domain LoRA experts, a router, merged contenders and the comparison."""
