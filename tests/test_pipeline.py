@@ -133,3 +133,26 @@ def test_report_renders_in_headless_chromium(finished_run: Path, tmp_path: Path)
     loaded, total = map(int, title.removeprefix("images ").split("/"))
     assert total >= 3 and loaded == total, title
     assert "Test-time scaling" in shown.stdout and "Cost ledger" in shown.stdout
+
+
+def test_experts_recipe_runs_its_own_stage(tmp_path: Path, lively_dir: Path) -> None:
+    path = tmp_path / "experts.yaml"
+    path.write_text(f"""
+name: tiny-experts
+model: {lively_dir}
+pool: {{per_family: 4, difficulties: [1], families: [arithmetic, dates, sequences]}}
+curate: {{target: 12}}
+experts:
+  train: {{max_steps: 1, batch_size: 2, save_steps: 5}}
+  min_examples: 2
+  merges: [linear]
+  benchmark: {{name: mini, per_family: 2, difficulties: [1]}}
+  max_thinking_tokens: [4]
+  max_answer_tokens: 4
+""")
+    result = pipeline.run(load_recipe(str(path)), tmp_path / "run")
+    assert result.ran == list(pipeline.EXPERT_STAGES)
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "## Experts" in report and "wins" in report and "held-out routing accuracy" in report
+    again = pipeline.run(load_recipe(str(path)), tmp_path / "run")
+    assert again.skipped == ["pool", "distill", "curate", "experts"]

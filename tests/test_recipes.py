@@ -11,7 +11,7 @@ from frugal.recipes import RecipeError, builtin_recipes, dump_recipe, load_recip
 
 def test_builtin_recipes_validate() -> None:
     names = set(builtin_recipes())
-    assert {"quickstart", "gsm8k", "s1"} <= names
+    assert {"quickstart", "gsm8k", "s1", "experts"} <= names
     for name in names:
         assert load_recipe(name).name == name
 
@@ -58,3 +58,10 @@ def test_unknown_keys_and_bad_values_name_the_field(tmp_path: Path) -> None:
         load_recipe("quickstart", ["train.nope=1"])
     with pytest.raises(RecipeError, match="neither a file nor a built-in"):
         load_recipe("no-such-recipe")
+
+
+def test_experts_recipe_inherits_the_model_and_price() -> None:
+    recipe = load_recipe("experts")
+    assert recipe.experts is not None
+    assert recipe.experts.train.model == recipe.model
+    assert recipe.experts.machine_price_per_hour == recipe.machine_price_per_hour

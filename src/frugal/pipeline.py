@@ -26,6 +26,12 @@ from frugal.recipes import Recipe, dump_recipe
 from frugal.run_files import POOL, SELECTED, TRACES
 
 STAGES = ("pool", "distill", "curate", "train", "eval", "report")
+EXPERT_STAGES = ("pool", "distill", "curate", "experts", "report")
+
+
+def stages_of(recipe: Recipe) -> tuple[str, ...]:
+    """An experts recipe trains and compares its adapters in one stage instead of train + eval."""
+    return EXPERT_STAGES if recipe.experts is not None else STAGES
 STATE = "stages.json"
 RECIPE = "recipe.yaml"
 
@@ -43,6 +49,7 @@ def stage_settings(recipe: Recipe, stage: str) -> Any:
     return {
         "pool": recipe.pool, "distill": recipe.distill, "curate": recipe.curate,
         "train": recipe.train, "eval": [recipe.model, recipe.eval], "report": None,
+        "experts": recipe.experts,
     }[stage]
 
 
@@ -73,6 +80,10 @@ def outputs_exist(recipe: Recipe, run_dir: Path, stage: str) -> bool:
     if stage == "eval":
         return all((run_dir / EVAL_DIR / label / SUMMARY).is_file()
                    for label in eval_labels(recipe))
+    if stage == "experts":
+        from frugal.experts.stage import COMPARISON
+
+        return (run_dir / COMPARISON).is_file()
     return False  # the report is always redrawn: it is cheap and reads everything else
 
 
@@ -90,7 +101,7 @@ def run(recipe: Recipe, run_dir: Path, *, console: Console | None = None,
     state = _read_state(run_dir)
     result = PipelineResult(run_dir)
     upstream = ""
-    for stage in STAGES:
+    for stage in stages_of(recipe):
         key = stage_key(recipe, stage, upstream)
         upstream = key
         recorded = state.get(stage, {})
@@ -185,6 +196,23 @@ def _eval(recipe: Recipe, run_dir: Path, console: Console, resume: bool) -> Any:
     return results
 
 
+def _experts(recipe: Recipe, run_dir: Path, console: Console, resume: bool) -> Any:
+    from frugal.experts import stage
+
+    assert recipe.experts is not None
+    if not resume:  # other settings: the old adapters, router and results do not apply
+        from frugal.adapters import run_adapters
+
+        for name, path in run_adapters(run_dir).items():
+            if name.startswith(("expert-", "merged-")) or name == stage.GENERALIST:
+                shutil.rmtree(path)
+        shutil.rmtree(run_dir / "eval", ignore_errors=True)
+    result = stage.run(recipe.experts, run_dir, console=console)
+    if result.comparison:
+        console.print(f"experts: {result.comparison['verdict']}")
+    return result
+
+
 def _report(recipe: Recipe, run_dir: Path, console: Console, resume: bool) -> Any:
     from frugal import report
 
@@ -193,7 +221,7 @@ def _report(recipe: Recipe, run_dir: Path, console: Console, resume: bool) -> An
 
 _STAGE_RUNNERS: dict[str, Callable[[Recipe, Path, Console, bool], Any]] = {
     "pool": _pool, "distill": _distill, "curate": _curate, "train": _train, "eval": _eval,
-    "report": _report,
+    "experts": _experts, "report": _report,
 }
 
 

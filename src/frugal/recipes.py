@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from frugal.curate import CurateConfig
 from frugal.distill import DistillConfig
 from frugal.evaluation.benchmarks import BenchmarkSpec
+from frugal.experts.stage import ExpertsConfig
 from frugal.pool import PoolConfig
 from frugal.train import TrainConfig
 
@@ -57,6 +58,9 @@ class Recipe(BaseModel):
     curate: CurateConfig = Field(default_factory=CurateConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: RecipeEval = Field(default_factory=RecipeEval)
+    experts: ExpertsConfig | None = Field(
+        None, description="Train domain experts and compare them instead of train + eval."
+    )
 
     @model_validator(mode="after")
     def _propagate(self) -> Recipe:
@@ -65,9 +69,14 @@ class Recipe(BaseModel):
             self.train.model = self.model
         if "tokenizer" not in self.curate.model_fields_set:
             self.curate.tokenizer = self.model
-        for stage in (self.distill, self.train):
+        stages: list[BaseModel] = [self.distill, self.train]
+        if self.experts is not None:
+            if "model" not in self.experts.train.model_fields_set:
+                self.experts.train.model = self.model
+            stages += [self.experts, self.experts.train]
+        for stage in stages:
             if "machine_price_per_hour" not in stage.model_fields_set:
-                stage.machine_price_per_hour = self.machine_price_per_hour
+                stage.machine_price_per_hour = self.machine_price_per_hour  # type: ignore
         return self
 
 

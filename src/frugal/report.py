@@ -183,6 +183,11 @@ def sections(recipe: Recipe, run_dir: Path) -> list[Section]:
             evaluation.tables.append(domains)
     found.append(evaluation)
 
+    experts = _experts_section(run_dir)
+    if experts:
+        found.append(experts)
+        summary.paragraphs.insert(0, f"Experts: {experts.paragraphs[0]}")
+
     ledger = Section("Cost ledger")
     ledger.tables.append((["stage", "compute seconds", "dollars"], [
         [stage, f"{money['seconds'].get(stage, 0):.1f}", f"{dollars:.6f}"]
@@ -213,6 +218,41 @@ def sections(recipe: Recipe, run_dir: Path) -> list[Section]:
     )
     found.append(serve)
     return found
+
+
+def _experts_section(run_dir: Path) -> Section | None:
+    from frugal.experts.stage import COMPARISON, PLOT
+
+    comparison = _read_json(run_dir / COMPARISON)
+    if not comparison:
+        return None
+    section = Section("Experts")
+    section.paragraphs.append(comparison["verdict"])
+    tokens = comparison["training_tokens"]
+    section.paragraphs.append(
+        f"Training tokens: experts {tokens['experts']:,} in all, generalist "
+        f"{tokens['generalist']:,}. Each contender at its best budget, with 95% intervals."
+    )
+    contenders = comparison["contenders"]
+    domains = sorted({d for c in contenders.values() for d in c["by_domain"]})
+    rows = []
+    for label, row in contenders.items():
+        low, high = row["overall"]["ci95"]
+        rows.append([label, *(
+            f"{100 * row['by_domain'][d]['accuracy']:.0f}% (n={row['by_domain'][d]['n']})"
+            if d in row["by_domain"] else "-" for d in domains
+        ), f"{100 * row['overall']['accuracy']:.1f}% [{100 * low:.1f}-{100 * high:.1f}]"])
+    section.tables.append((["contender", *domains, "overall [95% CI]"], rows))
+    routing = _read_json(run_dir / "router" / "router.json")
+    if routing:
+        section.tables.append((["router", "held-out routing accuracy", "n"], [
+            [kind + (" (chosen)" if kind == routing["chosen"] else ""),
+             f"{100 * score['accuracy']:.1f}%", str(score["n"])]
+            for kind, score in routing["routers"].items()
+        ]))
+    if (run_dir / PLOT).is_file():
+        section.images.append((PLOT, "Experts comparison per domain"))
+    return section
 
 
 def _domain_table(summaries: dict[str, Any]) -> tuple[list[str], list[list[str]]] | None:
