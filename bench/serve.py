@@ -27,6 +27,8 @@ from typing import Any
 import httpx
 from openai import OpenAI
 
+from frugal.models import inference_dtype
+
 REPO = Path(__file__).resolve().parents[1]
 GSM8K = REPO.parent / "shared" / "data" / "gsm8k" / "train.jsonl"
 # An on-demand 2-vCPU cloud machine (the class of c7i.large / e2-standard-2) costs about this.
@@ -44,6 +46,7 @@ def start_server(args: argparse.Namespace) -> subprocess.Popen:
     command = [
         sys.executable, "-m", "frugal.cli", "serve", args.model, "--port", str(args.port),
         "--max-batch-size", str(max(LEVELS)), "--machine-price-per-hour", str(PRICE_PER_HOUR),
+        "--dtype", args.dtype,
     ]
     server = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, env=os.environ | {"COLUMNS": "200"})
@@ -101,6 +104,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=4, help="requests per client")
     parser.add_argument("--max-thinking-tokens", type=int, default=64)
     parser.add_argument("--max-answer-tokens", type=int, default=32)
+    parser.add_argument("--dtype", default="auto", help="server weights (auto: bfloat16 on "
+                        "GPUs and AMX CPUs, else float32)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
 
@@ -125,7 +130,8 @@ def main() -> None:
 
     print(f"frugal serve {args.model} on 127.0.0.1, {args.requests} requests per client, "
           f"thinking <= {args.max_thinking_tokens}, answer <= {args.max_answer_tokens} tokens, "
-          f"greedy; price ${PRICE_PER_HOUR}/h (an on-demand 2-vCPU machine)")
+          f"greedy, weights {inference_dtype(args.dtype)}; price ${PRICE_PER_HOUR}/h "
+          "(an on-demand 2-vCPU machine)")
     print(f"{'clients':>7} {'requests':>8} {'tokens':>7} {'seconds':>8} {'tok/s':>7} "
           f"{'p50 s':>7} {'p95 s':>7} {'$/M tok':>8}")
     for r in results:

@@ -503,6 +503,9 @@ def eval_command(
     machine_price_per_hour: Annotated[
         float, typer.Option(help="Dollars per hour of this machine, for the ledger.")
     ] = 0.0,
+    dtype: Annotated[
+        str, typer.Option(help="auto (bfloat16 on GPUs and AMX CPUs), float32 or bfloat16.")
+    ] = "auto",
 ) -> None:
     """Accuracy at each thinking budget, s1's Control/Scaling/Performance, plot and table."""
     _quiet_transformers()
@@ -518,7 +521,7 @@ def eval_command(
             num_waits=_csv(num_waits, int), min_thinking_tokens=min_thinking_tokens,
             max_answer_tokens=max_answer_tokens, samples=samples, temperature=temperature,
             seed=seed, batch_size=batch_size, system=system,
-            machine_price_per_hour=machine_price_per_hour,
+            machine_price_per_hour=machine_price_per_hour, dtype=dtype,
         )
         result = eval_stage.run_with_progress(config, run, console)
     except (
@@ -576,6 +579,9 @@ def serve_command(
     machine_price_per_hour: Annotated[
         float, typer.Option(help="Dollars per hour of this machine: prices every token.")
     ] = 0.0,
+    dtype: Annotated[
+        str, typer.Option(help="auto (bfloat16 on GPUs and AMX CPUs), float32 or bfloat16.")
+    ] = "auto",
 ) -> None:
     """Serve an OpenAI-compatible API with thinking budgets, adapters and a price per token."""
     _quiet_transformers()
@@ -595,6 +601,7 @@ def serve_command(
             max_answer_tokens=max_answer_tokens, max_thinking_tokens=max_thinking_tokens,
             default_thinking_tokens=default_thinking_tokens,
             max_prompt_tokens=max_prompt_tokens, machine_price_per_hour=machine_price_per_hour,
+            dtype=dtype,
         )
         with console.status(f"Loading {target}…"):
             server = serve_stage.build(config)

@@ -17,7 +17,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -64,6 +64,9 @@ class EvalConfig(BaseModel):
     batch_size: int = Field(8, ge=1)
     system: str | None = None
     machine_price_per_hour: float = Field(0.0, ge=0.0, description="For the ledger.")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="Weights: auto is bfloat16 on GPUs and AMX CPUs, else float32."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> EvalConfig:
@@ -128,6 +131,7 @@ def run(
     """Evaluate, resuming finished generations; `progress(done, total, correct)` after each."""
     from frugal.adapters import base_model_of, find_adapter, load_with_adapters
     from frugal.generation import BudgetConfig, BudgetForcingEngine, Job, ListSource
+    from frugal.models import inference_dtype
 
     run_dir = Path(run_dir)
     spec = resolve(config.benchmark)
@@ -176,7 +180,7 @@ def run(
     if todo:
         if config.route:
             routes = _route(run_dir, questions, adapters)
-        loaded = load_with_adapters(model, adapters)
+        loaded = load_with_adapters(model, adapters, dtype=inference_dtype(config.dtype))
         engine = BudgetForcingEngine(loaded.model, loaded.tokenizer)
         with results_path.open("a", encoding="utf-8") as sink:
             for point in points:
@@ -414,7 +418,7 @@ def _settings(
     config: EvalConfig, spec: BenchmarkSpec, model: str, adapters: dict[str, Path]
 ) -> dict[str, Any]:
     """What makes two evaluations comparable; budgets may change between resumes."""
-    from frugal.models import fingerprint
+    from frugal.models import fingerprint, inference_dtype
 
     fingerprints = {}
     for name, path in adapters.items():
@@ -435,6 +439,7 @@ def _settings(
         "seed": config.seed,
         "system": config.system,
         "route": config.route,
+        "dtype": inference_dtype(config.dtype),
     }
 
 

@@ -134,6 +134,28 @@ def fingerprint(spec: str) -> str:
     return hashlib.sha256("|".join(_file_key(p) for p in files).encode()).hexdigest()[:16]
 
 
+def inference_dtype(requested: str = "auto") -> str:
+    """The dtype to generate in: "auto" is bfloat16 where the hardware multiplies it natively
+    (CUDA GPUs that support it, CPUs with AMX), float32 elsewhere. On this project's AMX CPU,
+    batch-16 decoding of SmolLM2 ran 1.66x faster in bfloat16 (237.7 vs 143.3 tokens/s); greedy
+    outputs can differ from float32 in the last digits of the logits."""
+    if requested != "auto":
+        return requested
+    import torch
+
+    if torch.cuda.is_available():
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    return "bfloat16" if _cpu_has_amx() else "float32"
+
+
+def _cpu_has_amx() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags
+
+
 def load_tokenizer(spec: str) -> Any:
     from transformers import AutoTokenizer
 

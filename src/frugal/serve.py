@@ -13,7 +13,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -40,6 +40,9 @@ class ServeConfig(BaseModel):
     default_thinking_tokens: int = Field(256, ge=1)
     max_prompt_tokens: int = Field(2048, ge=1)
     machine_price_per_hour: float = Field(0.0, ge=0.0)
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="Weights: auto is bfloat16 on GPUs and AMX CPUs, else float32."
+    )
 
 
 @dataclass
@@ -59,6 +62,7 @@ class Server:
 def build(config: ServeConfig) -> Server:
     from frugal.adapters import base_model_of, find_adapter, load_with_adapters, run_adapters
     from frugal.generation import BudgetForcingEngine
+    from frugal.models import inference_dtype
     from frugal.serving.app import create_app
     from frugal.serving.engine import ServingEngine
     from frugal.serving.metrics import ServerMetrics
@@ -81,7 +85,7 @@ def build(config: ServeConfig) -> Server:
             )
     else:
         model = config.model or config.target
-    loaded = load_with_adapters(model, adapters)
+    loaded = load_with_adapters(model, adapters, dtype=inference_dtype(config.dtype))
     router = _load_router(run_dir) if run_dir else None
     metrics = ServerMetrics(config.machine_price_per_hour)
     decode = BudgetForcingEngine(loaded.model, loaded.tokenizer)

@@ -224,6 +224,7 @@ def prepare(
     datasets.disable_progress_bars()  # the training bar is the one that matters
     run_dir = Path(run_dir)
     rank = int(os.environ.get("RANK", "0"))
+    main = records is None  # the run's own training, not one expert of many
     records = read_selected(run_dir) if records is None else records
     if not records:
         raise ValueError(
@@ -255,7 +256,7 @@ def prepare(
     )
     trainer.remove_callback(ProgressCallback)
     trainer.remove_callback(PrinterCallback)
-    trainer.add_callback(JsonlLogCallback(run_dir / log_name(config, records is None), rank=rank))
+    trainer.add_callback(JsonlLogCallback(run_dir / log_name(config, main), rank=rank))
     if rank == 0:
         trainer.add_callback(RichProgressCallback())
     return Prepared(trainer, loaded, fmt, len(fits), too_long, output_dir)

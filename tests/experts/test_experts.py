@@ -64,6 +64,7 @@ def experts_run(tmp_path_factory: pytest.TempPathFactory, lively_dir: Path) -> t
         benchmark=BenchmarkSpec(name="held-out", source=str(held_out),
                                 fields=FieldMap(id="id", domain="domain")),
         max_thinking_tokens=[6], max_answer_tokens=4, batch_size=8,
+        dtype="float32",  # batches match single rows exactly only in float32
     )
     return run_dir, stage.run(config, run_dir)
 

@@ -78,7 +78,7 @@ def server(served_run: Path) -> Iterator[Running]:
     running = start(ServeConfig(
         target=str(served_run), served_name="tiny", api_key=API_KEY, max_batch_size=8,
         max_answer_tokens=16, max_thinking_tokens=64, default_thinking_tokens=8,
-        max_prompt_tokens=256, machine_price_per_hour=0.36,
+        max_prompt_tokens=256, machine_price_per_hour=0.36, dtype="float32",
     ))
     yield running
     running.stop()

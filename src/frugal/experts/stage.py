@@ -16,7 +16,7 @@ import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -43,6 +43,9 @@ class ExpertsConfig(BaseModel):
     batch_size: int = Field(16, ge=1)
     compare: bool = Field(True, description="Evaluate every contender.")
     machine_price_per_hour: float = Field(0.0, ge=0.0)
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="Evaluation weights: auto is bfloat16 on GPUs and AMX CPUs."
+    )
 
 
 @dataclass
@@ -148,7 +151,7 @@ def compare(config: ExpertsConfig, run_dir: Path, benchmark: BenchmarkSpec,
             max_thinking_tokens=config.max_thinking_tokens,
             max_answer_tokens=config.max_answer_tokens, batch_size=config.batch_size,
             system=config.train.system, machine_price_per_hour=config.machine_price_per_hour,
-            **how,
+            dtype=config.dtype, **how,
         )
         result = evaluate.run(evaluation, run_dir)
         best = max(result.summary["points"], key=lambda p: p["accuracy"])
