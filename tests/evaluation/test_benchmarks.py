@@ -58,3 +58,18 @@ def test_scoring_by_pattern_and_metric() -> None:
     math = BenchmarkSpec(name="m")
     assert math.score("so the total is Final Answer: $72.00", "72") == ("$72.00", True)
     assert math.score("The answer is (B)", "B")[1]
+
+
+def test_contamination_guard_ignores_template_wording() -> None:
+    from frugal.evaluation.contamination import find_overlaps
+    from frugal.questions import Question
+
+    template = "A subscription starts on May {d}, 2020 and ends {n} days later. On what date?"
+    training = [template.format(d=d % 28 + 1, n=d + 10) for d in range(300)]
+    training.append("Leaked: the quick brown fox jumps over the lazy dog near the river bank")
+    fresh = Question(id="a", question=template.format(d=3, n=999), answer="x", source="t")
+    leaked = Question(id="b", question="The quick brown fox jumps over the lazy dog near the "
+                      "river bank?", answer="x", source="t")
+    found = find_overlaps([fresh, leaked], training)
+    assert [o.question_id for o in found] == ["b"]
+    assert "fox jumps over the lazy dog" in found[0].shared

@@ -7,6 +7,7 @@ on data that was never checked against this benchmark.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -24,12 +25,21 @@ class Overlap:
 
 
 def find_overlaps(
-    questions: Iterable[Question], training_texts: Iterable[str], n: int = 8
+    questions: Iterable[Question], training_texts: Iterable[str], n: int = 8,
+    boilerplate_share: float = 0.01,
 ) -> list[Overlap]:
-    """Evaluation questions sharing a word n-gram with any training text, in question order."""
-    seen: set[tuple[str, ...]] = set()
-    for text in training_texts:
-        seen |= word_ngrams(text, n)
+    """Evaluation questions sharing a word n-gram with any training text, in question order.
+
+    An n-gram found in more than `boilerplate_share` of the training texts (and in more than
+    two) is template wording ("days later on what date does it end"), not a leaked question,
+    and is ignored: a copied question shows up in one or two training texts, a template in all.
+    """
+    texts = list(training_texts)
+    counts: Counter[tuple[str, ...]] = Counter()
+    for text in texts:
+        counts.update(word_ngrams(text, n))
+    limit = max(2, boilerplate_share * len(texts))
+    seen = {gram for gram, count in counts.items() if count <= limit}
     overlaps = []
     for question in questions:
         shared = sorted(word_ngrams(question.question, n) & seen)
