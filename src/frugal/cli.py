@@ -824,9 +824,15 @@ def print_experts(routing: dict, comparison: dict | None) -> None:
 
 def _quiet_transformers() -> None:
     """Our own progress and status lines stand in for transformers' per-tensor bars."""
+    import warnings
+
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    # TRL and PEFT still read a property transformers renamed; the warning is theirs to fix and
+    # would only interrupt the progress display.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*",
+                            category=FutureWarning)
 
 
 def _fail(message: str) -> typer.Exit:
