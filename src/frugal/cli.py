@@ -634,7 +634,6 @@ def run_command(
     _quiet_transformers()
     from frugal import pipeline
     from frugal.evaluate import read_summaries
-    from frugal.evaluation.table import comparison
     from frugal.models import ModelNotFoundError
     from frugal.questions import QuestionDataError
     from frugal.recipes import RecipeError, load_recipe
@@ -660,15 +659,27 @@ def run_command(
         _fail(str(error))
     summaries = read_summaries(run_dir)
     if summaries:
-        headers, rows = comparison(summaries)
-        table = Table(*headers, title="accuracy [95% CI] @ mean thinking tokens")
-        for row in rows:
-            table.add_row(*row)
-        console.print(table)
+        console.print(headline_table(summaries))
     minutes = (time.perf_counter() - started) / 60
     console.print(f"ran {', '.join(result.ran) or 'nothing'}; skipped "
                   f"{', '.join(result.skipped) or 'nothing'}; {minutes:.1f} min")
     console.print(f"Report: {result.report} (and {run_dir / 'report.md'})")
+
+
+def headline_table(summaries: dict) -> Table:
+    """One row per budget, one column per model: narrow enough for any terminal."""
+    from frugal.evaluation.table import cell
+
+    budgets = list(dict.fromkeys(p["budget"] for s in summaries.values() for p in s["points"]))
+    questions = {s["questions"] for s in summaries.values()}
+    table = Table("budget", *summaries, title=f"accuracy [95% CI] @ mean thinking tokens, "
+                  f"{'/'.join(map(str, sorted(questions)))} held-out questions")
+    for budget in budgets:
+        table.add_row(budget, *(
+            next((cell(p) for p in s["points"] if p["budget"] == budget), "-")
+            for s in summaries.values()
+        ))
+    return table
 
 
 @app.command("cost")

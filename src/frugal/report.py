@@ -36,6 +36,7 @@ class Section:
     tables: list[tuple[list[str], list[list[str]]]] = field(default_factory=list)
     images: list[tuple[str, str]] = field(default_factory=list)  # (relative path, caption)
     code: str | None = None
+    code_folded: str | None = None  # HTML shows the code under this summary, closed
 
 
 def headline(run_dir: Path, tuned: str) -> dict[str, Any] | None:
@@ -130,10 +131,11 @@ def sections(recipe: Recipe, run_dir: Path) -> list[Section]:
     )
     stages = _read_json(run_dir / "stages.json") or {}
     settings.tables.append((["stage", "seconds", "finished"], [
-        [name, f"{info.get('seconds', 0):.1f}", info.get("finished", info.get("status", ""))]
+        [name, f"{info.get('seconds', 0):.1f}", info.get("finished", "(this report)")]
         for name, info in stages.items()
     ]))
     settings.code = dump_recipe(recipe)
+    settings.code_folded = "The resolved recipe (defaults, recipe file and overrides)"
     found.append(settings)
 
     selection = _read_json(run_dir / SELECTION)
@@ -352,7 +354,10 @@ def to_html(title: str, parts: list[Section], run_dir: Path) -> str:
             body.append(f'<figure><img alt="{html.escape(caption)}" '
                         f'src="data:image/png;base64,{data}"><figcaption>'
                         f"{html.escape(caption)}</figcaption></figure>")
-        if section.code:
+        if section.code and section.code_folded:
+            body.append(f"<details><summary>{html.escape(section.code_folded)}</summary>"
+                        f"<pre>{html.escape(section.code)}</pre></details>")
+        elif section.code:
             body.append(f"<pre>{html.escape(section.code)}</pre>")
     return (f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>"
             f"{html.escape(title)}</title><style>{_STYLE}</style></head><body>"
