@@ -140,6 +140,8 @@ def _decode_speed(loaded: Any, fmt: Any, batch_size: int) -> float:
     engine = BudgetForcingEngine(loaded.model, loaded.tokenizer, fmt)
     budget = BudgetConfig(max_thinking_tokens=24, max_answer_tokens=8)
     prompts = [f"What is {n} + {n + 7}?" for n in range(batch_size)]
+    engine.generate(prompts[:2], budget.model_copy(update={"max_thinking_tokens": 4}),
+                    batch_size=2)  # warm-up: kernels are picked on the first call
     started = time.perf_counter()
     results = engine.generate(prompts, budget, batch_size=batch_size)
     tokens = sum(len(r.token_ids) for r in results)
