@@ -109,35 +109,31 @@ def create_app(
         metrics.requests.labels("/v1/models", "200").inc()
         return dump(serving.models())
 
-    @app.post("/v1/chat/completions", dependencies=[Depends(authorize)])
-    async def chat(request: Request) -> Response:
-        body: ChatCompletionRequest = await parse(request, ChatCompletionRequest)
+    async def answer(request: Request, route: str, model: type, streamed: Any,
+                     whole: Any) -> Response:
+        """The body of both generation routes: stream it, or wait for the whole reply."""
+        body = await parse(request, model)
         if body.stream:
-            stream = serving.chat_stream(body)
-            metrics.requests.labels("/v1/chat/completions", "200").inc()
+            stream = streamed(body)  # refuses a bad request here, before the 200 is sent
+            metrics.requests.labels(route, "200").inc()
             return StreamingResponse(stream, media_type="text/event-stream")
         try:
-            response = await serving.chat(body, request.is_disconnected)
+            response = await whole(body, request.is_disconnected)
         except ClientGone:
-            metrics.requests.labels("/v1/chat/completions", "499").inc()
+            metrics.requests.labels(route, "499").inc()
             return Response(status_code=499)
-        metrics.requests.labels("/v1/chat/completions", "200").inc()
+        metrics.requests.labels(route, "200").inc()
         return JSONResponse(dump(response))
+
+    @app.post("/v1/chat/completions", dependencies=[Depends(authorize)])
+    async def chat(request: Request) -> Response:
+        return await answer(request, "/v1/chat/completions", ChatCompletionRequest,
+                            serving.chat_stream, serving.chat)
 
     @app.post("/v1/completions", dependencies=[Depends(authorize)])
     async def completions(request: Request) -> Response:
-        body: CompletionRequest = await parse(request, CompletionRequest)
-        if body.stream:
-            stream = serving.completion_stream(body)
-            metrics.requests.labels("/v1/completions", "200").inc()
-            return StreamingResponse(stream, media_type="text/event-stream")
-        try:
-            response = await serving.completion(body, request.is_disconnected)
-        except ClientGone:
-            metrics.requests.labels("/v1/completions", "499").inc()
-            return Response(status_code=499)
-        metrics.requests.labels("/v1/completions", "200").inc()
-        return JSONResponse(dump(response))
+        return await answer(request, "/v1/completions", CompletionRequest,
+                            serving.completion_stream, serving.completion)
 
     return app
 
