@@ -156,3 +156,16 @@ experts:
     assert "## Experts" in report and "wins" in report and "held-out routing accuracy" in report
     again = pipeline.run(load_recipe(str(path)), tmp_path / "run")
     assert again.skipped == ["pool", "distill", "curate", "experts"]
+
+
+def test_price_changes_keep_finished_work_and_until_stops_early(
+    finished_run: Path, tmp_path: Path, tiny_dir: Path
+) -> None:
+    recipe_path = tiny_recipe(tmp_path, tiny_dir)
+    repriced = pipeline.run(load_recipe(str(recipe_path), ["machine_price_per_hour=9.0",
+                                                           "eval.batch_size=2"]), finished_run)
+    assert repriced.ran == ["report"]  # a price or a batch size changes no result
+    early = pipeline.run(load_recipe(str(recipe_path)), tmp_path / "early", until="curate")
+    assert early.ran == ["pool", "distill", "curate"] and early.report is None
+    with pytest.raises(ValueError, match="--until 'nope'"):
+        pipeline.run(load_recipe(str(recipe_path)), tmp_path / "early", until="nope")

@@ -629,6 +629,9 @@ def run_command(
         list[str] | None, typer.Option("--set", help="Override a setting: KEY=VALUE, e.g. "
                                        "train.epochs=2 (repeatable).")
     ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Stop after this stage (e.g. curate).")
+    ] = None,
 ) -> None:
     """Run the whole recipe: pool, distill, curate, train, eval, report (finished stages skip)."""
     _quiet_transformers()
@@ -652,7 +655,7 @@ def run_command(
             console.rule(f"[bold]{stage}")
 
     try:
-        result = pipeline.run(loaded, run_dir, console=console, on_stage=announce)
+        result = pipeline.run(loaded, run_dir, console=console, on_stage=announce, until=until)
     except (
         ValidationError, QuestionDataError, ModelNotFoundError, ValueError, OSError, RuntimeError
     ) as error:
@@ -663,7 +666,8 @@ def run_command(
     minutes = (time.perf_counter() - started) / 60
     console.print(f"ran {', '.join(result.ran) or 'nothing'}; skipped "
                   f"{', '.join(result.skipped) or 'nothing'}; {minutes:.1f} min")
-    console.print(f"Report: {result.report} (and {run_dir / 'report.md'})")
+    if result.report:
+        console.print(f"Report: {result.report} (and {run_dir / 'report.md'})")
 
 
 def headline_table(summaries: dict) -> Table:

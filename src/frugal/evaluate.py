@@ -233,8 +233,8 @@ def run(
             "generations": len(todo), "compute_seconds": round(seconds, 3),
             "machine_price_per_hour": config.machine_price_per_hour,
             "tokens": sum(
-                r["thinking_tokens"] + r["answer_tokens"] for r in rows.values()
-                if (r["budget"], r["id"], r["sample"]) in {(p.key, q.id, s) for p, q, s in todo}
+                rows[key]["thinking_tokens"] + rows[key]["answer_tokens"]
+                for key in {(p.key, q.id, s) for p, q, s in todo} if key in rows
             ),
             "dollars": round(compute_cost(seconds, config.machine_price_per_hour), 6),
         })

@@ -68,6 +68,12 @@ def save_gguf(loaded: Any, path: Path, kind: str = "f16") -> Path:
             f"GGUF export supports the llama architecture; this model is {config.model_type!r}. "
             "Fix: export --merged and convert with llama.cpp's convert_hf_to_gguf.py."
         )
+    scaling = getattr(config, "rope_scaling", None) or {}
+    if scaling.get("rope_type", scaling.get("type", "default")) not in ("default", None):
+        raise ValueError(
+            f"GGUF export does not write rope scaling ({scaling}). Fix: export --merged and "
+            "convert with llama.cpp's convert_hf_to_gguf.py."
+        )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     writer = gguf.GGUFWriter(str(path), "llama")
@@ -88,7 +94,7 @@ def save_gguf(loaded: Any, path: Path, kind: str = "f16") -> Path:
     writer.add_vocab_size(config.vocab_size)
     file_type = gguf.LlamaFileType.MOSTLY_F16 if kind == "f16" else gguf.LlamaFileType.MOSTLY_Q8_0
     writer.add_file_type(file_type)
-    _add_tokenizer(writer, loaded.tokenizer)
+    _add_tokenizer(writer, loaded.tokenizer, config.vocab_size)
 
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, layers)
     tied = getattr(config, "tie_word_embeddings", False)
@@ -118,16 +124,21 @@ def save_gguf(loaded: Any, path: Path, kind: str = "f16") -> Path:
     return path
 
 
-def _add_tokenizer(writer: Any, tokenizer: Any) -> None:
-    """The BPE vocabulary, merges, special ids and chat template, as llama.cpp stores them."""
+def _add_tokenizer(writer: Any, tokenizer: Any, vocab_size: int) -> None:
+    """The byte-level BPE vocabulary, merges, special ids and chat template, as llama.cpp
+    stores GPT-2-style tokenizers (SmolLM2, Llama 3, Qwen)."""
     data = json.loads(tokenizer.backend_tokenizer.to_str())
     model = data["model"]
-    if model.get("type") != "BPE":
-        raise ValueError(f"GGUF export supports BPE tokenizers; this one is {model.get('type')}")
+    if model.get("type") != "BPE" or model.get("byte_fallback"):
+        raise ValueError(
+            "GGUF export writes byte-level (GPT-2 style) BPE tokenizers; this one is "
+            f"{model.get('type')}{' with byte fallback' if model.get('byte_fallback') else ''}. "
+            "Fix: export --merged and convert with llama.cpp's convert_hf_to_gguf.py."
+        )
     vocab: dict[str, int] = dict(model["vocab"])
     for added in data.get("added_tokens", []):
         vocab[added["content"]] = added["id"]
-    size = max(vocab.values()) + 1
+    size = max(max(vocab.values()) + 1, vocab_size)  # embedding rows beyond the vocab
     tokens = [f"[PAD{i}]" for i in range(size)]
     for token, index in vocab.items():
         tokens[index] = token

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -53,14 +54,24 @@ def stage_settings(recipe: Recipe, stage: str) -> Any:
     }[stage]
 
 
+# Fields that change what a stage costs or how fast it runs, never what it produces: changing
+# them must not throw finished work away.
+_NOT_IN_KEY = {"machine_price_per_hour", "batch_size", "concurrency", "max_cost"}
+
+
+def _settings_json(value: Any) -> Any:
+    if hasattr(value, "model_dump"):
+        value = value.model_dump(mode="json")
+    if isinstance(value, dict):
+        return {k: _settings_json(v) for k, v in value.items() if k not in _NOT_IN_KEY}
+    if isinstance(value, list):
+        return [_settings_json(v) for v in value]
+    return value
+
+
 def stage_key(recipe: Recipe, stage: str, upstream: str) -> str:
-    settings = stage_settings(recipe, stage)
-    if hasattr(settings, "model_dump"):
-        settings = settings.model_dump(mode="json")
-    elif isinstance(settings, list):
-        settings = [s.model_dump(mode="json") if hasattr(s, "model_dump") else s
-                    for s in settings]
-    text = json.dumps([upstream, stage, settings], sort_keys=True, default=str)
+    text = json.dumps([upstream, stage, _settings_json(stage_settings(recipe, stage))],
+                      sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -92,8 +103,19 @@ def eval_labels(recipe: Recipe) -> list[str]:
 
 
 def run(recipe: Recipe, run_dir: Path, *, console: Console | None = None,
-        on_stage: Callable[[str, str], None] | None = None) -> PipelineResult:
-    """Run every stage that is not complete; `on_stage(stage, "run" | "skip")` is told first."""
+        on_stage: Callable[[str, str], None] | None = None,
+        until: str | None = None) -> PipelineResult:
+    """Run every stage that is not complete, stopping after `until` when given;
+    `on_stage(stage, "run" | "skip")` is told first."""
+    if until is not None and until not in stages_of(recipe):
+        raise ValueError(f"--until {until!r}: choose one of {', '.join(stages_of(recipe))}")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise RuntimeError(
+            "frugal run drives every stage from one process; under torchrun or accelerate "
+            "each process would pay the teacher and write the run directory. Fix: run "
+            "`frugal run RECIPE --until curate` once, launch `frugal train --run-dir DIR` "
+            "under accelerate, then `frugal eval`."
+        )
     console = console or Console()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -110,6 +132,8 @@ def run(recipe: Recipe, run_dir: Path, *, console: Console | None = None,
             result.skipped.append(stage)
             if on_stage:
                 on_stage(stage, "skip")
+            if stage == until:
+                break
             continue
         if on_stage:
             on_stage(stage, "run")
@@ -133,6 +157,8 @@ def run(recipe: Recipe, run_dir: Path, *, console: Console | None = None,
         result.seconds[stage] = seconds
         if stage == "report":
             result.report = outcome
+        if stage == until:
+            break
     return result
 
 
@@ -184,8 +210,14 @@ def _eval(recipe: Recipe, run_dir: Path, console: Console, resume: bool) -> Any:
     for label in eval_labels(recipe):
         if not resume:  # results of another model or other settings: start clean
             shutil.rmtree(run_dir / evaluate.EVAL_DIR / label, ignore_errors=True)
+        if label == "base":
+            model, adapter = recipe.model, None
+        elif recipe.train.method == "full":  # a whole model under models/, not an adapter
+            model, adapter = str(run_dir / "models" / label), None
+        else:
+            model, adapter = recipe.train.model, label
         config = evaluate.EvalConfig(
-            model=recipe.model, adapter=None if label == "base" else label, label=label,
+            model=model, adapter=adapter, label=label,
             benchmark=settings.benchmark, max_thinking_tokens=settings.max_thinking_tokens,
             num_waits=settings.num_waits, max_answer_tokens=settings.max_answer_tokens,
             samples=settings.samples, temperature=settings.temperature,

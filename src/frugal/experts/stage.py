@@ -136,9 +136,11 @@ def fit_routers(run_dir: Path, by_domain: dict[str, list[dict[str, Any]]],
 def compare(config: ExpertsConfig, run_dir: Path, benchmark: BenchmarkSpec,
             experts: dict[str, str], tokens: dict[str, int]) -> dict[str, Any]:
     from frugal import evaluate
+    from frugal.tasks import FAMILIES
 
-    spec = benchmark.model_copy(update={"families": sorted(experts)}) \
-        if benchmark.source == "tasks" else benchmark
+    families = sorted(d for d in experts if d in FAMILIES)  # held-out questions of each expert
+    spec = benchmark.model_copy(update={"families": families}) \
+        if benchmark.source == "tasks" and families else benchmark
     contenders: dict[str, dict[str, Any]] = {
         "base": {}, GENERALIST: {"adapter": GENERALIST},
         **{f"merged-{m}": {"adapter": f"merged-{m}"} for m in config.merges},

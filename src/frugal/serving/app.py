@@ -67,8 +67,9 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, error: RequestValidationError) -> JSONResponse:
-        metrics.requests.labels(request.url.path, "422").inc()
-        return error_response(422, _describe(error.errors()), _first_field(error.errors()))
+        # 400, as OpenAI answers invalid parameters (its clients raise BadRequestError).
+        metrics.requests.labels(request.url.path, "400").inc()
+        return error_response(400, _describe(error.errors()), _first_field(error.errors()))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:
@@ -79,9 +80,13 @@ def create_app(
     async def parse(request: Request, model: type) -> Any:
         if int(request.headers.get("content-length") or 0) > MAX_BODY_BYTES:
             raise RequestError(413, f"request body over {MAX_BODY_BYTES} bytes")
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
-            raise RequestError(413, f"request body over {MAX_BODY_BYTES} bytes")
+        chunks, size = [], 0
+        async for chunk in request.stream():  # counted as it arrives: chunked bodies too
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise RequestError(413, f"request body over {MAX_BODY_BYTES} bytes")
+            chunks.append(chunk)
+        body = b"".join(chunks)
         try:
             data = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as error:

@@ -67,6 +67,7 @@ class Ticket:
 
     on_token: Callable[[int, str, bool], None] | None
     on_done: Callable[[GenerationResult], None]
+    on_error: Callable[[BaseException], None] | None = None
     submitted: float = field(default_factory=time.monotonic)
     cancelled: bool = False
 
@@ -118,23 +119,30 @@ class ServingEngine:
         seed: int | None,
         on_done: Callable[[GenerationResult], None],
         on_token: Callable[[int, str, bool], None] | None = None,
+        on_error: Callable[[BaseException], None] | None = None,
     ) -> Ticket:
-        ticket = Ticket(on_token=on_token, on_done=on_done)
+        if self.failure is not None:
+            raise RuntimeError(f"the decode loop stopped: {self.failure!r}")
+        ticket = Ticket(on_token=on_token, on_done=on_done, on_error=on_error)
         index = next(self._ids)
-        with self._lock:
-            self._tickets[index] = ticket
-            if self._in_flight == 0:
-                self._busy_since = time.monotonic()
-            self._in_flight += 1
 
         def tokens(token_id: int, section: Any, forced: bool) -> None:
             if ticket.on_token:
                 ticket.on_token(token_id, str(section), forced)
 
-        self.source.put(Job(
-            prompt, budget, index=index, seed=seed, adapter=adapter, on_token=tokens,
-            cancelled=lambda: ticket.cancelled,
-        ))
+        with self._lock:
+            self._tickets[index] = ticket
+            if self._in_flight == 0:
+                self._busy_since = time.monotonic()
+            self._in_flight += 1
+        try:
+            self.source.put(Job(
+                prompt, budget, index=index, seed=seed, adapter=adapter, on_token=tokens,
+                cancelled=lambda: ticket.cancelled,
+            ))
+        except BaseException:  # shutting down: the request never entered the queue
+            self._forget(index)
+            raise
         return ticket
 
     def busy_now(self) -> float:
@@ -143,13 +151,19 @@ class ServingEngine:
             running = time.monotonic() - self._busy_since if self._in_flight else 0.0
             return self.busy_seconds + running
 
-    def _finish(self, result: GenerationResult) -> None:
+    def _forget(self, index: int) -> Ticket | None:
         with self._lock:
-            ticket = self._tickets.pop(result.index)
-            self._in_flight -= 1
-            if self._in_flight == 0:
-                self.busy_seconds += time.monotonic() - self._busy_since
-        ticket.on_done(result)
+            ticket = self._tickets.pop(index, None)
+            if ticket is not None:
+                self._in_flight -= 1
+                if self._in_flight == 0:
+                    self.busy_seconds += time.monotonic() - self._busy_since
+        return ticket
+
+    def _finish(self, result: GenerationResult) -> None:
+        ticket = self._forget(result.index)
+        if ticket is not None:
+            ticket.on_done(result)
 
     def _loop(self) -> None:
         try:
@@ -158,4 +172,9 @@ class ServingEngine:
             )
         except BaseException as error:  # the server reports it on /health and refuses work
             self.failure = error
+            # Nobody may wait forever: every request still in flight gets the error.
+            for index in list(self._tickets):
+                ticket = self._forget(index)
+                if ticket is not None and ticket.on_error is not None:
+                    ticket.on_error(error)
             raise

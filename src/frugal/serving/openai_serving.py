@@ -160,7 +160,11 @@ class OpenAIServing:
             raise RequestError(400, str(error), "messages") from None
         if messages[-1]["role"] != "user":
             raise RequestError(400, "the last message must come from the user", "messages")
-        return self.format.conversation_prompt(messages) + self.format.think_start
+        try:
+            return self.format.conversation_prompt(messages) + self.format.think_start
+        except Exception as error:  # the chat template refuses this conversation
+            raise RequestError(400, f"the chat template refused the messages: {error}",
+                               "messages") from None
 
     # -- endpoints -----------------------------------------------------------------------------
 
@@ -231,12 +235,17 @@ class OpenAIServing:
                             self.budget(request, request.max_tokens), request.seed)
 
     def _submit(self, job: _PreparedJob, on_done: Callable[[GenerationResult], None],
-                on_token: Callable[[int, str, bool], None] | None = None) -> Ticket:
+                on_token: Callable[[int, str, bool], None] | None = None,
+                on_error: Callable[[BaseException], None] | None = None) -> Ticket:
         if self.engine.failure is not None or not self.engine.alive:
             raise RequestError(503, "the decode loop has stopped; see the server log",
                                kind="server_error")
-        return self.engine.submit(job.prompt, job.budget, adapter=job.adapter, seed=job.seed,
-                                  on_done=on_done, on_token=on_token)
+        try:
+            return self.engine.submit(job.prompt, job.budget, adapter=job.adapter,
+                                      seed=job.seed, on_done=on_done, on_token=on_token,
+                                      on_error=on_error)
+        except RuntimeError as error:  # shutting down, or the loop died just now
+            raise RequestError(503, str(error), kind="server_error") from None
 
     async def _run(
         self, job: _PreparedJob, is_disconnected: Callable[[], Awaitable[bool]]
@@ -244,21 +253,31 @@ class OpenAIServing:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[GenerationResult] = loop.create_future()
         started = time.monotonic()
-        ticket = self._submit(job, lambda r: loop.call_soon_threadsafe(_settle, done, r))
-        while True:
-            try:
-                result = await asyncio.wait_for(asyncio.shield(done), timeout=0.25)
-                return result, time.monotonic() - started
-            except TimeoutError:
-                if await is_disconnected():
-                    ticket.cancelled = True
-                    raise ClientGone() from None
+        ticket = self._submit(
+            job, lambda r: loop.call_soon_threadsafe(_settle, done, r),
+            on_error=lambda e: loop.call_soon_threadsafe(_fail, done, e),
+        )
+        try:
+            while True:
+                try:
+                    result = await asyncio.wait_for(asyncio.shield(done), timeout=0.25)
+                    return result, time.monotonic() - started
+                except TimeoutError:
+                    if await is_disconnected():
+                        raise ClientGone() from None
+        except DecodeFailed:
+            raise RequestError(503, "the decode loop stopped; see the server log",
+                               kind="server_error") from None
+        finally:
+            if not done.done():  # the client left, or this task was cancelled
+                ticket.cancelled = True
 
-    async def _stream(self, job: _PreparedJob, *, chat: bool,
-                      include_usage: bool) -> AsyncIterator[str]:
+    def _stream(self, job: _PreparedJob, *, chat: bool,
+                include_usage: bool) -> AsyncIterator[str]:
+        """Submit now (a refusal is still an HTTP error, not a broken stream) and return the
+        event stream; must be called from the event loop."""
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
-        started = time.monotonic()
 
         def on_token(token_id: int, section: str, forced: bool) -> None:
             loop.call_soon_threadsafe(events.put_nowait, ("token", (token_id, section)))
@@ -266,7 +285,16 @@ class OpenAIServing:
         def on_done(result: GenerationResult) -> None:
             loop.call_soon_threadsafe(events.put_nowait, ("done", result))
 
-        ticket = self._submit(job, on_done, on_token)
+        def on_error(error: BaseException) -> None:
+            loop.call_soon_threadsafe(events.put_nowait, ("error", error))
+
+        ticket = self._submit(job, on_done, on_token, on_error)
+        return self._events(job, ticket, events, chat=chat, include_usage=include_usage)
+
+    async def _events(self, job: _PreparedJob, ticket: Ticket,
+                      events: asyncio.Queue[tuple[str, Any]], *, chat: bool,
+                      include_usage: bool) -> AsyncIterator[str]:
+        started = time.monotonic()
         chunk_id = new_id("chatcmpl" if chat else "cmpl")
         text = _SectionText(self.format)
         finished = False
@@ -277,6 +305,9 @@ class OpenAIServing:
                     ChunkChoice(delta=Delta(role="assistant", content=""))]))
             while True:
                 kind, payload = await events.get()
+                if kind == "error":  # the decode loop died: end the stream, say why
+                    yield _sse_error("the decode loop stopped; see the server log")
+                    return
                 if kind == "token":
                     delta = text.add(*payload)
                     if delta is None:
@@ -368,6 +399,20 @@ class _SectionText:
 def _settle(future: asyncio.Future[Any], value: Any) -> None:
     if not future.done():
         future.set_result(value)
+
+
+class DecodeFailed(Exception):
+    """The decode loop stopped while this request was in flight."""
+
+
+def _fail(future: asyncio.Future[Any], error: BaseException) -> None:
+    if not future.done():
+        future.set_exception(DecodeFailed(repr(error)))
+
+
+def _sse_error(message: str) -> str:
+    body = {"error": {"message": message, "type": "server_error", "code": 503}}
+    return f"data: {json.dumps(body)}\n\n"
 
 
 def _include_usage(request: BudgetFields) -> bool:

@@ -67,7 +67,7 @@ class BudgetFields(BaseModel):
     n: int = Field(1, ge=1, le=1, description="One choice per request.")
     stream: bool = False
     stream_options: StreamOptions | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, le=2**63 - 1)
     user: str | None = None
     max_thinking_tokens: int | None = Field(None, ge=1)
     thinking_token_budget: int | None = Field(None, ge=1, description="vLLM's name for the max.")
@@ -75,9 +75,12 @@ class BudgetFields(BaseModel):
     num_waits: int | None = Field(None, ge=0)
 
     @model_validator(mode="after")
-    def _positive_max_tokens(self) -> BudgetFields:
+    def _check(self) -> BudgetFields:
         if self.max_tokens is not None and self.max_tokens < 1:
             raise ValueError("max_tokens must be at least 1")
+        if self.temperature is not None and 0 < self.temperature < 0.01:
+            # Dividing logits by ~0 overflows them; 0 already means greedy.
+            raise ValueError("temperature must be 0 (greedy) or at least 0.01")
         return self
 
     def unknown_fields(self) -> list[str]:
