@@ -618,8 +618,8 @@ def serve_command(
 @app.command("run")
 def run_command(
     recipe: Annotated[
-        str | None, typer.Argument(help="A built-in recipe name (quickstart, gsm8k, experts, s1) or a "
-                                   "recipe YAML file.")
+        str | None, typer.Argument(help="A built-in recipe name (quickstart, gsm8k, experts, "
+                                   "s1) or a recipe YAML file.")
     ] = None,
     run: Annotated[
         Path | None, typer.Option("--run", "-r", "--run-dir",
