@@ -26,7 +26,7 @@ from frugal.evaluation.benchmarks import BenchmarkSpec, load_questions, resolve,
 from frugal.evaluation.contamination import Overlap, find_overlaps
 from frugal.ledger import append_entry, compute_cost
 from frugal.questions import Question
-from frugal.run_files import POOL, SELECTED
+from frugal.run_files import POOL, SELECTED, write_json
 
 EVAL_DIR = "eval"
 RESULTS = "results.jsonl"
@@ -205,6 +205,7 @@ def run(
                         row["expert"] = routes[question.id]
                     sink.write(json.dumps(row, ensure_ascii=False) + "\n")
                     sink.flush()  # one line per generation: a kill loses at most the one in flight
+                    done[(row["budget"], row["id"], row["sample"])] = row
                     finished += 1
                     correct += row["correct"]
                     if progress:
@@ -220,21 +221,21 @@ def run(
                                 record)
     seconds = time.perf_counter() - started
 
-    rows = _read_results(results_path)
-    summary = summarize(rows, points, questions, config, spec, label, model, adapters)
+    # `done`: what was read at the start plus every generation appended since.
+    summary = summarize(done, points, questions, config, spec, label, model, adapters)
     summary["contamination"] = {
         "overlapping_questions": len(overlaps),
         "examples": [o.__dict__ for o in overlaps[:5]],
     }
-    _write_json(directory / SUMMARY, summary)
+    write_json(directory / SUMMARY, summary)
     if len(todo):
         append_entry(run_dir, {
             "stage": "eval", "kind": "compute", "name": label, "benchmark": spec.name,
             "generations": len(todo), "compute_seconds": round(seconds, 3),
             "machine_price_per_hour": config.machine_price_per_hour,
             "tokens": sum(
-                rows[key]["thinking_tokens"] + rows[key]["answer_tokens"]
-                for key in {(p.key, q.id, s) for p, q, s in todo} if key in rows
+                done[key]["thinking_tokens"] + done[key]["answer_tokens"]
+                for key in {(p.key, q.id, s) for p, q, s in todo} if key in done
             ),
             "dollars": round(compute_cost(seconds, config.machine_price_per_hour), 6),
         })
@@ -456,7 +457,7 @@ def _check_settings(directory: Path, settings: dict[str, Any], label: str) -> No
             )
         return
     directory.mkdir(parents=True, exist_ok=True)
-    _write_json(path, settings)
+    write_json(path, settings)
 
 
 def _read_results(path: Path) -> dict[tuple[str, str, int], dict[str, Any]]:
@@ -480,12 +481,6 @@ def _read_results(path: Path) -> dict[tuple[str, str, int], dict[str, Any]]:
         with path.open("r+b") as handle:
             handle.truncate(good_bytes)
     return rows
-
-
-def _write_json(path: Path, data: Any) -> None:
-    staging = path.with_suffix(".json.tmp")
-    staging.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
-    staging.replace(path)
 
 
 def read_summaries(run_dir: Path, benchmark: str | None = None) -> dict[str, dict[str, Any]]:

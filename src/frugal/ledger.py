@@ -9,14 +9,13 @@ an entry of zero dollars, so the total is always the sum of what was really paid
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from frugal.run_files import LEDGER
+from frugal.run_files import LEDGER, write_json
 
 
 class TokenPrices(BaseModel):
@@ -58,8 +57,5 @@ def append_entry(run_dir: Path, entry: dict[str, Any]) -> dict[str, Any]:
     ledger = read_ledger(run_dir)
     ledger["entries"].append({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), **entry})
     ledger["total_dollars"] = round(sum(e.get("dollars", 0.0) for e in ledger["entries"]), 6)
-    path = Path(run_dir) / LEDGER
-    staging = path.with_suffix(".json.tmp")
-    staging.write_text(json.dumps(ledger, indent=2) + "\n")
-    os.replace(staging, path)
+    write_json(Path(run_dir) / LEDGER, ledger)
     return ledger

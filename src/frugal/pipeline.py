@@ -24,7 +24,7 @@ from rich.console import Console
 
 from frugal.ledger import append_entry, compute_cost
 from frugal.recipes import Recipe, dump_recipe
-from frugal.run_files import POOL, SELECTED, TRACES
+from frugal.run_files import POOL, SELECTED, TRACES, write_json
 
 STAGES = ("pool", "distill", "curate", "train", "eval", "report")
 EXPERT_STAGES = ("pool", "distill", "curate", "experts", "report")
@@ -263,6 +263,4 @@ def _read_state(run_dir: Path) -> dict[str, Any]:
 
 
 def _write_state(run_dir: Path, state: dict[str, Any]) -> None:
-    staging = run_dir / (STATE + ".tmp")
-    staging.write_text(json.dumps(state, indent=2) + "\n")
-    staging.replace(run_dir / STATE)
+    write_json(run_dir / STATE, state)

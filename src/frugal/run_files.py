@@ -20,3 +20,10 @@ def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
         for record in records:
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
     staging.replace(path)
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write a JSON document the same way: a crash leaves the old file or the new, never half."""
+    staging = path.with_suffix(path.suffix + ".tmp")
+    staging.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    staging.replace(path)

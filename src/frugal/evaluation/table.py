@@ -36,9 +36,3 @@ def comparison(summaries: Mapping[str, Mapping[str, Any]]) -> tuple[list[str], l
             "-" if best is None else f"{100 * best:.1f}%",
         ])
     return headers, rows
-
-
-def markdown(headers: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)

@@ -37,7 +37,7 @@ class Router:
     @classmethod
     def fit(cls, texts: Sequence[str], labels: Sequence[str], kind: Kind = "centroid",
             embedder: str = DEFAULT_EMBEDDER, seed: int = 0) -> Router:
-        vectors = _normalise(embed(list(texts), embedder))
+        vectors = embed(list(texts), embedder)  # unit length already
         experts = sorted(set(labels))
         if len(experts) < 2:
             raise ValueError("a router needs at least two experts")
@@ -54,7 +54,7 @@ class Router:
         return cls(kind, experts, coef, intercept, embedder)
 
     def scores(self, texts: Sequence[str]) -> np.ndarray:
-        return _normalise(embed(list(texts), self.embedder)) @ self.weights.T + self.bias
+        return embed(list(texts), self.embedder) @ self.weights.T + self.bias
 
     def route(self, texts: Sequence[str]) -> list[str]:
         return [self.experts[i] for i in self.scores(texts).argmax(axis=1)]
@@ -91,6 +91,7 @@ class Router:
 
 
 def _normalise(vectors: np.ndarray) -> np.ndarray:
+    """Unit-length rows: a mean of unit vectors is shorter, so centroids need it for cosine."""
     norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
     return vectors / np.maximum(norms, 1e-12)
 
