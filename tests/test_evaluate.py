@@ -20,6 +20,7 @@ from frugal.cli import app
 from frugal.evaluate import EvalConfig
 from frugal.evaluation.benchmarks import BenchmarkSpec, load_questions
 from frugal.ledger import read_ledger
+from frugal.run_files import RunFileError
 
 from .conftest import tiny_model
 
@@ -180,3 +181,76 @@ def test_cli_prints_the_table_of_every_model(tmp_path: Path, tiny_dir: Path) -> 
     assert "test-time-scaling.png" in shown.output
     bad = runner.invoke(app, [*common, "--model", str(tiny_dir), "--samples", "2"])
     assert bad.exit_code == 1 and "temperature" in bad.output
+
+
+# -- a damaged results.jsonl -----------------------------------------------------------------------
+# A crash can only damage the end of an append-only file: that tail is trimmed and re-generated.
+TORN_TAILS = {
+    "cut-short line": lambda row: row[:25],
+    "NUL bytes": lambda row: b"\0" * 300,
+    "cut short, then NUL bytes": lambda row: row[:25] + b"\0" * 100,
+    "cut inside a UTF-8 character": lambda row: b'{"budget": "think4-waits0", "id": "caf\xc3',
+}
+
+
+@pytest.mark.parametrize("tail", list(TORN_TAILS))
+def test_a_torn_tail_is_trimmed_and_resumed(tmp_path: Path, tiny_dir: Path, tail: str) -> None:
+    first = evaluate.run(config(tiny_dir, max_thinking_tokens=[4]), tmp_path)
+    path = first.directory / evaluate.RESULTS
+    lines = path.read_bytes().splitlines(keepends=True)
+    assert len(lines) == 6
+    path.write_bytes(b"".join(lines[:4]) + TORN_TAILS[tail](lines[4]))
+    assert len(evaluate._read_results(path)) == 4
+    assert path.read_bytes() == b"".join(lines[:4])  # trimmed back to the last complete row
+    path.write_bytes(b"".join(lines[:4]) + TORN_TAILS[tail](lines[4]))
+    again = evaluate.run(config(tiny_dir, max_thinking_tokens=[4]), tmp_path)
+    assert again.generated == 2
+    after = path.read_bytes().splitlines(keepends=True)
+    assert after[:4] == lines[:4] and len(after) == 6  # rows before kept, nothing left over
+    assert {r["id"] for r in results(first.directory)} == {json.loads(x)["id"] for x in lines}
+
+
+# Damage before a valid row is not a crash: an error names the line; no row is dropped.
+BAD_MIDDLE_LINES = {
+    "invalid JSON": (b'{"budget": "think4-waits0", "id": \n', "not valid JSON"),
+    "invalid UTF-8": (b'{"budget": "think4-waits0", "id": "caf\xe9"}\n', "not UTF-8 text"),
+    "not an object": (b'["think4-waits0", "q1", 0]\n', "not a result row"),
+    "NUL bytes": (b"\0" * 40 + b"\n", "only NUL bytes"),
+}
+
+
+@pytest.mark.parametrize("bad", list(BAD_MIDDLE_LINES))
+def test_a_bad_line_before_good_rows_is_a_clear_error(tmp_path: Path, bad: str) -> None:
+    path = tmp_path / evaluate.RESULTS
+    rows = [json.dumps({"budget": "think4-waits0", "id": f"q{i}", "sample": 0}).encode() + b"\n"
+            for i in range(4)]
+    line, problem = BAD_MIDDLE_LINES[bad]
+    content = b"".join(rows[:2]) + line + b"".join(rows[2:])
+    path.write_bytes(content)
+    with pytest.raises(RunFileError) as raised:
+        evaluate._read_results(path)
+    assert str(raised.value).startswith(f"{path}, line 3")
+    assert problem in str(raised.value) and "delete that line" in str(raised.value)
+    assert path.read_bytes() == content  # nothing trimmed or rewritten
+
+
+def test_cli_names_the_bad_results_line_and_the_bad_benchmark_spec(tmp_path: Path,
+                                                                   tiny_dir: Path) -> None:
+    runner = CliRunner()
+    common = ["eval", "--run", str(tmp_path), "--model", str(tiny_dir), "--limit", "3",
+              "--max-thinking-tokens", "4", "--max-answer-tokens", "4"]
+    assert runner.invoke(app, common).exit_code == 0
+    path = tmp_path / evaluate.EVAL_DIR / "base" / evaluate.RESULTS
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(lines[0] + b"{oops\n" + b"".join(lines[1:]))
+    shown = runner.invoke(app, common)
+    assert shown.exit_code == 1 and isinstance(shown.exception, SystemExit)  # no traceback
+    assert f"error: {path}, line 2, column 2: not valid JSON" in shown.output
+    assert "Fix: delete that line" in shown.output
+
+    spec = tmp_path / "mine.yaml"
+    spec.write_text("name: mine\nsource: tasks\nprompt_template: 'Q: {question}\nlimit: 2\n")
+    shown = runner.invoke(app, [*common, "--label", "spec", "--benchmark", str(spec)])
+    assert shown.exit_code == 1 and isinstance(shown.exception, SystemExit)
+    assert f"error: {spec}, line 5, column 1: not valid YAML" in shown.output
+    assert "Fix: correct the YAML" in shown.output

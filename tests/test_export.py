@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from typer.testing import CliRunner
 
+from frugal import export
 from frugal.cli import app
 from frugal.models import load_model
 
@@ -74,3 +76,57 @@ def test_export_errors_are_clear(tmp_path: Path) -> None:
     assert nothing.exit_code == 1 and "nothing to export" in nothing.output
     empty = CliRunner().invoke(app, ["export", str(tmp_path), "--merged", str(tmp_path / "m")])
     assert empty.exit_code == 1 and "no adapters" in empty.output
+
+
+def test_a_failed_gguf_export_leaves_no_partial_file(run_with_adapter: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import gguf
+
+    def disk_full(self: gguf.GGUFWriter, *args: object, **kwargs: object) -> None:
+        for handle in self.fout or []:
+            handle.write(b"\0" * 4096)  # part of the tensors reached the disk, then:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(gguf.GGUFWriter, "write_tensors_to_file", disk_full)
+    loaded = export.load_merged(run_with_adapter)
+    old = tmp_path / "old.gguf"
+    old.write_bytes(b"the previous, complete export")
+    with pytest.raises(OSError, match="No space"):
+        export.save_gguf(loaded, old)
+    assert old.read_bytes() == b"the previous, complete export"
+    new = tmp_path / "new.gguf"
+    shown = CliRunner().invoke(app, ["export", str(run_with_adapter), "--gguf", str(new)])
+    assert shown.exit_code == 1 and isinstance(shown.exception, SystemExit)  # no traceback
+    assert "error:" in shown.output and "No space left on device" in shown.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["old.gguf"]  # no new.gguf, no temp
+
+
+def test_a_failed_merged_export_keeps_the_old_directory(run_with_adapter: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    loaded = export.load_merged(run_with_adapter)
+    out = tmp_path / "merged"
+    out.mkdir()
+    (out / "config.json").write_text('{"previous": true}')
+
+    def crash(directory: str | Path, *args: object, **kwargs: object) -> None:
+        (Path(directory) / "tokenizer.json").write_text('{"half')
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(loaded.tokenizer, "save_pretrained", crash)
+    with pytest.raises(OSError, match="No space"):
+        export.save_merged(loaded, out)
+    assert sorted(p.name for p in out.iterdir()) == ["config.json"]
+    assert json.loads((out / "config.json").read_text()) == {"previous": True}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["merged"]  # no staging left behind
+    monkeypatch.undo()
+    export.save_merged(loaded, out)  # a previous export is replaced whole
+    assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
+    assert "previous" not in json.loads((out / "config.json").read_text())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["merged"]
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("not a model")
+    with pytest.raises(ValueError, match="not a model directory.*Fix: pass a new or empty"):
+        export.save_merged(loaded, mine)
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]

@@ -93,7 +93,8 @@ def test_an_interrupted_stage_resumes(tmp_path: Path, tiny_dir: Path) -> None:
     finally:
         pipeline._STAGE_RUNNERS["eval"] = original
     state = json.loads((run_dir / pipeline.STATE).read_text())
-    assert state["train"]["status"] == "done" and state["eval"]["status"] == "running"
+    assert state["train"]["status"] == "done" and state["eval"]["status"] == "partial"
+    assert "interrupted" in state["eval"]["missing"]
     resumed = pipeline.run(recipe, run_dir)
     assert resumed.skipped == ["pool", "distill", "curate", "train"]
     assert resumed.ran == ["eval", "report"]
@@ -169,3 +170,97 @@ def test_price_changes_keep_finished_work_and_until_stops_early(
     assert early.ran == ["pool", "distill", "curate"] and early.report is None
     with pytest.raises(ValueError, match="--until 'nope'"):
         pipeline.run(load_recipe(str(recipe_path)), tmp_path / "early", until="nope")
+
+
+@pytest.mark.parametrize(("content", "where"), [
+    ('{\n  "pool": {"key": "abc", "status": "done"},\n  "distill": {"key": "de', ", line 3"),
+    ("\0" * 128, ", line 1, column 1"),  # the state file's space was reserved, the data lost
+    ('{"pool": "done"}', ""),  # JSON, but not one record per stage
+])
+def test_a_corrupt_stage_record_stops_the_run_with_the_fix(tmp_path: Path, tiny_dir: Path,
+                                                           content: str, where: str) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    state = run_dir / pipeline.STATE
+    state.write_text(content)
+    shown = CliRunner().invoke(app, ["run", str(tiny_recipe(tmp_path, tiny_dir)), "--run",
+                                     str(run_dir)])
+    assert shown.exit_code == 1 and isinstance(shown.exception, SystemExit)  # no traceback
+    assert f"error: {state}{where}" in shown.output
+    assert "Fix: correct stages.json by hand, or delete it" in shown.output
+    assert state.read_text() == content  # not silently reset
+    assert not (run_dir / "pool.jsonl").exists()  # no stage ran on a guess
+
+
+def test_stage_keys_leave_settings_out_by_full_path(tmp_path: Path, tiny_dir: Path) -> None:
+    path = str(tiny_recipe(tmp_path, tiny_dir))
+
+    def keys(*overrides: str) -> dict[str, str]:
+        recipe, upstream, found = load_recipe(path, list(overrides)), "", {}
+        for stage in pipeline.STAGES:
+            found[stage] = upstream = pipeline.stage_key(recipe, stage, upstream)
+        return found
+
+    base = keys()
+    assert keys("eval.batch_size=3") == base  # how fast, not what
+    assert keys("distill.max_cost=5", "distill.prices.output_per_million=1") != base  # prices
+    retrained = keys("train.batch_size=3")  # the same name elsewhere changes the result
+    assert retrained["curate"] == base["curate"] and retrained["train"] != base["train"]
+    assert retrained["eval"] != base["eval"]
+
+
+def test_a_capped_distill_is_partial_stops_the_run_and_resumes_with_a_raised_cap(
+    tmp_path: Path, tiny_dir: Path
+) -> None:
+    from .teachers.fake_openai_server import FakeOpenAIServer
+
+    run_dir = tmp_path / "run"
+    with FakeOpenAIServer(prices=(1.0, 10.0)) as server:
+        teacher = (f"distill.openai={{base_url: '{server.base_url}', model: m, max_tokens: 1000,"
+                   " backoff_base: 0.01}")
+        settings = ["distill.teacher=openai", teacher, "distill.prices.input_per_million=1",
+                    "distill.prices.output_per_million=10"]
+        path = str(tiny_recipe(tmp_path, tiny_dir))
+        capped = load_recipe(path, [*settings, "distill.max_cost=0.02"])
+        with pytest.raises(pipeline.StagePartial, match="raise distill.max_cost") as partial:
+            pipeline.run(capped, run_dir, until="curate")
+        assert not partial.value.interrupted
+        state = json.loads((run_dir / pipeline.STATE).read_text())
+        assert state["distill"]["status"] == "partial"
+        assert "not asked" in state["distill"]["missing"]
+        assert "curate" not in state and not (run_dir / "selected.jsonl").exists()
+        calls = server.total_calls
+        assert 0 < calls < 12
+
+        raised = load_recipe(path, [*settings, "distill.max_cost=1.0"])
+        resumed = pipeline.run(raised, run_dir, until="curate")
+        assert resumed.ran == ["distill", "curate"]  # the same key: distill resumed, not redone
+        assert server.total_calls == 12 and max(server.answered.values()) == 1
+    state = json.loads((run_dir / pipeline.STATE).read_text())
+    assert state["distill"]["status"] == "done"
+
+
+def test_cli_run_exits_1_on_a_partial_stage_and_names_the_fix(
+    tmp_path: Path, tiny_dir: Path
+) -> None:
+    from frugal import pool
+
+    from .teachers.fake_openai_server import FakeOpenAIServer
+
+    recipe_path = tiny_recipe(tmp_path, tiny_dir)
+    prompts = [q.question for q in pool.run(load_recipe(str(recipe_path)).pool,
+                                            tmp_path / "probe").questions]
+    # A reasoning API whose hidden reasoning eats the whole output cap, for every question.
+    with FakeOpenAIServer(fail_forever={p: ("length_empty",) for p in prompts}) as server:
+        result = CliRunner().invoke(app, [
+            "run", str(recipe_path), "--run", str(tmp_path / "run"),
+            "--set", "distill.teacher=openai",
+            "--set", f"distill.openai={{base_url: '{server.base_url}', model: m, "
+                     "max_tokens: 64}",
+        ])
+        assert server.total_calls == len(prompts)  # each asked once: not retried
+    assert result.exit_code == 1, result.output
+    assert "distill is partial" in result.output and "max_tokens" in result.output
+    assert "retry_failed" in result.output and "did not run" in result.output
+    state = json.loads((tmp_path / "run" / pipeline.STATE).read_text())
+    assert state["distill"]["status"] == "partial" and "curate" not in state

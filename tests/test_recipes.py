@@ -5,7 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from frugal.cli import app
 from frugal.recipes import RecipeError, builtin_recipes, dump_recipe, load_recipe
 
 
@@ -65,3 +67,18 @@ def test_experts_recipe_inherits_the_model_and_price() -> None:
     assert recipe.experts is not None
     assert recipe.experts.train.model == recipe.model
     assert recipe.experts.machine_price_per_hour == recipe.machine_price_per_hour
+
+
+def test_a_recipe_that_is_not_yaml_names_the_line_and_the_fix(tmp_path: Path) -> None:
+    recipe = tmp_path / "broken.yaml"
+    recipe.write_text("name: broken\ntrain:\n  epochs: 2\n\tlearning_rate: 1e-4\n")  # a tab
+    with pytest.raises(RecipeError) as raised:
+        load_recipe(str(recipe))
+    assert str(raised.value).startswith(f"{recipe}, line 4, column 1: not valid YAML")
+    assert "Fix: correct the YAML at that place" in str(raised.value)
+    recipe.write_bytes(b"name: caf\xe9\n")  # Latin-1, not UTF-8
+    with pytest.raises(RecipeError, match=r"broken.yaml, line 1, column 10: not UTF-8 text"):
+        load_recipe(str(recipe))
+    shown = CliRunner().invoke(app, ["run", str(recipe)])
+    assert shown.exit_code == 1 and isinstance(shown.exception, SystemExit)  # no traceback
+    assert f"error: {recipe}, line 1, column 10: not UTF-8 text" in shown.output

@@ -227,6 +227,121 @@ def test_sigkill_then_resume_matches_an_uninterrupted_run(tmp_path: Path, tiny_d
     # trained and logged once, by the killed process.
     log = [json.loads(line) for line in (killed / "train-log.jsonl").read_text().splitlines()]
     assert [e["step"] for e in log if "loss" in e].count(1) == 1
+    # Steps the killed process logged after its last checkpoint were trained again: the log
+    # still holds each step once.
+    assert [e["step"] for e in log if "loss" in e] == list(range(1, 9))
+
+
+def _logged_steps(run_dir: Path) -> list[int]:
+    lines = (run_dir / "train-log.jsonl").read_text().splitlines()
+    return [e["step"] for e in map(json.loads, lines) if "loss" in e]
+
+
+def test_resume_with_other_data_or_settings_is_refused(tmp_path: Path, tiny_dir: Path) -> None:
+    from typer.testing import CliRunner
+
+    from frugal.cli import app
+    from frugal.training.checkpoints import FINGERPRINT, CheckpointMismatchError
+
+    run_dir = make_run(tmp_path)
+    first = train.run(settings(tiny_dir, max_steps=2, save_steps=2), run_dir)
+    trained = load_file(first.output_path / "adapter_model.safetensors")
+    output = run_dir / "checkpoints" / "default"
+    assert (output / FINGERPRINT).is_file() and (output / "checkpoint-2").is_dir()
+    # What only changes how training runs or is recorded may differ on resume. The checkpoint
+    # holds the finished training, so nothing more is trained (the Trainer alone would train
+    # a third step): the weights are those of the first run.
+    resumed = train.run(settings(tiny_dir, max_steps=2, save_steps=1, logging_steps=2,
+                                 machine_price_per_hour=3.0), run_dir, resume=True)
+    assert resumed.steps == 2 and _logged_steps(run_dir) == [1, 2]
+    again = load_file(resumed.output_path / "adapter_model.safetensors")
+    assert all(torch.equal(trained[name], again[name]) for name in trained)
+    with pytest.raises(CheckpointMismatchError,
+                       match=r"train\.learning_rate \(0\.001 then, 0\.002 now\).*Fix: run "
+                             r"without --resume.*new name"):
+        train.run(settings(tiny_dir, max_steps=2, learning_rate=2e-3), run_dir, resume=True)
+    rows = (run_dir / "selected.jsonl").read_text().splitlines()
+    changed = {**json.loads(rows[0]), "thinking": "Something else entirely."}
+    (run_dir / "selected.jsonl").write_text("\n".join([json.dumps(changed), *rows[1:]]) + "\n")
+    with pytest.raises(CheckpointMismatchError,
+                       match=rf"the training data \(selected.jsonl: {len(rows)} examples then, "
+                             rf"{len(rows)} now, contents differ\)"):
+        train.run(settings(tiny_dir, max_steps=2), run_dir, resume=True)
+    state = (output / "checkpoint-2" / "trainer_state.json").read_text()
+    cli = CliRunner().invoke(app, ["train", "--run", str(run_dir), "--model", str(tiny_dir),
+                                   "--max-steps", "2", "--resume"])
+    assert cli.exit_code == 1 and "the training data" in cli.output, cli.output
+    assert (output / "checkpoint-2" / "trainer_state.json").read_text() == state  # untouched
+    # The fix the error names works: without --resume the old checkpoints are replaced.
+    fresh = train.run(settings(tiny_dir, max_steps=1, save_steps=1, learning_rate=2e-3), run_dir)
+    assert fresh.steps == 1
+    assert sorted(p.name for p in output.glob("checkpoint-*")) == ["checkpoint-1"]
+    assert _logged_steps(run_dir) == [1]
+
+
+@pytest.mark.parametrize("lost", ["trainer_state.json", "adapter_model.safetensors"])
+def test_resume_skips_a_half_written_checkpoint(
+    tmp_path: Path, tiny_dir: Path, capsys: pytest.CaptureFixture[str], lost: str
+) -> None:
+    run_dir = make_run(tmp_path)
+    first = train.run(settings(tiny_dir), run_dir)  # 4 steps: checkpoint-2 and checkpoint-4
+    expected = load_file(first.output_path / "adapter_model.safetensors")
+    output = run_dir / "checkpoints" / "default"
+    (output / "checkpoint-4" / lost).unlink()  # as if killed while checkpoint-4 was saved
+    shutil.rmtree(first.output_path)
+    kept = (output / "checkpoint-2" / "trainer_state.json").stat().st_mtime_ns
+    capsys.readouterr()
+    resumed = train.run(settings(tiny_dir), run_dir, resume=True)
+    said = capsys.readouterr().out
+    assert "checkpoint-4 is incomplete" in said and "resuming from checkpoint-2" in said
+    assert resumed.steps == 4
+    # Continued from checkpoint-2 (not saved again, so steps 1-2 were not retrained) to the
+    # weights of the uninterrupted training.
+    assert (output / "checkpoint-2" / "trainer_state.json").stat().st_mtime_ns == kept
+    got = load_file(resumed.output_path / "adapter_model.safetensors")
+    assert expected.keys() == got.keys()
+    for name in expected:
+        assert torch.allclose(expected[name], got[name], atol=1e-5), name
+    assert _logged_steps(run_dir) == [1, 2, 3, 4]
+
+
+def test_log_trim_keeps_what_happened_up_to_the_resumed_step(tmp_path: Path) -> None:
+    from frugal.training.callbacks import trim_log_to_step
+
+    log = tmp_path / "train-log.jsonl"
+    rows = [{"step": 1, "loss": 3.0}, {"step": 2, "loss": 2.0}, {"step": 3, "loss": 1.0},
+            {"step": 3, "train_runtime": 9.0}]
+    log.write_text("".join(json.dumps(r) + "\n" for r in rows) + '{"step": 4, "lo')  # torn
+    trim_log_to_step(log, 2)
+    assert [json.loads(line) for line in log.read_text().splitlines()] == rows[:2]
+    trim_log_to_step(log, 0)  # a fresh start
+    assert log.read_text() == ""
+
+
+def test_interrupted_then_resumed_training_logs_each_step_once(
+    tmp_path: Path, tiny_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from frugal.training import callbacks
+
+    class Killed(Exception):
+        pass
+
+    log = callbacks.JsonlLogCallback.on_log
+
+    def log_then_die(self: Any, args: Any, state: Any, control: Any, logs: Any = None,
+                     **kwargs: Any) -> None:
+        log(self, args, state, control, logs=logs, **kwargs)
+        if state.global_step == 3:  # step 3 logged, its checkpoint (at 4) never written
+            raise Killed
+
+    monkeypatch.setattr(callbacks.JsonlLogCallback, "on_log", log_then_die)
+    run_dir = make_run(tmp_path)
+    with pytest.raises(Killed):
+        train.run(settings(tiny_dir), run_dir)
+    monkeypatch.undo()
+    assert _logged_steps(run_dir) == [1, 2, 3]
+    train.run(settings(tiny_dir), run_dir, resume=True)  # from checkpoint-2: 3 runs again
+    assert _logged_steps(run_dir) == [1, 2, 3, 4]
 
 
 @pytest.mark.skipif(shutil.which("torchrun", path=str(Path(sys.executable).parent)) is None,

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from frugal.models import LoadedModel, load_model
+from frugal.names import RULE, is_safe_name
 
 ADAPTERS = "adapters"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -40,6 +41,12 @@ def find_adapter(run_dir: Path | None, adapter: str) -> tuple[str, Path]:
     if (path / ADAPTER_CONFIG).is_file():
         return path.name, path
     names = ", ".join(known) or "none"
+    if not is_safe_name(adapter):  # neither a directory nor a name an adapter could have
+        raise FileNotFoundError(
+            f"adapter {adapter!r} is not a directory with {ADAPTER_CONFIG}, and not a valid "
+            f"adapter name ({RULE}) of {run_dir} (found: {names}). Fix: pass the name of an "
+            "adapter of the run, or the path of an adapter directory."
+        )
     raise FileNotFoundError(
         f"adapter {adapter!r} is neither an adapter of {run_dir} (found: {names}) nor a "
         f"directory with {ADAPTER_CONFIG}. Fix: run `frugal train` first or give the path."

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
@@ -24,6 +26,27 @@ app = typer.Typer(
 )
 console = Console()
 errors = Console(stderr=True)
+# The shell's convention for a process ended by SIGINT (128 + 2).
+EXIT_INTERRUPTED = 130
+
+
+def _ctrl_c_exits_130(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Ctrl-C ends the command with exit status 130 and one line, not a traceback or 'Aborted!'.
+
+    Work already done is safe by then: stages write each result as it is produced, and the
+    teacher's own first Ctrl-C waits for paid calls in flight.
+    """
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except KeyboardInterrupt:
+            errors.print("[yellow]interrupted: what finished is saved; run the same command "
+                         "again to continue[/yellow]")
+            raise typer.Exit(EXIT_INTERRUPTED) from None
+
+    return wrapper
 
 
 def _version(value: bool) -> None:
@@ -42,6 +65,7 @@ def main(
 
 
 @app.command()
+@_ctrl_c_exits_130
 def generate(
     question: Annotated[str, typer.Argument(help="The question to answer.")],
     model: Annotated[
@@ -149,11 +173,23 @@ def generate(
         console.print(f"Extracted answer: {graded.extracted!r}; reference {reference!r}: {verdict}")
 
 
+def _run_dir(value: Path | None) -> Path | None:
+    """Refuse a run directory ending in '.', '..' or nothing before any stage starts: every
+    clean-up inside it would reach the parent's or the current directory's files."""
+    from frugal.names import UnsafeNameError, check_run_dir
+
+    try:
+        return None if value is None else check_run_dir(value)
+    except UnsafeNameError as error:
+        raise typer.BadParameter(str(error)) from None
+
+
 # --run-dir is the spelling to use after `torchrun ... -m frugal.cli`: torchrun's own parser
 # would take --run for an abbreviation of its --run-path.
 RunOption = Annotated[
     Path,
-    typer.Option("--run", "-r", "--run-dir", help="The run directory (created when missing)."),
+    typer.Option("--run", "-r", "--run-dir", help="The run directory (created when missing).",
+                 callback=_run_dir),
 ]
 
 
@@ -162,6 +198,7 @@ def _csv(value: str | None, cast: type = str) -> list | None:
 
 
 @app.command()
+@_ctrl_c_exits_130
 def pool(
     run: RunOption = Path("runs/default"),
     source: Annotated[
@@ -221,6 +258,7 @@ def pool(
 
 
 @app.command()
+@_ctrl_c_exits_130
 def distill(
     run: RunOption = Path("runs/default"),
     teacher: Annotated[
@@ -254,6 +292,9 @@ def distill(
         float | None, typer.Option(help="Stop issuing calls before spending more dollars.")
     ] = None,
     limit: Annotated[int | None, typer.Option(help="Distill only the first N questions.")] = None,
+    retry_failed: Annotated[
+        bool, typer.Option(help="Ask again questions that failed for good with these settings.")
+    ] = False,
     samples: Annotated[int, typer.Option(help="Answers per question (self teacher).")] = 4,
     max_thinking_tokens: Annotated[
         int, typer.Option(help="Thinking budget of local teachers.")
@@ -305,6 +346,7 @@ def distill(
             machine_price_per_hour=machine_price_per_hour,
             max_cost=max_cost,
             limit=limit,
+            retry_failed=retry_failed,
         )
         result = distill_stage.run(config, run, console=console)
     except (ValidationError, QuestionDataError, ModelNotFoundError, ValueError, OSError) as error:
@@ -319,9 +361,16 @@ def distill(
     for question_id, reason in list(result.failed.items())[:5]:
         errors.print(f"[red]failed[/red] {question_id}: {reason}", soft_wrap=True)
     console.print(f"Wrote {result.traces_path} (ledger: {run / LEDGER})")
+    if not result.complete:
+        errors.print(f"[yellow]partial:[/yellow] {result.missing()}", soft_wrap=True)
+    if result.interrupted:
+        raise typer.Exit(EXIT_INTERRUPTED)
+    if result.stopped:
+        raise typer.Exit(1)
 
 
 @app.command()
+@_ctrl_c_exits_130
 def curate(
     run: RunOption = Path("runs/default"),
     target: Annotated[int, typer.Option(help="How many items to select (s1: 1000).")] = 1000,
@@ -400,6 +449,7 @@ def curate(
 
 
 @app.command("train")
+@_ctrl_c_exits_130
 def train_command(
     run: RunOption = Path("runs/default"),
     model: Annotated[str, typer.Option("--model", "-m", help="Base model spec.")]
@@ -473,6 +523,7 @@ def train_command(
 
 
 @app.command("eval")
+@_ctrl_c_exits_130
 def eval_command(
     run: RunOption = Path("runs/default"),
     model: Annotated[
@@ -616,13 +667,14 @@ def serve_command(
 
 
 @app.command("run")
+@_ctrl_c_exits_130
 def run_command(
     recipe: Annotated[
         str | None, typer.Argument(help="A built-in recipe name (quickstart, gsm8k, experts, "
                                    "s1) or a recipe YAML file.")
     ] = None,
     run: Annotated[
-        Path | None, typer.Option("--run", "-r", "--run-dir",
+        Path | None, typer.Option("--run", "-r", "--run-dir", callback=_run_dir,
                                   help="The run directory (default: runs/<recipe name>).")
     ] = None,
     set_: Annotated[
@@ -656,6 +708,10 @@ def run_command(
 
     try:
         result = pipeline.run(loaded, run_dir, console=console, on_stage=announce, until=until)
+    except pipeline.StagePartial as partial:
+        errors.print(f"[yellow]{partial}[/yellow]\nThe stages after it did not run.",
+                     soft_wrap=True)
+        raise typer.Exit(EXIT_INTERRUPTED if partial.interrupted else 1) from None
     except (
         ValidationError, QuestionDataError, ModelNotFoundError, ValueError, OSError, RuntimeError
     ) as error:
@@ -729,8 +785,9 @@ def cost_command(
 
 
 @app.command("export")
+@_ctrl_c_exits_130
 def export_command(
-    run: Annotated[Path, typer.Argument(help="The run directory.")],
+    run: Annotated[Path, typer.Argument(help="The run directory.", callback=_run_dir)],
     merged: Annotated[
         Path | None, typer.Option(help="Write a merged Hugging Face model to this directory.")
     ] = None,
@@ -764,6 +821,7 @@ def export_command(
 
 
 @app.command("experts")
+@_ctrl_c_exits_130
 def experts_command(
     run: RunOption = Path("runs/default"),
     model: Annotated[str, typer.Option("--model", "-m", help="Base model spec.")]

@@ -36,7 +36,8 @@ from frugal.generation import BudgetConfig
 from frugal.grading import reference_answer
 from frugal.pool import read_pool
 from frugal.questions import DEFAULT_FIELDS, Question, read_questions
-from frugal.run_files import SELECTED, SELECTION, TRACES, write_jsonl
+from frugal.run_files import SELECTED, SELECTION, TRACES, write_json, write_jsonl
+from frugal.run_lock import locks_run_dir
 
 
 class CurateConfig(BaseModel):
@@ -121,6 +122,7 @@ class CurateResult:
     plot_path: Path | None
 
 
+@locks_run_dir
 def run(config: CurateConfig, run_dir: Path, *, console: Console | None = None) -> CurateResult:
     console = console or Console(stderr=True)
     run_dir = Path(run_dir)
@@ -370,7 +372,7 @@ def _write_outputs(
         },
     }
     selection_path = run_dir / SELECTION
-    selection_path.write_text(json.dumps(selection, indent=2, ensure_ascii=False) + "\n")
+    write_json(selection_path, selection)
     from frugal.curation.plots import plot_selection
 
     plot_path = plot_selection(run_dir / "plots" / "curation.png", pool, candidates, selected)

@@ -1,10 +1,16 @@
 """`frugal distill`: ask a teacher for reasoning traces of the pool's questions.
 
-Flow: read `pool.jsonl`; skip every question whose response is already in
-`teacher-cache.sqlite`; let the teacher answer the rest, writing each response to the cache the
-moment it arrives (before it is graded or used); then derive `traces.jsonl` from the cache,
-grading every trace against the reference, and append what this invocation spent to
-`ledger.json`. `--max-cost` stops issuing calls before the next one could cross the cap.
+Flow, under the run-directory lock: read `pool.jsonl`; charge any call a crashed run left
+unsettled and bring the ledger up to what the teacher cache shows was paid; skip every question
+whose response is already in `teacher-cache.sqlite` (and those that failed for good with the same
+parameters, unless `retry_failed`); let the teacher answer the rest, each paid call reserved at
+its worst case before it is sent and charged when it ends; then derive `traces.jsonl` from the
+cache, grading every trace against the reference, and append what this invocation spent to
+`ledger.json`. `max_cost` caps the dollars of the whole run directory: a call is not sent unless
+everything paid, everything in flight and its own worst case fit under it.
+
+The result says whether the stage is complete: an interrupted, capped, stopped or partly failed
+distillation is partial, with what is missing and how to get it.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -27,12 +33,27 @@ from rich.progress import (
 )
 
 from frugal.grading import grade
-from frugal.ledger import TokenPrices, append_entry, compute_cost
+from frugal.ledger import (
+    TokenPrices,
+    append_entry,
+    compute_cost,
+    read_ledger,
+    reconcile_teacher_cache,
+    teacher_dollars,
+)
 from frugal.pool import read_pool
 from frugal.questions import Question
 from frugal.run_files import TEACHER_CACHE, TRACES, write_jsonl
-from frugal.teacher_cache import TeacherCache, cache_key
-from frugal.teachers.base import Teacher, TeacherResponse
+from frugal.run_lock import locks_run_dir
+from frugal.teacher_cache import (
+    BILLED,
+    NOT_BILLED,
+    WORST_CASE,
+    Reservation,
+    TeacherCache,
+    cache_key,
+)
+from frugal.teachers.base import Teacher, TeacherResponse, TeacherStopped, Usage
 from frugal.teachers.local import LocalTeacherConfig
 from frugal.teachers.openai_teacher import OpenAITeacherConfig
 
@@ -56,24 +77,76 @@ class DistillConfig(BaseModel):
         0.0, ge=0, description="Dollars per hour of this machine, for local teachers' compute."
     )
     max_cost: float | None = Field(
-        None, ge=0, description="Stop issuing teacher calls before spending more dollars."
+        None, ge=0, description="Dollars this run directory may pay its teacher, in all; no call "
+        "is sent whose worst case would cross it. Needs the teacher's prices."
     )
     limit: int | None = Field(None, ge=1, description="Distill only the first N pool questions.")
+    retry_failed: bool = Field(
+        False, description="Ask again questions that failed for good with these same settings "
+        "(an empty reply at the output cap, a program that cannot solve them).",
+    )
+
+    @model_validator(mode="after")
+    def _cap_needs_prices(self) -> DistillConfig:
+        prices = self.prices
+        if self.max_cost is not None and not (
+            prices.input_per_million or prices.output_per_million
+        ):
+            raise ValueError(
+                "max_cost is set but the teacher's token prices are zero, so it would limit "
+                "nothing. Fix: set prices.input_per_million and prices.output_per_million "
+                "(--price-input / --price-output) to what the provider charges, or drop max_cost"
+            )
+        return self
 
 
 @dataclass
 class DistillResult:
     traces_path: Path
     traces: list[dict[str, Any]]
-    calls: int = 0  # responses received (and paid for) by this invocation
+    questions: int = 0  # how many the stage was asked to distill
+    calls: int = 0  # usable responses received (and paid for) by this invocation
     failed: dict[str, str] = field(default_factory=dict)
+    not_asked: int = 0
     dollars: float = 0.0
-    stopped_by_cost: bool = False
+    teacher_dollars: float = 0.0
+    possibly_billed: int = 0  # calls charged at their worst case: no usage, or lost in flight
+    cap_message: str | None = None
+    stopped: str | None = None  # why the teacher stopped the whole run
+    interrupted: bool = False
     seconds: float = 0.0
 
     @property
     def correct(self) -> int:
         return sum(t["correct"] for t in self.traces)
+
+    @property
+    def stopped_by_cost(self) -> bool:
+        return self.cap_message is not None
+
+    @property
+    def complete(self) -> bool:
+        return not self.failed and not self.not_asked
+
+    def missing(self) -> str:
+        """What a partial distillation lacks and how to get it, in one paragraph."""
+        parts = [f"{len(self.traces)} of {self.questions} questions answered"]
+        if self.failed:
+            first = next(iter(self.failed.values()))
+            parts.append(f"{len(self.failed)} failed (first: {first})")
+        if self.not_asked:
+            why = (
+                "interrupted" if self.interrupted
+                else self.stopped or self.cap_message or "the teacher stopped"
+            )
+            parts.append(f"{self.not_asked} not asked: {why}")
+        fixes = ["re-run to continue (nothing answered is paid twice)"]
+        if self.cap_message:
+            fixes.append("raise distill.max_cost")
+        if self.failed:
+            fixes.append("set distill.retry_failed=true (--retry-failed) to ask failed "
+                         "questions again")
+        return "; ".join(parts) + ". Fix: " + ", or ".join(fixes) + "."
 
 
 def make_teacher(config: DistillConfig) -> Teacher:
@@ -96,7 +169,7 @@ def make_teacher(config: DistillConfig) -> Teacher:
 
 
 class _CachingSink:
-    """Writes each response to the cache first, keeps the cost cap, and drives the progress."""
+    """Reserves and charges every call in the cache, keeps the cap, and drives the progress."""
 
     def __init__(
         self,
@@ -108,40 +181,63 @@ class _CachingSink:
         max_cost: float | None,
         progress: Progress,
         task: Any,
+        console: Console,
     ) -> None:
         self.teacher, self.cache, self.keys, self.params = teacher, cache, keys, params
         self.prices, self.max_cost = prices, max_cost
-        self.progress, self.task = progress, task
-        self.spent = 0.0
-        self.reserved: dict[str, float] = {}
+        self.progress, self.task, self.console = progress, task, console
+        self.paid_before = cache.total_cost()
+        self.admitted: dict[str, float] = {}  # free teachers' per-question reservations
         self.calls = 0
         self.tokens = 0
+        self.possibly_billed = 0
         self.failed: dict[str, str] = {}
-        self.stopped_by_cost = False
-        self.cap_message = ""
-        self.paid_before = 0.0
+        self.cap_message: str | None = None
+
+    @property
+    def spent(self) -> float:
+        return self.cache.total_cost() - self.paid_before
+
+    def _fits(self, estimate: float) -> bool:
+        if self.cap_message is not None:
+            return False
+        committed = self.cache.total_cost() + sum(self.admitted.values())
+        if self.max_cost is None or committed + estimate <= self.max_cost:
+            return True
+        self.cap_message = (
+            f"stopped issuing teacher calls: the next one could cost up to ${estimate:.4f}, "
+            f"which would cross max_cost ${self.max_cost:.4f} (committed in this run directory "
+            f"${committed:.4f}, calls in flight counted at their worst case)"
+        )
+        return False
 
     def admit(self, question: Question, input_tokens: int, max_output_tokens: int) -> bool:
-        if self.stopped_by_cost:
-            return False
         estimate = self.prices.cost(input_tokens, max_output_tokens)
-        committed = self.paid_before + self.spent + sum(self.reserved.values())
-        if self.max_cost is not None and committed + estimate > self.max_cost:
-            self.stopped_by_cost = True
-            self.cap_message = (
-                f"stopped issuing teacher calls: the next one could cost up to ${estimate:.4f}, "
-                f"which would cross --max-cost ${self.max_cost:.4f} "
-                f"(paid ${self.paid_before + self.spent:.4f} in this run directory, in flight "
-                f"${committed - self.paid_before - self.spent:.4f})"
-            )
+        if not self._fits(estimate):
             return False
-        self.reserved[question.id] = estimate
+        self.admitted[question.id] = estimate
         return True
 
-    def put(self, question: Question, response: TeacherResponse) -> None:
+    def reserve(
+        self, question: Question, input_tokens: int, max_output_tokens: int
+    ) -> Reservation | None:
+        worst = self.prices.cost(input_tokens, max_output_tokens)
+        if not self._fits(worst):
+            return None
+        # Durable before the request leaves: a crash from here on still charges the call.
+        return self.cache.reserve(self.keys[question.id], question.id, worst)
+
+    def put(
+        self, question: Question, response: TeacherResponse,
+        reservation: Reservation | None = None,
+    ) -> None:
         cost = self.prices.cost(
             response.input_tokens, response.output_tokens, response.cached_input_tokens
         )
+        status = BILLED
+        if reservation is not None and response.extra.get("no_usage"):
+            cost, status = reservation.worst_case, WORST_CASE
+            self.possibly_billed += 1
         # Durable before anything else happens with it: this is the paid-for part.
         self.cache.put(
             self.keys[question.id],
@@ -151,21 +247,44 @@ class _CachingSink:
             request={"messages": self.teacher.messages(question), "params": self.params},
             response=response.to_dict(),
             cost=cost,
+            reservation=reservation,
+            status=status,
         )
-        self.reserved.pop(question.id, None)
-        self.spent += cost
+        self.admitted.pop(question.id, None)
         self.calls += 1
         self.tokens += response.input_tokens + response.output_tokens
         self._advance()
 
-    def fail(self, question: Question, error: Exception) -> None:
-        self.reserved.pop(question.id, None)
+    def billed(self, reservation: Reservation, usage: Usage, reason: str) -> None:
+        cost = self.prices.cost(usage.input_tokens, usage.output_tokens, usage.cached_input_tokens)
+        self.cache.settle(reservation, BILLED, cost, reason)
+        self.tokens += usage.input_tokens + usage.output_tokens
+        self._refresh()
+
+    def worst_case(self, reservation: Reservation, reason: str) -> None:
+        self.cache.settle(reservation, WORST_CASE, reservation.worst_case, reason)
+        self.possibly_billed += 1
+        self._refresh()
+
+    def not_billed(self, reservation: Reservation) -> None:
+        self.cache.settle(reservation, NOT_BILLED, 0.0, "")
+
+    def fail(self, question: Question, error: Exception, *, final: bool = False) -> None:
+        self.admitted.pop(question.id, None)
         self.failed[question.id] = str(error)
+        self.cache.record_failure(self.keys[question.id], question.id, str(error), final=final)
         self._advance()
 
+    def notice(self, message: str) -> None:
+        self.console.print(f"[yellow]{message}[/yellow]")
+
     def _advance(self) -> None:
+        self.progress.update(self.task, advance=1)
+        self._refresh()
+
+    def _refresh(self) -> None:
         self.progress.update(
-            self.task, advance=1, tokens=self.tokens, dollars=self.spent, failed=len(self.failed)
+            self.task, tokens=self.tokens, dollars=self.spent, failed=len(self.failed)
         )
 
 
@@ -181,6 +300,8 @@ class Collected:
     seconds: float
     cap_message: str | None
     interrupted: bool
+    possibly_billed: int = 0
+    stopped: str | None = None
     error: Exception | None = None
 
 
@@ -193,8 +314,13 @@ def collect(
     max_cost: float | None,
     console: Console,
     label: str,
+    retry_failed: bool = False,
 ) -> Collected:
-    """Ask `teacher` about every question not yet in `cache`, caching each answer on arrival."""
+    """Ask `teacher` about every question not yet in `cache`, caching each answer on arrival.
+
+    Questions that failed for good with the same key are not asked again (their failure is
+    reported as it was recorded) unless `retry_failed`.
+    """
     # Once per run, not per question: local teachers fingerprint their weights on disk here.
     params = teacher.cache_params()
     keys = {
@@ -203,33 +329,42 @@ def collect(
     }
     started = time.perf_counter()
     cached = cache.has(keys.values())
-    todo = [q for q in questions if keys[q.id] not in cached]
+    final_failures = {} if retry_failed else {
+        key: failure for key, failure in cache.failures(keys.values()).items() if failure.final
+    }
+    todo = [q for q in questions if keys[q.id] not in cached and keys[q.id] not in final_failures]
     with _progress(console) as progress:
         task = progress.add_task(
             label, total=len(questions), completed=len(questions) - len(todo),
-            tokens=0, dollars=0.0, failed=0,
+            tokens=0, dollars=0.0, failed=len(final_failures),
         )
-        sink = _CachingSink(teacher, cache, keys, params, prices, max_cost, progress, task)
-        # The cap covers the run directory, not one invocation: what earlier runs paid counts.
-        sink.paid_before = cache.total_cost()
+        sink = _CachingSink(teacher, cache, keys, params, prices, max_cost, progress, task,
+                            console)
+        sink.failed.update({f.question_id: f.reason for f in final_failures.values()})
         interrupted = False
+        stopped: str | None = None
         error: Exception | None = None
         try:
             if todo:
                 teacher.run(todo, sink)
         except KeyboardInterrupt:
             interrupted = True  # everything received is already in the cache
+        except TeacherStopped as stop:
+            stopped = str(stop)
         except Exception as failure:  # the caller records the spending, then re-raises
             error = failure
     return Collected(
         keys=keys, calls=sink.calls, tokens=sink.tokens, spent=sink.spent, failed=sink.failed,
         seconds=time.perf_counter() - started,
-        cap_message=sink.cap_message if sink.stopped_by_cost else None,
+        cap_message=sink.cap_message,
         interrupted=interrupted,
+        possibly_billed=sink.possibly_billed,
+        stopped=stopped,
         error=error,
     )
 
 
+@locks_run_dir
 def run(
     config: DistillConfig, run_dir: Path, *, console: Console | None = None
 ) -> DistillResult:
@@ -240,16 +375,29 @@ def run(
         questions = questions[: config.limit]
     teacher = make_teacher(config)
     with TeacherCache(run_dir / TEACHER_CACHE) as cache:
-        got = collect(
-            teacher, questions, cache, prices=config.prices, max_cost=config.max_cost,
-            console=console, label=f"distill · {teacher.kind}",
-        )
+        gap = _settle_crashed_calls(run_dir, cache)
+        if gap:
+            console.print(f"[yellow]ledger: added ${gap:.6f} of teacher calls an interrupted "
+                          "run had not recorded[/yellow]")
+        try:
+            got = collect(
+                teacher, questions, cache, prices=config.prices, max_cost=config.max_cost,
+                console=console, label=f"distill · {teacher.kind}",
+                retry_failed=config.retry_failed,
+            )
+        except BaseException:
+            # A second Ctrl-C, or a failure outside the teacher: what was paid reaches the
+            # ledger now, not only at the next start.
+            reconcile_teacher_cache(run_dir, cache.total_cost(),
+                                    reason="teacher calls of a distillation that stopped")
+            raise
+        paid_now = cache.total_cost() - teacher_dollars(read_ledger(run_dir))
         traces = _derive_traces(cache, questions, got.keys, teacher)
+        answered = {t["id"] for t in traces}
     traces_path = run_dir / TRACES
     write_jsonl(traces_path, traces)
     local = config.teacher in ("hf", "self")
     compute_dollars = compute_cost(got.seconds, config.machine_price_per_hour) if local else 0.0
-    # Written even when the teacher crashed: what was paid must reach the ledger.
     append_entry(
         run_dir,
         {
@@ -258,30 +406,62 @@ def run(
             "teacher": teacher.kind,
             "model": teacher.model,
             "calls": got.calls,
+            "possibly_billed_calls": got.possibly_billed,
             "tokens": got.tokens,
-            "teacher_dollars": round(got.spent, 6),
+            "teacher_dollars": paid_now,
             "compute_seconds": round(got.seconds, 3),
-            "compute_dollars": round(compute_dollars, 6),
-            "dollars": round(got.spent + compute_dollars, 6),
+            "compute_dollars": compute_dollars,
+            "dollars": paid_now + compute_dollars,
             "prices": config.prices.model_dump(),
             "machine_price_per_hour": config.machine_price_per_hour,
         },
     )
     if got.error is not None:
         raise got.error
-    if got.cap_message:
-        console.print(f"[yellow]{got.cap_message}[/yellow]")
-    if got.interrupted:
-        console.print("[yellow]interrupted: every response received is cached; re-run to "
-                      "continue[/yellow]")
-    return DistillResult(
+    failed = {qid: why for qid, why in got.failed.items() if qid not in answered}
+    result = DistillResult(
         traces_path=traces_path,
         traces=traces,
+        questions=len(questions),
         calls=got.calls,
-        failed=got.failed,
-        dollars=got.spent + compute_dollars,
-        stopped_by_cost=got.cap_message is not None,
+        failed=failed,
+        not_asked=len(questions) - len(answered) - len(failed),
+        dollars=paid_now + compute_dollars,
+        teacher_dollars=paid_now,
+        possibly_billed=got.possibly_billed,
+        cap_message=got.cap_message,
+        stopped=got.stopped,
+        interrupted=got.interrupted,
         seconds=got.seconds,
+    )
+    for line in (got.cap_message, got.stopped):
+        if line:
+            console.print(f"[yellow]{line}[/yellow]")
+    if got.interrupted:
+        console.print("[yellow]interrupted: every response received is cached and charged; "
+                      "re-run to continue[/yellow]")
+    return result
+
+
+@locks_run_dir
+def reconcile(run_dir: Path) -> float:
+    """Charge what a crashed distillation left unsettled and bring the ledger up to the cache.
+
+    Returns the dollars added to the ledger. Every distillation does this when it starts.
+    """
+    path = Path(run_dir) / TEACHER_CACHE
+    if not path.is_file():
+        return 0.0
+    with TeacherCache(path) as cache:
+        return _settle_crashed_calls(Path(run_dir), cache)
+
+
+def _settle_crashed_calls(run_dir: Path, cache: TeacherCache) -> float:
+    recovered = cache.recover_pending()
+    return reconcile_teacher_cache(
+        run_dir, cache.total_cost(),
+        reason="teacher calls an interrupted run paid (or may have paid) but never wrote to "
+        f"the ledger ({recovered} unsettled at the crash, charged at their worst case)",
     )
 
 

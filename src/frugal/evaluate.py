@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -25,8 +26,10 @@ from frugal.evaluation import metrics
 from frugal.evaluation.benchmarks import BenchmarkSpec, load_questions, resolve, same_answer
 from frugal.evaluation.contamination import Overlap, find_overlaps
 from frugal.ledger import append_entry, compute_cost
+from frugal.names import SafeName, check_name, path_inside
 from frugal.questions import Question
-from frugal.run_files import POOL, SELECTED, write_json
+from frugal.run_files import POOL, SELECTED, RunFileError, write_json
+from frugal.run_lock import locks_run_dir
 
 EVAL_DIR = "eval"
 RESULTS = "results.jsonl"
@@ -43,12 +46,17 @@ class EvalConfig(BaseModel):
     model: str | None = Field(
         None, description="Base model spec; default: the adapter's base, else SmolLM2."
     )
-    adapter: str | None = Field(None, description="An adapter of the run (name) or a path.")
+    # Not a SafeName: a path to an adapter directory is fine too; find_adapter checks a name.
+    adapter: str | None = Field(
+        None, min_length=1, description="An adapter of the run (name) or a path."
+    )
     route: bool = Field(
         False, description="Experts + router: each question goes to the expert the run's "
         "router picks (all expert-* adapters loaded; rows of different experts share batches).",
     )
-    label: str | None = Field(None, description="Name under eval/; default: adapter or 'base'.")
+    label: SafeName | None = Field(
+        None, description="Name under eval/; default: adapter or 'base'."
+    )
     benchmark: str | BenchmarkSpec = Field("tasks", description="Built-in name, spec or data.")
     limit: int | None = Field(None, ge=1, description="Evaluate the first N questions.")
     max_thinking_tokens: list[int] = Field(
@@ -121,6 +129,7 @@ def points_of(config: EvalConfig) -> list[Point]:
     ]
 
 
+@locks_run_dir
 def run(
     config: EvalConfig,
     run_dir: Path,
@@ -146,6 +155,8 @@ def run(
     )
     label = config.label or ("experts" if config.route else
                              next(iter(adapters)) if adapters else "base")
+    # A label taken from an adapter directory's own name must be safe as well.
+    check_name(label, "evaluation label (--label)")
     questions = load_questions(spec, exclude_ids=_pool_ids(run_dir))
     if config.limit:
         questions = questions[: config.limit]
@@ -153,7 +164,7 @@ def run(
         raise ValueError(f"benchmark {spec.name!r} has no questions left to evaluate")
     overlaps = _contamination(questions, run_dir, adapters)
 
-    directory = run_dir / EVAL_DIR / label
+    directory = path_inside(run_dir, EVAL_DIR, label)
     settings = _settings(config, spec, model, adapters)
     _check_settings(directory, settings, label)
     results_path = directory / RESULTS
@@ -461,26 +472,58 @@ def _check_settings(directory: Path, settings: dict[str, Any], label: str) -> No
 
 
 def _read_results(path: Path) -> dict[tuple[str, str, int], dict[str, Any]]:
-    """Finished generations by (budget, question id, sample). A line cut short by a kill is
-    dropped (and trimmed from the file), so its generation simply runs again."""
+    """Finished generations by (budget, question id, sample).
+
+    Rows are appended a line at a time, so a kill, a crash or a full disk can only damage the
+    end of the file: a last line without its newline (cut short, perhaps inside a UTF-8
+    character), or NUL bytes where the filesystem had grown the file but the data never
+    arrived. That torn tail is trimmed from the file, so its generations run again and new rows
+    append after the last complete one. Damage before a valid row cannot come from a crash and
+    is never skipped over (its rows would silently vanish): a RunFileError names the line."""
     if not path.is_file():
         return {}
+    fix = (f"delete that line so its generation runs again, or delete {path} to "
+           "re-evaluate everything")
+    data = path.read_bytes()
     rows: dict[tuple[str, str, int], dict[str, Any]] = {}
-    good_bytes = 0
-    with path.open("rb") as handle:
-        for raw in handle:
-            try:
-                row = json.loads(raw)
-            except json.JSONDecodeError:
-                break
-            if not raw.endswith(b"\n"):
-                break
-            rows[(row["budget"], row["id"], row["sample"])] = row
-            good_bytes += len(raw)
-    if good_bytes != path.stat().st_size:
-        with path.open("r+b") as handle:
-            handle.truncate(good_bytes)
+    good_bytes = 0  # the end of the last complete, valid line: the file is trimmed to it
+    zeroed: int | None = None  # the first NUL-only line since then
+    pieces = data.split(b"\n")
+    offset = 0
+    for number, piece in enumerate(pieces, start=1):
+        offset += len(piece) + 1
+        if number == len(pieces):
+            break  # after the last newline: nothing, or a line cut short (trimmed below)
+        if not piece.strip():
+            continue  # a blank line holds no row
+        if not piece.strip(b"\0 \t\r"):
+            zeroed = zeroed or number  # lost data; torn tail unless a valid row follows
+            continue
+        row, problem, column = _parse_result(piece)
+        if problem:
+            raise RunFileError(path, problem, fix, line=number, column=column)
+        if zeroed:
+            raise RunFileError(path, "only NUL bytes: the rows written there were lost",
+                               fix, line=zeroed)
+        rows[(row["budget"], row["id"], row["sample"])] = row
+        good_bytes = offset
+    if good_bytes != len(data):
+        os.truncate(path, good_bytes)
     return rows
+
+
+def _parse_result(line: bytes) -> tuple[dict[str, Any], str | None, int | None]:
+    """One results.jsonl row, or why the line is not one (and the column, when known)."""
+    try:
+        row = json.loads(line.decode("utf-8"))
+    except UnicodeDecodeError as error:
+        return {}, f"not UTF-8 text (byte {line[error.start]:#04x})", error.start + 1
+    except json.JSONDecodeError as error:
+        return {}, f"not valid JSON ({error.msg})", error.colno
+    if not (isinstance(row, dict) and isinstance(row.get("budget"), str)
+            and isinstance(row.get("id"), str) and isinstance(row.get("sample"), int)):
+        return {}, "not a result row (a JSON object with budget, id and sample)", None
+    return row, None, None
 
 
 def read_summaries(run_dir: Path, benchmark: str | None = None) -> dict[str, dict[str, Any]]:

@@ -6,6 +6,10 @@ safetensors, the tokenizer and its chat template. GGUF: the merged weights are w
 model's hyper-parameters and its BPE tokenizer as metadata, so llama.cpp-based runtimes and
 transformers' `gguf_file=` loader read it. GGUF export covers the Llama architecture (SmolLM2,
 Llama, and the like).
+
+Both are written under a temporary name next to the destination and renamed into place when
+complete, so a full disk, a crash or an error never leaves a truncated `.gguf` or a half-written
+model directory at the path a runtime would load.
 """
 
 from __future__ import annotations
@@ -15,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from frugal.run_files import atomic_dir, atomic_path
 
 GGUF_TYPES = ("f16", "q8_0")
 
@@ -42,10 +48,19 @@ def load_merged(run_dir: Path, adapter: str | None = None, model: str | None = N
 
 
 def save_merged(loaded: Any, directory: Path) -> Path:
+    """Write the merged model to `directory`, which it replaces whole: refused when that is a
+    file or a non-empty directory other than a model (no config.json), so nothing else in it
+    is deleted."""
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    loaded.model.save_pretrained(directory, safe_serialization=True)
-    loaded.tokenizer.save_pretrained(directory)  # carries the chat template
+    if directory.is_file() or (directory.is_dir() and any(directory.iterdir())
+                               and not (directory / "config.json").is_file()):
+        raise ValueError(
+            f"{directory} exists and is not a model directory; the export replaces the whole "
+            "directory. Fix: pass a new or empty --merged directory."
+        )
+    with atomic_dir(directory) as staging:
+        loaded.model.save_pretrained(staging, safe_serialization=True)
+        loaded.tokenizer.save_pretrained(staging)  # carries the chat template
     return directory
 
 
@@ -76,10 +91,23 @@ def save_gguf(loaded: Any, path: Path, kind: str = "f16") -> Path:
         )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    writer = gguf.GGUFWriter(str(path), "llama")
+    with atomic_path(path) as staging:
+        writer = gguf.GGUFWriter(str(staging), "llama")
+        try:
+            _write_gguf(writer, loaded, kind)
+        finally:
+            writer.close()
+    return path
+
+
+def _write_gguf(writer: Any, loaded: Any, kind: str) -> None:
+    """Hyper-parameters, tokenizer and tensors of the merged model, through `writer`."""
+    import gguf
+
+    config = loaded.model.config
+    heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
     writer.add_name(Path(str(loaded.spec)).name)
     layers = config.num_hidden_layers
-    heads, kv_heads = config.num_attention_heads, config.num_key_value_heads
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
     writer.add_block_count(layers)
     writer.add_context_length(config.max_position_embeddings)
@@ -120,8 +148,6 @@ def save_gguf(loaded: Any, path: Path, kind: str = "f16") -> Path:
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
-    writer.close()
-    return path
 
 
 def _add_tokenizer(writer: Any, tokenizer: Any, vocab_size: int) -> None:

@@ -4,18 +4,24 @@ Each stage appends one entry per invocation with what that invocation spent: tea
 dollars (input, cached input and output tokens times the per-million prices), compute seconds and
 dollars (wall seconds times the machine's hourly price). A re-run that pays for nothing appends
 an entry of zero dollars, so the total is always the sum of what was really paid.
+
+Teacher dollars are never below what the teacher cache shows was paid: distillation writes each
+call's charge to the cache before the request is sent, and `reconcile_teacher_cache` (run at the
+start and the end of every distillation, under the run-directory lock) appends whatever the cache
+holds that the ledger does not, such as the calls of a run that was killed before it could write
+its entry. Dollars are kept unrounded, so the ledger equals the provider's bill to the cent and
+beyond.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from frugal.run_files import LEDGER, write_json
+from frugal.run_files import LEDGER, RunFileError, read_json, write_json
 
 
 class TokenPrices(BaseModel):
@@ -46,16 +52,46 @@ def compute_cost(seconds: float, price_per_hour: float) -> float:
 
 
 def read_ledger(run_dir: Path) -> dict[str, Any]:
+    """The run's ledger ({"entries": []} before the first cost); a corrupt one is an error
+    (RunFileError), never silently reset, because the costs it records would be lost."""
     path = Path(run_dir) / LEDGER
-    if not path.is_file():
-        return {"entries": []}
-    return json.loads(path.read_text())
+    fix = (f"correct {LEDGER} by hand or restore it from a backup; deleting it forgets the "
+           "costs recorded so far (paid teacher calls stay in the teacher cache, so none is "
+           "paid twice)")
+    ledger = read_json(path, default={"entries": []}, fix=fix)
+    if not isinstance(ledger, dict) or not isinstance(ledger.get("entries"), list) or not all(
+        isinstance(entry, dict) for entry in ledger["entries"]
+    ):
+        raise RunFileError(path, 'not a ledger (an object whose "entries" is a list of '
+                           "objects)", fix)
+    return ledger
 
 
 def append_entry(run_dir: Path, entry: dict[str, Any]) -> dict[str, Any]:
     """Add one entry (stamped with the time) and rewrite the ledger atomically."""
     ledger = read_ledger(run_dir)
     ledger["entries"].append({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), **entry})
-    ledger["total_dollars"] = round(sum(e.get("dollars", 0.0) for e in ledger["entries"]), 6)
+    ledger["total_dollars"] = sum(e.get("dollars", 0.0) for e in ledger["entries"])
     write_json(Path(run_dir) / LEDGER, ledger)
     return ledger
+
+
+def teacher_dollars(ledger: dict[str, Any]) -> float:
+    """Teacher dollars the ledger records (what the teacher cache's charges must add up to)."""
+    return sum(float(e.get("teacher_dollars", 0.0)) for e in ledger["entries"])
+
+
+def reconcile_teacher_cache(run_dir: Path, cache_total: float, *, reason: str) -> float:
+    """Append the teacher dollars the cache holds and the ledger lacks; return that gap.
+
+    Must run under the run-directory lock, after the cache has charged crashed calls
+    (`TeacherCache.recover_pending`).
+    """
+    gap = cache_total - teacher_dollars(read_ledger(run_dir))
+    # Float sums in another order differ by ~1e-16; a real gap is at least a token's price.
+    if gap > 1e-12:
+        append_entry(run_dir, {
+            "stage": "distill", "kind": "reconcile", "teacher_dollars": gap, "dollars": gap,
+            "note": reason,
+        })
+    return max(gap, 0.0)

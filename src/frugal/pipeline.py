@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,7 +23,16 @@ from rich.console import Console
 
 from frugal.ledger import append_entry, compute_cost
 from frugal.recipes import Recipe, dump_recipe
-from frugal.run_files import POOL, SELECTED, TRACES, write_json
+from frugal.run_files import (
+    POOL,
+    SELECTED,
+    TRACES,
+    RunFileError,
+    read_json,
+    write_json,
+    write_text_atomic,
+)
+from frugal.run_lock import locks_run_dir
 
 STAGES = ("pool", "distill", "curate", "train", "eval", "report")
 EXPERT_STAGES = ("pool", "distill", "curate", "experts", "report")
@@ -54,23 +62,41 @@ def stage_settings(recipe: Recipe, stage: str) -> Any:
     }[stage]
 
 
-# Fields that change what a stage costs or how fast it runs, never what it produces: changing
-# them must not throw finished work away.
-_NOT_IN_KEY = {"machine_price_per_hour", "batch_size", "concurrency", "max_cost"}
+# Settings, by full path, that change what a stage costs or how fast it runs, never what it
+# produces: changing them must not throw finished work away. By full path because the same
+# name can matter elsewhere (train.batch_size changes the result and must retrain). A changed
+# max_cost or retry_failed still resumes a partial distillation: partial stages always re-run.
+NOT_IN_KEY = frozenset({
+    "distill.machine_price_per_hour", "distill.max_cost", "distill.retry_failed",
+    "distill.openai.concurrency", "distill.openai.max_retries",
+    "distill.openai.max_consecutive_failures", "distill.openai.backoff_base",
+    "distill.openai.backoff_max", "distill.openai.timeout", "distill.local.batch_size",
+    "train.machine_price_per_hour", "eval.batch_size",
+    "experts.batch_size", "experts.machine_price_per_hour", "experts.train.machine_price_per_hour",
+})
 
 
-def _settings_json(value: Any) -> Any:
+class StagePartial(RuntimeError):
+    """A stage ended without everything it was asked for; later stages must not run."""
+
+    def __init__(self, stage: str, missing: str, *, interrupted: bool = False) -> None:
+        super().__init__(f"{stage} is partial: {missing}")
+        self.stage, self.missing, self.interrupted = stage, missing, interrupted
+
+
+def _settings_json(value: Any, path: str) -> Any:
     if hasattr(value, "model_dump"):
         value = value.model_dump(mode="json")
     if isinstance(value, dict):
-        return {k: _settings_json(v) for k, v in value.items() if k not in _NOT_IN_KEY}
+        return {k: _settings_json(v, f"{path}.{k}") for k, v in value.items()
+                if f"{path}.{k}" not in NOT_IN_KEY}
     if isinstance(value, list):
-        return [_settings_json(v) for v in value]
+        return [_settings_json(v, path) for v in value]
     return value
 
 
 def stage_key(recipe: Recipe, stage: str, upstream: str) -> str:
-    text = json.dumps([upstream, stage, _settings_json(stage_settings(recipe, stage))],
+    text = json.dumps([upstream, stage, _settings_json(stage_settings(recipe, stage), stage)],
                       sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -102,6 +128,7 @@ def eval_labels(recipe: Recipe) -> list[str]:
     return (["base"] if recipe.eval.base else []) + [recipe.train.name]
 
 
+@locks_run_dir
 def run(recipe: Recipe, run_dir: Path, *, console: Console | None = None,
         on_stage: Callable[[str, str], None] | None = None,
         until: str | None = None) -> PipelineResult:
@@ -119,7 +146,7 @@ def run(recipe: Recipe, run_dir: Path, *, console: Console | None = None,
     console = console or Console()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / RECIPE).write_text(dump_recipe(recipe), encoding="utf-8")
+    write_text_atomic(run_dir / RECIPE, dump_recipe(recipe))
     state = _read_state(run_dir)
     result = PipelineResult(run_dir)
     upstream = ""
@@ -139,11 +166,27 @@ def run(recipe: Recipe, run_dir: Path, *, console: Console | None = None,
             on_stage(stage, "run")
         # Same settings as an interrupted attempt: resume it; else start the stage afresh.
         resume = recorded.get("key") == key
+        if recorded.get("status") == "partial":
+            console.print(f"[yellow]{stage} was partial ({recorded.get('missing', '?')}): "
+                          "running it again[/yellow]")
         state[stage] = {"key": key, "status": "running"}
         _write_state(run_dir, state)
         started = time.perf_counter()
-        outcome = _STAGE_RUNNERS[stage](recipe, run_dir, console, resume)
+        try:
+            outcome = _STAGE_RUNNERS[stage](recipe, run_dir, console, resume)
+        except BaseException as error:
+            # Whatever stopped it (Ctrl-C, a crash, bad input), the stage is not done.
+            interrupted = isinstance(error, KeyboardInterrupt)
+            why = "interrupted" if interrupted else f"stopped by an error: {error}"
+            state[stage] = _partial_record(key, started, f"{why}; re-run to resume")
+            _write_state(run_dir, state)
+            raise
         seconds = time.perf_counter() - started
+        missing = _missing(outcome)
+        if missing is not None:
+            state[stage] = _partial_record(key, started, missing)
+            _write_state(run_dir, state)
+            raise StagePartial(stage, missing, interrupted=getattr(outcome, "interrupted", False))
         state[stage] = {"key": key, "status": "done", "seconds": round(seconds, 3),
                         "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
         _write_state(run_dir, state)
@@ -160,6 +203,19 @@ def run(recipe: Recipe, run_dir: Path, *, console: Console | None = None,
         if stage == until:
             break
     return result
+
+
+def _missing(outcome: Any) -> str | None:
+    """What a stage's result says it lacks (None when it is complete)."""
+    if getattr(outcome, "complete", True):
+        return None
+    return str(outcome.missing())
+
+
+def _partial_record(key: str, started: float, missing: str) -> dict[str, Any]:
+    return {"key": key, "status": "partial", "missing": missing,
+            "seconds": round(time.perf_counter() - started, 3),
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
 
 
 # -- the stages ----------------------------------------------------------------------------------
@@ -194,7 +250,9 @@ def _train(recipe: Recipe, run_dir: Path, console: Console, resume: bool) -> Any
     from frugal import train
 
     if not resume:  # other settings than the checkpoints were made with: start clean
-        shutil.rmtree(run_dir / "checkpoints" / recipe.train.name, ignore_errors=True)
+        from frugal.names import remove_inside
+
+        remove_inside(run_dir, run_dir / "checkpoints" / recipe.train.name)
     result = train.run(recipe.train, run_dir, resume=resume)
     loss = "-" if result.final_loss is None else f"{result.final_loss:.4f}"
     console.print(f"train: {result.steps} steps on {result.examples} examples, "
@@ -209,7 +267,9 @@ def _eval(recipe: Recipe, run_dir: Path, console: Console, resume: bool) -> Any:
     results = []
     for label in eval_labels(recipe):
         if not resume:  # results of another model or other settings: start clean
-            shutil.rmtree(run_dir / evaluate.EVAL_DIR / label, ignore_errors=True)
+            from frugal.names import remove_inside
+
+            remove_inside(run_dir, run_dir / evaluate.EVAL_DIR / label)
         if label == "base":
             model, adapter = recipe.model, None
         elif recipe.train.method == "full":  # a whole model under models/, not an adapter
@@ -234,11 +294,21 @@ def _experts(recipe: Recipe, run_dir: Path, console: Console, resume: bool) -> A
     assert recipe.experts is not None
     if not resume:  # other settings: the old adapters, router and results do not apply
         from frugal.adapters import run_adapters
+        from frugal.names import remove_inside
+
+        def experts_own(name: str) -> bool:
+            return name.startswith(("expert-", "merged-")) or name == stage.GENERALIST
 
         for name, path in run_adapters(run_dir).items():
-            if name.startswith(("expert-", "merged-")) or name == stage.GENERALIST:
-                shutil.rmtree(path)
-        shutil.rmtree(run_dir / "eval", ignore_errors=True)
+            if experts_own(name):
+                remove_inside(run_dir, path)
+        # Their checkpoints too: the experts always resume, and a checkpoint made with other
+        # settings would be refused by the resume check (or, unchecked, mixed in).
+        checkpoints = run_dir / "checkpoints"
+        for path in sorted(checkpoints.iterdir()) if checkpoints.is_dir() else []:
+            if experts_own(path.name):
+                remove_inside(run_dir, path)
+        remove_inside(run_dir, run_dir / "eval")
     result = stage.run(recipe.experts, run_dir, console=console)
     if result.comparison:
         console.print(f"experts: {result.comparison['verdict']}")
@@ -258,8 +328,15 @@ _STAGE_RUNNERS: dict[str, Callable[[Recipe, Path, Console, bool], Any]] = {
 
 
 def _read_state(run_dir: Path) -> dict[str, Any]:
+    """Which stages finished, with which settings; a corrupt file is an error, not a fresh
+    start, so a damaged run is never silently recomputed."""
     path = run_dir / STATE
-    return json.loads(path.read_text()) if path.is_file() else {}
+    fix = (f"correct {STATE} by hand, or delete it: `frugal run` then runs every stage again "
+           "(paid teacher calls come from the teacher cache, so none is paid twice)")
+    state = read_json(path, default={}, fix=fix)
+    if not isinstance(state, dict) or not all(isinstance(v, dict) for v in state.values()):
+        raise RunFileError(path, "not a stage record (an object of one object per stage)", fix)
+    return state
 
 
 def _write_state(run_dir: Path, state: dict[str, Any]) -> None:

@@ -16,8 +16,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from frugal.questions import GSM8K_FIELDS, FieldMap, Question, read_questions, write_questions
-from frugal.run_files import POOL
+from frugal.questions import GSM8K_FIELDS, FieldMap, Question, read_questions
+from frugal.run_files import POOL, write_jsonl
+from frugal.run_lock import locks_run_dir
 
 LOCAL_GSM8K = Path(__file__).resolve().parents[3] / "shared" / "data" / "gsm8k" / "train.jsonl"
 # Share of the local GSM8K file kept out of every pool for evaluation (`frugal eval -b gsm8k`):
@@ -62,15 +63,15 @@ class PoolResult:
         return Counter(q.domain or "(none)" for q in self.questions)
 
 
+@locks_run_dir
 def run(config: PoolConfig, run_dir: Path) -> PoolResult:
     questions = load_pool_questions(config)
     if config.limit is not None:
         questions = questions[: config.limit]
     path = Path(run_dir) / POOL
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_suffix(".jsonl.tmp")
-    write_questions(staging, questions)
-    staging.replace(path)  # a reader never sees a half-written pool
+    # Atomic: a reader never sees a half-written pool. Same lines as write_questions.
+    write_jsonl(path, (q.model_dump(mode="json") for q in questions))
     return PoolResult(path=path, questions=questions)
 
 

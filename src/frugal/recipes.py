@@ -18,7 +18,9 @@ from frugal.curate import CurateConfig
 from frugal.distill import DistillConfig
 from frugal.evaluation.benchmarks import BenchmarkSpec
 from frugal.experts.stage import ExpertsConfig
+from frugal.names import SafeName
 from frugal.pool import PoolConfig
+from frugal.run_files import RunFileError, read_yaml
 from frugal.train import TrainConfig
 
 RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
@@ -49,7 +51,7 @@ class Recipe(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(..., min_length=1)
+    name: SafeName = Field(..., description="The run's name: runs/<name>/ by default.")
     description: str = ""
     model: str = Field("smollm2-135m-instruct", description="The base model of every stage.")
     machine_price_per_hour: float = Field(0.0, ge=0.0, description="Dollars per hour here.")
@@ -132,9 +134,11 @@ def load_recipe(recipe: str | None = None, overrides: list[str] | None = None) -
     """Read, override and validate a recipe; errors name the file and the key."""
     path = resolve_path(recipe)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as error:
-        raise RecipeError(f"{path}: not valid YAML: {error}") from None
+        data = read_yaml(path, fix="correct the YAML at that place (indent with spaces, quote "
+                         "values holding ': ' or '#'), or start again from a built-in recipe "
+                         "in recipes/") or {}
+    except RunFileError as error:
+        raise RecipeError(str(error)) from None
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: a recipe is a mapping of sections (name, pool, train, ...)")
     data = apply_overrides(data, overrides or [])

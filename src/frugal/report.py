@@ -21,7 +21,7 @@ from frugal.evaluate import SCALING_PLOT, read_summaries
 from frugal.evaluation.table import comparison
 from frugal.ledger import read_ledger
 from frugal.recipes import Recipe, dump_recipe
-from frugal.run_files import SELECTION
+from frugal.run_files import SELECTION, write_text_atomic
 
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
@@ -369,9 +369,9 @@ def write(recipe: Recipe, run_dir: Path) -> Path:
     run_dir = Path(run_dir)
     parts = sections(recipe, run_dir)
     title = f"frugal run: {recipe.name}"
-    (run_dir / REPORT_MD).write_text(to_markdown(title, parts), encoding="utf-8")
+    write_text_atomic(run_dir / REPORT_MD, to_markdown(title, parts))
     path = run_dir / REPORT_HTML
-    path.write_text(to_html(title, parts, run_dir), encoding="utf-8")
+    write_text_atomic(path, to_html(title, parts, run_dir))
     return path
 
 

@@ -1,9 +1,24 @@
-"""File names inside a run directory (DESIGN.md section 2), and how stages write them."""
+"""File names inside a run directory (DESIGN.md section 2), and how stages write and read them.
+
+Writes are atomic: the new content goes to a unique temporary name in the same directory, is
+fsynced, and is renamed over the old file (then the directory is fsynced, so the rename itself
+survives a power cut). A crash, a full disk or a bug midway leaves the old file or the new, never
+half of one, and two writers never share a temporary name. Reads of state files turn a corrupt
+file into a `RunFileError` that names the file, the line and column, and how to fix it.
+"""
+
+from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 POOL = "pool.jsonl"
 TRACES = "traces.jsonl"
@@ -13,17 +28,174 @@ SELECTED = "selected.jsonl"
 SELECTION = "selection.json"
 
 
+
+def _current_umask() -> int:
+    # os.umask can only be read by setting it; done once at import, not per write, because
+    # the brief window with umask 0 would affect files other threads create meanwhile.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp and mkdtemp create owner-only files; the final file gets the mode an ordinary
+# open() would have given it (or keeps the mode of the file it replaces).
+_UMASK = _current_umask()
+
+
+class RunFileError(ValueError):
+    """A run file that cannot be read: names the file, the line and column, and the fix."""
+
+    def __init__(self, path: Path, problem: str, fix: str, *, line: int | None = None,
+                 column: int | None = None) -> None:
+        self.path, self.problem, self.fix = Path(path), problem, fix
+        self.line, self.column = line, column
+        where = "".join([f", line {line}" if line else "", f", column {column}" if column else ""])
+        super().__init__(f"{path}{where}: {problem}. Fix: {fix}")
+
+
+def read_json(path: Path, *, default: Any, fix: str) -> Any:
+    """The JSON document at `path`, or `default` when there is no file. A file that is not
+    UTF-8 or not JSON (truncated, NUL-filled by a crash, edited by hand) raises RunFileError."""
+    path = Path(path)
+    if not path.is_file():
+        return default
+    text = _decode(path, path.read_bytes(), fix)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise RunFileError(path, f"not valid JSON ({error.msg})", fix, line=error.lineno,
+                           column=error.colno) from None
+
+
+def read_yaml(path: Path, *, fix: str) -> Any:
+    """The YAML document at `path` (None when empty); bad UTF-8 or YAML raises RunFileError
+    naming the line and column the parser stopped at."""
+    path = Path(path)
+    text = _decode(path, path.read_bytes(), fix)
+    try:
+        return yaml.safe_load(text)
+    except yaml.reader.ReaderError as error:  # a character YAML forbids, e.g. a NUL byte
+        line = text.count("\n", 0, error.position) + 1
+        column = error.position - text.rfind("\n", 0, error.position)
+        char = error.character  # a code point, or the byte when decoding failed
+        shown = f"U+{char:04X}" if isinstance(char, int) else repr(char)
+        problem = f"character {shown} is not allowed in YAML"
+        raise RunFileError(path, problem, fix, line=line, column=column) from None
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        problem = error.problem or "not valid YAML"
+        if error.context and error.context_mark:
+            problem += f" ({error.context} at line {error.context_mark.line + 1})"
+        raise RunFileError(
+            path, f"not valid YAML: {problem}", fix,
+            line=mark.line + 1 if mark else None, column=mark.column + 1 if mark else None,
+        ) from None
+
+
+def _decode(path: Path, data: bytes, fix: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
+        raise RunFileError(path, f"not UTF-8 text (byte {data[error.start]:#04x})", fix,
+                           line=line, column=column) from None
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A unique, empty temporary file next to `path` for the caller to write; when the block
+    finishes it is fsynced and renamed over `path`, and when the block raises it is removed,
+    so `path` keeps its old content (or stays absent)."""
+    path = Path(path)
+    handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    staging = Path(name)
+    try:
+        yield staging
+        os.chmod(staging, _final_mode(path, 0o666))
+        _fsync(staging)
+        os.replace(staging, path)
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
+    _fsync(path.parent)
+
+
+@contextmanager
+def atomic_dir(path: Path) -> Iterator[Path]:
+    """A unique, empty temporary directory next to `path` for the caller to fill; when the
+    block finishes everything in it is fsynced and it takes the place of `path` whole (an old
+    directory there is removed once the new one is in place); when the block raises it is
+    removed and `path` is untouched."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    # No portable call swaps two directories atomically: the old one is moved aside under a
+    # name unique to this write, the new one put in place, then the old one deleted.
+    old = staging.with_name(staging.name + ".old")
+    try:
+        yield staging
+        os.chmod(staging, _final_mode(path, 0o777))
+        for root, _, files in os.walk(staging):
+            for file in files:
+                _fsync(Path(root) / file)
+            _fsync(Path(root))
+        if path.exists() or path.is_symlink():
+            os.replace(path, old)
+        os.replace(staging, path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if (old.exists() or old.is_symlink()) and not path.exists():
+            os.replace(old, path)  # the new one never arrived: put the old one back
+        raise
+    _fsync(path.parent)
+    if old.is_dir() and not old.is_symlink():
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        old.unlink(missing_ok=True)
+
+
+def _final_mode(path: Path, default: int) -> int:
+    try:
+        return path.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        return default & ~_UMASK
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file's or a directory's data to the disk."""
+    try:
+        handle = os.open(path, os.O_RDONLY)
+    except OSError:
+        if path.is_dir():
+            return  # some platforms (Windows) cannot open a directory; nothing more to do
+        raise
+    try:
+        os.fsync(handle)
+    except OSError:
+        # Some filesystems refuse fsync on a directory (EINVAL); the rename is then as
+        # durable as that filesystem makes it. A file that cannot be fsynced is an error.
+        if not path.is_dir():
+            raise
+    finally:
+        os.close(handle)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a UTF-8 text file atomically: a reader sees the old file or the new one."""
+    with atomic_path(path) as staging:
+        staging.write_text(text, encoding="utf-8")
+
+
 def write_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
-    """Write JSON lines to a temporary sibling, then rename: readers never see half a file."""
-    staging = path.with_suffix(path.suffix + ".tmp")
-    with staging.open("w", encoding="utf-8") as handle:
+    """Write JSON lines atomically; a record that fails to serialise leaves the old file."""
+    with atomic_path(path) as staging, staging.open("w", encoding="utf-8") as handle:
         for record in records:
             handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-    staging.replace(path)
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Write a JSON document the same way: a crash leaves the old file or the new, never half."""
-    staging = path.with_suffix(path.suffix + ".tmp")
-    staging.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    staging.replace(path)
+def write_json(path: Path, data: Any, *, indent: int | None = 2) -> None:
+    """Write a JSON document atomically (`indent=None` for one compact line, e.g. big arrays).
+    It is serialised before the disk is touched, so a value that cannot be leaves no trace."""
+    write_text_atomic(path, json.dumps(data, indent=indent, ensure_ascii=False) + "\n")

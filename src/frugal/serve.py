@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from frugal.ledger import append_entry, compute_cost
+from frugal.names import SafeName, check_run_dir
 
 API_KEY_ENV = "FRUGAL_API_KEY"
 logger = logging.getLogger("frugal.serve")
@@ -28,7 +29,9 @@ class ServeConfig(BaseModel):
 
     target: str = Field(..., description="A run directory, or a model spec.")
     model: str | None = Field(None, description="Base model; default: the run's.")
-    adapters: dict[str, str] = Field(default_factory=dict, description="Extra name=path.")
+    adapters: dict[SafeName, str] = Field(
+        default_factory=dict, description="Extra name=path (names as for adapters/<name>/)."
+    )
     served_name: str | None = Field(None, description="Name of the base model in /v1/models.")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
@@ -70,6 +73,8 @@ def build(config: ServeConfig) -> Server:
 
     target = Path(config.target).expanduser()
     run_dir = target if target.is_dir() and not (target / "config.json").is_file() else None
+    if run_dir is not None:  # the ledger entry is written into it on shutdown
+        check_run_dir(run_dir)
     adapters = run_adapters(run_dir) if run_dir else {}
     for name, path in config.adapters.items():
         adapters[name] = find_adapter(None, path)[1]

@@ -9,7 +9,9 @@ options); this module only prepares what it needs and records what happened:
 - batches are padding-free by default (a batch's examples in one row, position ids restarting
   at each) or BFD-packed; transformers turns those position ids into a block-diagonal mask, so
   examples sharing a row never see each other, and no compute goes to padding;
-- checkpoints every `save_steps`; `resume` continues from the last one;
+- checkpoints every `save_steps`; `resume` continues from the last complete one, after
+  checking that it was made with the same data and result-changing settings (a fingerprint
+  beside the checkpoints) and skipping one a kill left half-written;
 - progress, `train-log.jsonl`, TensorBoard when installed, and the compute cost in the ledger.
 The same command runs data-parallel under `torchrun` or `accelerate launch`.
 """
@@ -26,8 +28,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from frugal.ledger import append_entry, compute_cost
+from frugal.names import SafeName, check_name, check_run_dir, path_inside
 from frugal.reasoning_format import ReasoningFormat
-from frugal.run_files import SELECTED
+from frugal.run_files import SELECTED, write_json
+from frugal.run_lock import locks_run_dir
 
 TRAIN_LOG = "train-log.jsonl"
 
@@ -55,7 +59,7 @@ class TrainConfig(BaseModel):
         "support it, float32 elsewhere.",
     )
     lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA settings.")
-    name: str = Field("default", description="Adapter name: adapters/<name>/.")
+    name: SafeName = Field("default", description="Adapter name: adapters/<name>/.")
     system: str | None = Field(None, description="System prompt of every example.")
     learning_rate: float = Field(2e-4, gt=0, description="Peak learning rate.")
     epochs: float = Field(3.0, gt=0, description="Passes over the data.")
@@ -206,15 +210,21 @@ class Prepared:
 
 
 def prepare(
-    config: TrainConfig, run_dir: Path, records: list[dict[str, Any]] | None = None
+    config: TrainConfig, run_dir: Path, records: list[dict[str, Any]] | None = None, *,
+    main: bool | None = None,
 ) -> Prepared:
-    """Load the model, build the examples and the SFTTrainer, without training."""
+    """Load the model, build the examples and the SFTTrainer, without training. `main` (default:
+    no `records` given) marks the run's own training rather than one expert of many."""
     import datasets
     from datasets import Dataset
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
     from trl import SFTTrainer
 
-    from frugal.training.callbacks import JsonlLogCallback, RichProgressCallback
+    from frugal.training.callbacks import (
+        JsonlLogCallback,
+        RichProgressCallback,
+        StopIfFinished,
+    )
     from frugal.training.setup import (
         load_for_training,
         peft_config,
@@ -222,9 +232,9 @@ def prepare(
     )
 
     datasets.disable_progress_bars()  # the training bar is the one that matters
-    run_dir = Path(run_dir)
+    run_dir = check_run_dir(run_dir)
     rank = int(os.environ.get("RANK", "0"))
-    main = records is None  # the run's own training, not one expert of many
+    main = records is None if main is None else main
     records = read_selected(run_dir) if records is None else records
     if not records:
         raise ValueError(
@@ -245,7 +255,8 @@ def prepare(
             f"no example fits in max_seq_length={config.max_seq_length}. Fix: raise "
             "--max-seq-length or curate with a lower --max-trace-tokens."
         )
-    output_dir = run_dir / "checkpoints" / config.name
+    # model_copy (the experts' per-adapter settings) skips validation: check the name here too.
+    output_dir = path_inside(run_dir, "checkpoints", check_name(config.name, "train.name"))
     score_supervised_positions_only()
     trainer = SFTTrainer(
         model=loaded.model,
@@ -256,7 +267,10 @@ def prepare(
     )
     trainer.remove_callback(ProgressCallback)
     trainer.remove_callback(PrinterCallback)
-    trainer.add_callback(JsonlLogCallback(run_dir / log_name(config, main), rank=rank))
+    trainer.add_callback(
+        JsonlLogCallback(path_inside(run_dir, log_name(config, main)), rank=rank)
+    )
+    trainer.add_callback(StopIfFinished())
     if rank == 0:
         trainer.add_callback(RichProgressCallback())
     return Prepared(trainer, loaded, fmt, len(fits), too_long, output_dir)
@@ -268,6 +282,7 @@ def log_name(config: TrainConfig, main: bool = True) -> str:
     return TRAIN_LOG if main else f"train-log-{config.name}.jsonl"
 
 
+@locks_run_dir
 def run(
     config: TrainConfig,
     run_dir: Path,
@@ -275,24 +290,50 @@ def run(
     resume: bool = False,
     records: list[dict[str, Any]] | None = None,
 ) -> TrainResult:
-    """Train on `selected.jsonl` (or on `records`, the experts' per-domain subsets)."""
-    run_dir = Path(run_dir)
+    """Train on `selected.jsonl` (or on `records`, the experts' per-domain subsets).
+
+    With `resume`, training continues from the last complete checkpoint, and only when that
+    checkpoint was made with the same data and result-changing settings (else an error says
+    what differs); without, the earlier checkpoints of this name are removed first."""
+    from frugal.training import checkpoints
+    from frugal.training.callbacks import AlreadyFinished
+
+    run_dir = check_run_dir(run_dir)
     rank = int(os.environ.get("RANK", "0"))
-    prepared = prepare(config, run_dir, records)
+    main = records is None  # the run's own training, not one expert of many
+    records = read_selected(run_dir) if main else records
+    output_dir = path_inside(run_dir, "checkpoints", check_name(config.name, "train.name"))
+    expected = checkpoints.fingerprint(config, records)
+    source = SELECTED if main else f"the examples of {config.name}"
+    # Checked before the model loads, so a refused resume costs nothing.
+    checkpoint = checkpoints.resume_point(
+        run_dir, output_dir, expected, source=source, announce=rank == 0
+    ) if resume else None
+    prepared = prepare(config, run_dir, records, main=main)
     trainer = prepared.trainer
-    checkpoint = _last_checkpoint(prepared.output_dir) if resume else None
-    if resume and checkpoint is None and rank == 0:
-        print(f"no checkpoint in {prepared.output_dir} yet: starting from the beginning")
+    if rank == 0:
+        if resume:
+            checkpoints.record(output_dir, expected)
+        else:
+            checkpoints.start_fresh(run_dir, output_dir, expected)
     started = time.perf_counter()
-    outcome = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    try:
+        outcome = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+        training_loss = outcome.training_loss
+    except AlreadyFinished:  # the checkpoint holds the whole training: its weights are loaded
+        training_loss = None
+        if rank == 0:
+            print(f"{checkpoint.name if checkpoint else 'the checkpoint'} already holds all "
+                  f"{trainer.state.global_step} steps: saving its weights, training nothing")
     seconds = time.perf_counter() - started
     kind = "adapters" if config.method != "full" else "models"
-    output_path = run_dir / kind / config.name
+    output_path = path_inside(run_dir, kind, config.name)
     if trainer.is_world_process_zero():
         trainer.save_model(str(output_path))
         prepared.loaded.tokenizer.save_pretrained(str(output_path))
-        _record(config, run_dir, prepared.loaded.path, output_path, trainer, outcome, seconds,
-                prepared.examples, prepared.too_long, main=records is None)
+        _record(config, run_dir, prepared.loaded.path, output_path, trainer, training_loss,
+                seconds,
+                prepared.examples, prepared.too_long, main=main)
     _write_rank_state(run_dir, rank, trainer, saved=trainer.is_world_process_zero())
     return TrainResult(
         output_path=output_path,
@@ -306,15 +347,6 @@ def run(
     )
 
 
-def _last_checkpoint(output_dir: Path) -> Path | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    if not output_dir.is_dir():
-        return None
-    found = get_last_checkpoint(str(output_dir))
-    return Path(found) if found else None
-
-
 def _final_loss(trainer: Any) -> float | None:
     losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     return losses[-1] if losses else None
@@ -326,7 +358,7 @@ def _record(
     base_path: str,
     output_path: Path,
     trainer: Any,
-    outcome: Any,
+    training_loss: float | None,
     seconds: float,
     examples: int,
     too_long: list[int],
@@ -342,13 +374,13 @@ def _record(
         "examples": examples,
         "left_out_too_long": len(too_long),
         "tokens": int(trainer.state.num_input_tokens_seen),
-        "train_loss": outcome.training_loss,
+        "train_loss": training_loss,
         "final_loss": _final_loss(trainer),
         "seconds": round(seconds, 3),
     }
-    (output_path / "frugal-train.json").write_text(json.dumps(summary, indent=2) + "\n")
+    write_json(output_path / "frugal-train.json", summary)
     if main:  # the run's own training, not one expert of many
-        (run_dir / "train.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_json(run_dir / "train.json", summary)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     dollars = compute_cost(seconds * world, config.machine_price_per_hour)
     append_entry(run_dir, {
@@ -363,11 +395,11 @@ def _write_rank_state(run_dir: Path, rank: int, trainer: Any, *, saved: bool) ->
     """Per-process evidence for data-parallel runs: each rank's steps, and who saved."""
     path = run_dir / "train-ranks" / f"rank-{rank}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({
+    write_json(path, {
         "rank": rank, "world_size": int(os.environ.get("WORLD_SIZE", "1")),
         "steps": trainer.state.global_step,
         "tokens": int(trainer.state.num_input_tokens_seen), "saved": saved,
-    }) + "\n")
+    })
 
 
 def _tensorboard_installed() -> bool:

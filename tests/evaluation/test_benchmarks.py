@@ -73,3 +73,19 @@ def test_contamination_guard_ignores_template_wording() -> None:
     found = find_overlaps([fresh, leaked], training)
     assert [o.question_id for o in found] == ["b"]
     assert "fox jumps over the lazy dog" in found[0].shared
+
+
+@pytest.mark.parametrize(("content", "where", "problem"), [
+    (b"name: mine\nsource: tasks\n  limit: 2\n", "line 3, column 8", "not valid YAML"),
+    (b"name: mine\nsource: t\xe2sks\n", "line 2, column 10", "not UTF-8 text"),
+    (b"- name: mine\n- source: tasks\n", "", "a benchmark spec is a mapping"),
+])
+def test_a_corrupt_spec_file_names_the_line_and_the_fix(tmp_path: Path, content: bytes,
+                                                         where: str, problem: str) -> None:
+    spec = tmp_path / "mine.yaml"
+    spec.write_bytes(content)
+    with pytest.raises(ValueError) as raised:
+        resolve(str(spec))
+    message = str(raised.value)
+    assert message.startswith(f"{spec}{', ' if where else ''}{where}: {problem}")
+    assert "Fix: correct the YAML" in message

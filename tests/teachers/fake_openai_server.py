@@ -7,6 +7,13 @@ context manager) or as its own process::
 
     python -m tests.teachers.fake_openai_server --port 8123 --state-file /tmp/state.json
 
+It bills like a provider: every call it answers with a body is billed at the usage it reports (or
+would have reported), usable or not, and so is a call whose client hung up while it was being
+generated (the provider did the work); error statuses (429, 5xx, 4xx) are not billed. Output
+respects the request's `max_tokens` (a reply that would be longer is cut there, finish_reason
+"length"). `billed_dollars` is what a provider's invoice would say, at `prices` per million
+tokens (input, output; cached input at the input price), so tests compare the ledger with it.
+
 It counts calls per prompt (keyed by the last user message's content), total calls, successful
 answers and the most requests ever in flight at once. The in-thread server's counts are readable
 directly (`server.calls`, `server.snapshot()`); every server, in a thread or standalone, can also
@@ -27,6 +34,9 @@ A fault is a tuple (or a bare name when it takes no argument):
 - ``("malformed",)``: 200, ``content-type: application/json``, a body that is not JSON
 - ``("empty_choices",)``: 200 with ``"choices": []``
 - ``("no_content",)``: 200 with a message that has neither content nor reasoning
+- ``("length_empty",)``: 200, empty content, ``finish_reason: "length"`` and usage of the full
+  ``max_tokens`` (a reasoning API whose hidden reasoning used up the output cap)
+- ``("no_usage",)``: a normal answer whose body has no ``usage`` (still billed)
 """
 
 from __future__ import annotations
@@ -82,6 +92,7 @@ class FakeOpenAIServer:
         api_key: str | None = None,
         model: str = "fake-teacher",
         state_file: str | Path | None = None,
+        prices: tuple[float, float] = (1.0, 10.0),
     ) -> None:
         self.port = port or free_port()
         self.delay = delay  # seconds each answered call takes, so concurrency is observable
@@ -92,17 +103,21 @@ class FakeOpenAIServer:
         self.api_key = api_key
         self.model = model
         self.state_file = Path(state_file) if state_file is not None else None
+        self.prices = prices  # dollars per million (input, output) tokens
 
         # Counters are written on the server's event loop and read from the test's thread.
         self._lock = threading.Lock()
         self.calls: Counter[str] = Counter()  # requests received, per prompt
         self.answered: Counter[str] = Counter()  # successful answers sent, per prompt
-        self.abandoned: Counter[str] = Counter()  # clients gone before the answer: not charged
+        self.abandoned: Counter[str] = Counter()  # clients gone before the answer: still billed
+        self.billed_calls = 0
+        self.billed_dollars = 0.0
         self.last_answer_at = 0.0  # time.monotonic() of the last answer sent
         self.total_calls = 0
         self.in_flight = 0
         self.max_in_flight = 0
         self.requests: list[dict[str, Any]] = []  # request bodies, in arrival order
+        self.arrivals: dict[str, list[float]] = {}  # prompt -> time.monotonic() of each call
         self.app = self._build_app()
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -121,7 +136,16 @@ class FakeOpenAIServer:
                 "answered": dict(self.answered),
                 "abandoned": dict(self.abandoned),
                 "max_in_flight": self.max_in_flight,
+                "billed_calls": self.billed_calls,
+                "billed_dollars": self.billed_dollars,
             }
+
+    def _bill(self, prompt_tokens: int, completion_tokens: int) -> None:
+        """What the provider's invoice adds for one call it worked on."""
+        dollars = (prompt_tokens * self.prices[0] + completion_tokens * self.prices[1]) / 1e6
+        with self._lock:
+            self.billed_calls += 1
+            self.billed_dollars += dollars
 
     def _write_state(self) -> None:
         if self.state_file is None:
@@ -149,6 +173,7 @@ class FakeOpenAIServer:
             prompt = _user_prompt(body)
             with self._lock:
                 self.requests.append(body)
+                self.arrivals.setdefault(prompt, []).append(time.monotonic())
                 self.calls[prompt] += 1
                 self.total_calls += 1
                 self.in_flight += 1
@@ -186,51 +211,67 @@ class FakeOpenAIServer:
             deadline = time.monotonic() + float(args[0])
             while time.monotonic() < deadline and not await request.is_disconnected():
                 await asyncio.sleep(0.05)
-        elif name == "malformed":
+        elif name is not None and name not in (
+            "empty_choices", "no_content", "length_empty", "no_usage", "malformed"
+        ):
+            raise ValueError(f"unknown fault {name!r}")
+
+        max_tokens = int(body.get("max_completion_tokens") or body.get("max_tokens") or 1 << 30)
+        thinking, answer = self.reply(prompt)
+        words = (thinking + " " + answer).split()
+        completion_tokens = min(len(words), max_tokens)
+        finish_reason = "stop"
+        if len(words) > max_tokens:
+            # Cut at the cap like an engine does: thinking first, so the answer goes missing.
+            thinking, answer, finish_reason = " ".join(words[:max_tokens]), "", "length"
+        if name == "length_empty":
+            completion_tokens, finish_reason = max_tokens, "length"
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if await request.is_disconnected():
+            # The client died or gave up while we generated: a provider has done the work
+            # and bills it, though nobody receives the reply.
+            with self._lock:
+                self.abandoned[prompt] += 1
+            self._bill(PROMPT_TOKENS, completion_tokens)
+            self._write_state()
+            return Response(status_code=499)
+        self._bill(PROMPT_TOKENS, completion_tokens)
+        if name == "malformed":
+            self._write_state()
             return Response(
                 '{"id": "chatcmpl-broken", "choices": [', 200, media_type="application/json"
             )
-        elif name is not None and name not in ("empty_choices", "no_content"):
-            raise ValueError(f"unknown fault {name!r}")
-
-        if self.delay:
-            await asyncio.sleep(self.delay)
-            if await request.is_disconnected():
-                # The client died while we worked (a SIGKILLed distill run): like a serving
-                # engine that aborts the request, nothing is delivered and nothing is charged.
-                with self._lock:
-                    self.abandoned[prompt] += 1
-                self._write_state()
-                return Response(status_code=499)
-        thinking, answer = self.reply(prompt)
         message: dict[str, Any] = {"role": "assistant", "content": answer}
         if name == "no_content":
             message = {"role": "assistant", "content": None}
+        elif name == "length_empty":
+            message = {"role": "assistant", "content": ""}
         elif self.reasoning_mode == "think":
             message["content"] = f"<think>\n{thinking}\n</think>\n\n{answer}"
         else:
             message[self.reasoning_mode] = thinking
-        completion_tokens = len((thinking + " " + answer).split())
-        payload = {
+        payload: dict[str, Any] = {
             "id": f"chatcmpl-{self.total_calls}",
             "object": "chat.completion",
             "created": int(time.time()),
             "model": body.get("model") or self.model,
             "choices": []
             if name == "empty_choices"
-            else [{"index": 0, "message": message, "finish_reason": "stop"}],
-            "usage": {
+            else [{"index": 0, "message": message, "finish_reason": finish_reason}],
+        }
+        if name != "no_usage":
+            payload["usage"] = {
                 "prompt_tokens": PROMPT_TOKENS,
                 "completion_tokens": completion_tokens,
                 "total_tokens": PROMPT_TOKENS + completion_tokens,
                 "prompt_tokens_details": {"cached_tokens": CACHED_TOKENS},
-            },
-        }
-        if name is None:
+            }
+        if name in (None, "no_usage"):
             with self._lock:
                 self.answered[prompt] += 1
                 self.last_answer_at = time.monotonic()
-            self._write_state()
+        self._write_state()
         return JSONResponse(payload)
 
     # ------------------------------------------------------------------ running
@@ -307,6 +348,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--delay", type=float, default=0.0, help="seconds per answered call")
     parser.add_argument("--api-key", default=None, help="require this bearer key (401 otherwise)")
+    parser.add_argument("--price-input", type=float, default=1.0, help="$ per 1M input tokens")
+    parser.add_argument("--price-output", type=float, default=10.0, help="$ per 1M output tokens")
     parser.add_argument(
         "--plan", default=None, help='JSON object: prompt -> list of faults, e.g. {"q": [["500"]]}'
     )
@@ -337,6 +380,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         api_key=args.api_key,
         reasoning_mode=args.reasoning_mode,
         state_file=args.state_file,
+        prices=(args.price_input, args.price_output),
     ).serve_forever()
 
 

@@ -24,12 +24,19 @@ import pytest
 from pydantic import ValidationError
 
 from frugal.questions import Question
-from frugal.teachers.base import SYSTEM_PROMPT, TeacherError, TeacherResponse
+from frugal.teacher_cache import Reservation
+from frugal.teachers.base import (
+    SYSTEM_PROMPT,
+    TeacherError,
+    TeacherResponse,
+    TeacherStopped,
+    Usage,
+)
 from frugal.teachers.openai_teacher import (
     PLACEHOLDER_KEY,
     OpenAITeacher,
     OpenAITeacherConfig,
-    estimate_input_tokens,
+    max_input_tokens,
     parse_retry_after,
     split_reasoning,
 )
@@ -48,7 +55,11 @@ def question(i: int | str) -> Question:
 
 
 class RecordingSink:
-    """Admits the first `admit_limit` questions (all when None) and records what it is told."""
+    """Reserves the first `admit_limit` calls (all when None) and records what it is told.
+
+    Every reservation must be settled exactly once (put, billed, worst_case or not_billed):
+    `unsettled` lists those that were not, which would be a call nobody charged.
+    """
 
     def __init__(self, admit_limit: int | None = None) -> None:
         self.admit_limit = admit_limit
@@ -56,21 +67,62 @@ class RecordingSink:
         self.refused: list[str] = []
         self.puts: dict[str, TeacherResponse] = {}
         self.fails: dict[str, Exception] = {}
+        self.final: dict[str, bool] = {}
+        self.settled: dict[int, tuple[str, str]] = {}  # reservation id -> (question id, how)
+        self.billed_usage: list[Usage] = []
+        self.notices: list[str] = []
 
     def admit(self, question: Question, input_tokens: int, max_output_tokens: int) -> bool:
+        return self.reserve(question, input_tokens, max_output_tokens) is not None
+
+    def reserve(
+        self, question: Question, input_tokens: int, max_output_tokens: int
+    ) -> Reservation | None:
         if self.admit_limit is not None and len(self.admitted) >= self.admit_limit:
             self.refused.append(question.id)
-            return False
+            return None
         self.admitted.append((question.id, input_tokens, max_output_tokens))
-        return True
+        return Reservation(len(self.admitted), "key", question.id, worst_case=1.0)
 
-    def put(self, question: Question, response: TeacherResponse) -> None:
+    def put(
+        self, question: Question, response: TeacherResponse,
+        reservation: Reservation | None = None,
+    ) -> None:
         assert question.id not in self.puts and question.id not in self.fails
         self.puts[question.id] = response
+        self._settle(reservation, "put")
 
-    def fail(self, question: Question, error: Exception) -> None:
+    def billed(self, reservation: Reservation, usage: Usage, reason: str) -> None:
+        self.billed_usage.append(usage)
+        self._settle(reservation, "billed")
+
+    def worst_case(self, reservation: Reservation, reason: str) -> None:
+        self._settle(reservation, "worst_case")
+
+    def not_billed(self, reservation: Reservation) -> None:
+        self._settle(reservation, "not_billed")
+
+    def fail(self, question: Question, error: Exception, *, final: bool = False) -> None:
         assert question.id not in self.puts and question.id not in self.fails
         self.fails[question.id] = error
+        self.final[question.id] = final
+
+    def notice(self, message: str) -> None:
+        self.notices.append(message)
+
+    def _settle(self, reservation: Reservation | None, how: str) -> None:
+        assert reservation is not None, "a paid call must be reported with its reservation"
+        assert reservation.id not in self.settled, f"charge {reservation.id} settled twice"
+        self.settled[reservation.id] = (reservation.question_id, how)
+
+    @property
+    def unsettled(self) -> list[int]:
+        return [i for i in range(1, len(self.admitted) + 1) if i not in self.settled]
+
+    def outcomes(self, question_id: str | None = None) -> list[str]:
+        """How each call ended, in reservation order (of one question when given)."""
+        return [how for i, (qid, how) in sorted(self.settled.items())
+                if question_id in (None, qid)]
 
 
 class RecordedSleep:
@@ -140,8 +192,8 @@ def test_answers_come_back_parsed_with_usage(serve: Callable[..., FakeOpenAIServ
         assert response.cached_input_tokens == CACHED_TOKENS
         assert response.model == "teacher-x"  # the server echoes the requested model
         assert response.extra["attempts"] == 1
-    # admit saw each question once, with the heuristic estimate and max_tokens as the worst case.
-    expected = estimate_input_tokens(teacher.messages(questions[0]))
+    # Each call was reserved once, with the prompt's byte bound and max_tokens as the worst case.
+    expected = max_input_tokens(teacher.messages(questions[0]))
     assert sorted(sink.admitted) == [(q.id, expected, 321) for q in questions]
     assert server.total_calls == 3
     body = server.requests[0]
@@ -203,7 +255,9 @@ def test_429_waits_what_the_server_asks(
 
     assert sink.puts[q.id].extra["attempts"] == 2
     assert server.calls[q.question] == 2
-    assert sleep.delays == [pytest.approx(expected_wait)]
+    # The pause is shared by every worker, so it is measured from when the 429 arrived.
+    assert sleep.delays == [pytest.approx(expected_wait, abs=0.02)]
+    assert sink.outcomes() == ["not_billed", "put"]  # a 429 is not billed
 
 
 def test_retry_after_parsing() -> None:
@@ -247,6 +301,14 @@ def test_transient_faults_are_retried_then_succeed(
     # Full-jitter exponential backoff: retry n waits somewhere in [0, base * 2**n].
     assert len(sleep.delays) == len(faults)
     assert all(0 <= d <= 0.001 * 2**n for n, d in enumerate(sleep.delays))
+    # Every attempt is charged the way a provider bills it: error statuses cost nothing, a
+    # reply with usage costs its usage, what cannot be read costs its worst case.
+    expected = {
+        "500": "not_billed", "status": "not_billed", "timeout": "worst_case",
+        "malformed": "worst_case", "empty_choices": "billed", "no_content": "billed",
+    }[fault[0]]
+    assert sink.unsettled == []
+    assert sink.outcomes(q.id) == [expected] * len(faults) + ["put"]
 
 
 def test_a_prompt_that_always_fails_ends_in_fail_and_others_succeed(
@@ -273,25 +335,38 @@ def test_a_prompt_that_always_fails_ends_in_fail_and_others_succeed(
 # ---------------------------------------------------------------------------- no retries
 
 
-def test_401_is_not_retried_and_names_the_key_variable(
+def test_401_stops_the_whole_run_and_names_the_key_variable(
     serve: Callable[..., FakeOpenAIServer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(KEY_ENV, "wrong-key")
-    q = question(1)
+    questions = [question(i) for i in range(5)]
     server = serve(api_key="right-key")
-    teacher, sleep = make_teacher(server)
+    teacher, sleep = make_teacher(server, concurrency=1)
     sink = RecordingSink()
-    teacher.run([q], sink)
+    with pytest.raises(TeacherStopped, match="HTTP 401") as stopped:
+        teacher.run(questions, sink)
 
     assert sink.puts == {} and sleep.delays == []
-    assert server.calls[q.question] == 1
-    message = str(sink.fails[q.id])
-    assert isinstance(sink.fails[q.id], TeacherError)
-    assert "HTTP 401" in message and KEY_ENV in message and "Not retried" in message
+    assert server.total_calls == 1  # not once per question: the run stopped at once
+    message = str(stopped.value)
+    assert KEY_ENV in message and "Not retried" in message
     assert "wrong-key" not in message  # never echo the key
+    assert sink.outcomes() == ["not_billed"]
 
 
-@pytest.mark.parametrize("status", [400, 403, 404, 422])
+@pytest.mark.parametrize("status", [403, 404])
+def test_wrong_model_or_access_stops_the_whole_run(
+    serve: Callable[..., FakeOpenAIServer], status: int
+) -> None:
+    server = serve(fail_forever={question(i).question: ("status", status) for i in range(4)})
+    teacher, _ = make_teacher(server, concurrency=1)
+    sink = RecordingSink()
+    with pytest.raises(TeacherStopped, match=f"HTTP {status}"):
+        teacher.run([question(i) for i in range(4)], sink)
+    assert server.total_calls == 1 and sink.unsettled == []
+
+
+@pytest.mark.parametrize("status", [400, 422])
 def test_client_errors_fail_at_once(serve: Callable[..., FakeOpenAIServer], status: int) -> None:
     q = question(1)
     server = serve(fail_forever={q.question: ("status", status)})
@@ -301,7 +376,67 @@ def test_client_errors_fail_at_once(serve: Callable[..., FakeOpenAIServer], stat
 
     assert server.calls[q.question] == 1 and sleep.delays == []
     assert f"HTTP {status}" in str(sink.fails[q.id]) and "q1" in str(sink.fails[q.id])
+    assert sink.final[q.id] is True
     assert set(sink.puts) == {"q2"}
+
+
+def test_an_empty_reply_at_the_output_cap_is_charged_and_not_retried(
+    serve: Callable[..., FakeOpenAIServer],
+) -> None:
+    q = question(1)
+    server = serve(fail_forever={q.question: ("length_empty",)})
+    teacher, sleep = make_teacher(server, max_tokens=500)
+    sink = RecordingSink()
+    teacher.run([q, question(2)], sink)
+
+    assert server.calls[q.question] == 1 and sleep.delays == []
+    assert sink.final[q.id] is True
+    message = str(sink.fails[q.id])
+    assert "max_tokens" in message and "500" in message and "Not retried" in message
+    assert sink.billed_usage == [Usage(PROMPT_TOKENS, 500, CACHED_TOKENS)]  # all 500 billed
+    assert sorted(sink.outcomes()) == ["billed", "put"]
+
+
+def test_a_reply_without_usage_is_kept_and_flagged_with_one_warning(
+    serve: Callable[..., FakeOpenAIServer],
+) -> None:
+    questions = [question(i) for i in range(3)]
+    server = serve(fail_forever={q.question: ("no_usage",) for q in questions})
+    teacher, _ = make_teacher(server)
+    sink = RecordingSink()
+    teacher.run(questions, sink)
+
+    assert set(sink.puts) == {q.id for q in questions}
+    assert all(r.extra.get("no_usage") for r in sink.puts.values())
+    assert len(sink.notices) == 1 and "without usage" in sink.notices[0]
+
+
+def test_the_breaker_stops_the_run_after_consecutive_failures(
+    serve: Callable[..., FakeOpenAIServer],
+) -> None:
+    questions = [question(i) for i in range(10)]
+    server = serve(fail_forever={q.question: ("500",) for q in questions})
+    teacher, _ = make_teacher(server, concurrency=1, max_retries=1, max_consecutive_failures=5)
+    sink = RecordingSink()
+    with pytest.raises(TeacherStopped, match="5 failed teacher calls in a row"):
+        teacher.run(questions, sink)
+    assert server.total_calls == 5 and sink.unsettled == []
+
+
+def test_a_429_pauses_every_worker(serve: Callable[..., FakeOpenAIServer]) -> None:
+    questions = [question(i) for i in range(6)]
+    server = serve(plan={questions[0].question: [("429", 0.6)]}, delay=0.05)
+    teacher, _ = make_teacher(server, concurrency=3)
+    sink = RecordingSink()
+    teacher.run(questions, sink)
+
+    assert set(sink.puts) == {q.id for q in questions}
+    limited_at = server.arrivals[questions[0].question][0]
+    # Requests already sent when the 429 came back may land just after it; nothing new is
+    # sent until the pause (0.6 s) is over.
+    later = sorted(t - limited_at for times in server.arrivals.values() for t in times
+                   if t > limited_at + 0.15)
+    assert later and later[0] >= 0.55, later
 
 
 def test_refused_admission_stops_further_calls(serve: Callable[..., FakeOpenAIServer]) -> None:
@@ -319,7 +454,10 @@ def test_refused_admission_stops_further_calls(serve: Callable[..., FakeOpenAISe
 
 def test_a_sink_that_raises_ends_the_run(serve: Callable[..., FakeOpenAIServer]) -> None:
     class BrokenCache(RecordingSink):
-        def put(self, question: Question, response: TeacherResponse) -> None:
+        def put(
+            self, question: Question, response: TeacherResponse,
+            reservation: Reservation | None = None,
+        ) -> None:
             raise OSError("disk full")
 
     server = serve()

@@ -13,12 +13,12 @@ import re
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from frugal.grading import extract_answer, grade, is_correct
 from frugal.pool import LOCAL_GSM8K, in_gsm8k_dev_split
 from frugal.questions import GSM8K_FIELDS, FieldMap, Question, read_questions
+from frugal.run_files import RunFileError, read_yaml
 
 
 class BenchmarkSpec(BaseModel):
@@ -108,8 +108,14 @@ def resolve(benchmark: str | BenchmarkSpec) -> BenchmarkSpec:
     if path.suffix in (".yaml", ".yml"):
         if not path.is_file():
             raise FileNotFoundError(f"benchmark spec {path} does not exist")
+        fix = ("correct the YAML at that place (a mapping of name, source, prompt_template, ...; "
+               "indent with spaces, quote values holding ': ' or '#')")
+        data = read_yaml(path, fix=fix) or {}
+        if not isinstance(data, dict):
+            raise RunFileError(path, "a benchmark spec is a mapping of settings (name, "
+                               "source, ...)", fix)
         try:
-            return BenchmarkSpec.model_validate(yaml.safe_load(path.read_text()) or {})
+            return BenchmarkSpec.model_validate(data)
         except ValidationError as error:
             problems = "; ".join(
                 f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()

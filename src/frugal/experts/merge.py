@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from pathlib import Path
 
 from frugal.adapters import TRAIN_RECORD, load_with_adapters
+from frugal.run_files import atomic_dir, write_json
 
 METHODS = {"linear": {}, "ties": {"density": 0.5}}
 
@@ -30,14 +30,15 @@ def merge_experts(
             adapters=names, weights=weights, adapter_name=name, combination_type=method,
             **METHODS[method],
         )
-        with tempfile.TemporaryDirectory() as tmp:
+        target = out_root / name
+        # Staged and swapped in whole: a crash never leaves an adapter without its record
+        # or with half its weights where the evaluation would load it.
+        with tempfile.TemporaryDirectory() as tmp, atomic_dir(target) as staging:
             model.save_pretrained(tmp, selected_adapters=[name])
             saved = Path(tmp) / name  # PEFT puts a non-default adapter in its own folder
-            target = out_root / name
-            shutil.rmtree(target, ignore_errors=True)
-            shutil.copytree(saved, target)
-        (target / TRAIN_RECORD).write_text(json.dumps({
-            "base_model": base_model, "merged_from": names, "method": method,
-        }, indent=2))
+            shutil.copytree(saved, staging, dirs_exist_ok=True)
+            write_json(staging / TRAIN_RECORD, {
+                "base_model": base_model, "merged_from": names, "method": method,
+            })
         written[name] = target
     return written

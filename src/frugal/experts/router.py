@@ -18,6 +18,7 @@ from typing import Literal
 import numpy as np
 
 from frugal.curation.embeddings import DEFAULT_EMBEDDER, embed
+from frugal.run_files import write_json
 
 ROUTER_DIR = "router"
 ROUTER_FILE = "router.json"
@@ -77,10 +78,10 @@ class Router:
     def save(self, directory: Path) -> Path:
         directory.mkdir(parents=True, exist_ok=True)
         path = directory / f"{self.kind}.json"
-        path.write_text(json.dumps({
+        write_json(path, {
             "kind": self.kind, "experts": self.experts, "embedder": self.embedder,
             "weights": self.weights.tolist(), "bias": self.bias.tolist(),
-        }))
+        }, indent=None)  # one line: indenting would put each of the weights on its own
         return path
 
     @classmethod

@@ -23,6 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from frugal.evaluation import metrics
 from frugal.evaluation.benchmarks import BenchmarkSpec, load_questions, resolve
 from frugal.experts.router import ROUTER_DIR, ROUTER_FILE, Router
+from frugal.names import check_name
+from frugal.run_files import write_json
+from frugal.run_lock import locks_run_dir
 from frugal.train import TrainConfig, read_selected
 
 EXPERT_PREFIX = "expert-"
@@ -57,9 +60,39 @@ class ExpertsResult:
 
 
 def expert_name(domain: str) -> str:
-    return EXPERT_PREFIX + re.sub(r"[^a-z0-9]+", "-", domain.lower()).strip("-")
+    """The adapter name of a domain's expert: the domain lower-cased, every run of other
+    characters than letters and digits turned into one '-'. Domains are labels in the data
+    ("Number Theory", "algebra/linear"), not names anyone chose for a directory, so they are
+    mapped rather than refused; the mapping cannot produce '/', '.' or '..', so a hostile
+    domain such as '../x' becomes the harmless 'expert-x'."""
+    slug = re.sub(r"[^a-z0-9]+", "-", str(domain).lower()).strip("-")
+    if not slug:
+        raise ValueError(
+            f"domain {domain!r} has no letters or digits to name its expert adapter after. "
+            "Fix: give its questions a domain with letters or digits in the pool."
+        )
+    return check_name(EXPERT_PREFIX + slug, "expert name")
 
 
+def expert_names(domains: list[str]) -> dict[str, str]:
+    """Each domain's expert name; two domains that map to one name would share (and overwrite)
+    one adapter, so that is an error naming them."""
+    names = {domain: expert_name(domain) for domain in domains}
+    by_name: dict[str, list[str]] = defaultdict(list)
+    for domain, name in names.items():
+        by_name[name].append(domain)
+    clashes = {name: found for name, found in by_name.items() if len(found) > 1}
+    if clashes:
+        listed = "; ".join(f"{', '.join(map(repr, found))} -> {name}"
+                           for name, found in clashes.items())
+        raise ValueError(
+            f"domains differ only in case or punctuation, so their experts would share one "
+            f"adapter: {listed}. Fix: merge those domains, or rename one, in the pool."
+        )
+    return names
+
+
+@locks_run_dir
 def run(config: ExpertsConfig, run_dir: Path, *, console: Any = None) -> ExpertsResult:
     from frugal import train
     from frugal.adapters import run_adapters
@@ -76,7 +109,7 @@ def run(config: ExpertsConfig, run_dir: Path, *, console: Any = None) -> Experts
             f"experts need at least two domains with {config.min_examples}+ curated examples; "
             f"found {dict((d, len(r)) for d, r in by_domain.items())}"
         )
-    experts = {domain: expert_name(domain) for domain in domains}
+    experts = expert_names(domains)
     tokens: dict[str, int] = {}
     existing = run_adapters(run_dir)
     for domain, name in experts.items():
@@ -139,7 +172,7 @@ def fit_routers(run_dir: Path, by_domain: dict[str, list[dict[str, Any]]],
     chosen = max(("centroid", "logistic"), key=lambda k: (validation[k], k == "centroid"))
     summary = {"chosen": chosen, "chosen_by": "accuracy on a fifth of the training prompts",
                "validation_accuracy": validation, "held_out": len(held_out), "routers": scores}
-    (directory / ROUTER_FILE).write_text(json.dumps(summary, indent=2))
+    write_json(directory / ROUTER_FILE, summary)
     return summary
 
 
@@ -185,7 +218,7 @@ def compare(config: ExpertsConfig, run_dir: Path, benchmark: BenchmarkSpec,
     }
     path = run_dir / COMPARISON
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(comparison, indent=2))
+    write_json(path, comparison)
     plot_comparison(table, run_dir / PLOT)
     return comparison
 

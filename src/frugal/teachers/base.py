@@ -2,13 +2,22 @@
 
 A teacher turns questions into responses (thinking + answer, with token usage). The distill stage
 owns everything around it: the cache that records each response before it is used, the cost cap,
-grading and progress. It talks to a teacher through a `ResponseSink`:
+the ledger, grading and progress. It talks to a teacher through a `ResponseSink`:
 
-- `sink.admit(question, input_tokens, max_output_tokens)` before each call: False means stop
-  issuing calls (the cost cap would be crossed); the teacher must not call for that question.
-  The sink prices the tokens; the teacher only estimates them.
-- `sink.put(question, response)` as soon as a response arrives: the sink writes it to the cache
-  at once, so an interrupted run never loses it.
+- Teachers that cost nothing per call (programs, datasets, local models) ask
+  `sink.admit(question, input_tokens, max_output_tokens)` once per question (False: stop, the
+  cap would be crossed) and report `sink.put(question, response)`.
+- Teachers that pay per call (APIs) reserve every attempt before sending it:
+  `sink.reserve(question, input_tokens, max_output_tokens)` writes the attempt's worst case to the
+  cache ahead of the request and returns a `Reservation` (None: stop issuing calls). Each
+  reservation is then settled exactly once: `put(question, response, reservation)` for a usable
+  reply, `billed(reservation, usage, reason)` for a reply that was billed but is unusable,
+  `worst_case(reservation, reason)` when the provider may have billed what nobody can read (no
+  usage, a timeout, a lost connection, a cancelled call), `not_billed(reservation)` when the
+  request was refused or never sent.
+- `sink.fail(question, error, final=...)` when a question gets no usable answer; `final` means
+  asking again with the same parameters would fail the same way.
+- `sink.notice(message)` for a line the user should see (a warning, a Ctrl-C acknowledgement).
 
 The sink only ever sees questions that were not answered yet: cached ones are filtered out before
 the teacher runs, which is how a re-run pays for nothing twice.
@@ -22,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 from frugal.questions import Question
+from frugal.teacher_cache import Reservation
 
 SYSTEM_PROMPT = (
     "You are an expert problem solver. Think step by step, then give the final answer on its "
@@ -70,12 +80,40 @@ class TeacherError(RuntimeError):
     """A teacher gave up on a question; the message says why and what to do."""
 
 
+class TeacherStopped(RuntimeError):
+    """The whole run must stop (bad key, wrong endpoint, too many failures in a row)."""
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Tokens a provider says it billed for one reply."""
+
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int = 0
+
+
 class ResponseSink(Protocol):
     def admit(self, question: Question, input_tokens: int, max_output_tokens: int) -> bool: ...
 
-    def put(self, question: Question, response: TeacherResponse) -> None: ...
+    def reserve(
+        self, question: Question, input_tokens: int, max_output_tokens: int
+    ) -> Reservation | None: ...
 
-    def fail(self, question: Question, error: Exception) -> None: ...
+    def put(
+        self, question: Question, response: TeacherResponse,
+        reservation: Reservation | None = None,
+    ) -> None: ...
+
+    def billed(self, reservation: Reservation, usage: Usage, reason: str) -> None: ...
+
+    def worst_case(self, reservation: Reservation, reason: str) -> None: ...
+
+    def not_billed(self, reservation: Reservation) -> None: ...
+
+    def fail(self, question: Question, error: Exception, *, final: bool = False) -> None: ...
+
+    def notice(self, message: str) -> None: ...
 
 
 class Teacher(ABC):

@@ -35,7 +35,7 @@ class ProgramTeacher(Teacher):
             if not sink.admit(question, 0, 0):
                 return
             if not question.meta:
-                sink.fail(question, TeacherError(
+                sink.fail(question, final=True, error=TeacherError(
                     f"question {question.id} (source {question.source!r}) has no generator "
                     "parameters (meta): the program teacher only answers task-family questions. "
                     "Fix: use the dataset teacher for questions with solutions, or a model teacher."
@@ -44,10 +44,12 @@ class ProgramTeacher(Teacher):
             try:
                 problem = rebuild(question.meta)
             except ValueError as error:
-                sink.fail(question, TeacherError(f"question {question.id}: {error}"))
+                sink.fail(
+                    question, TeacherError(f"question {question.id}: {error}"), final=True
+                )
                 continue
             if problem.question != question.question:
-                sink.fail(question, TeacherError(
+                sink.fail(question, final=True, error=TeacherError(
                     f"question {question.id}: its generator now writes a different question "
                     "(the task family changed since the pool was built). Fix: rebuild the pool."
                 ))
@@ -70,7 +72,7 @@ class DatasetTeacher(Teacher):
             if not sink.admit(question, 0, 0):
                 return
             if not question.solution:
-                sink.fail(question, TeacherError(
+                sink.fail(question, final=True, error=TeacherError(
                     f"question {question.id} (source {question.source!r}) has no solution in the "
                     "pool. Fix: use a model teacher, or a pool built from data with solutions."
                 ))

@@ -10,16 +10,26 @@ they differ only in `base_url`, the key, and where they put the reasoning, which
    Qwen3's and DeepSeek-R1's put the opening ``<think>`` in the prompt, not in the output.
 
 Calls run concurrently (an ``asyncio.Semaphore`` of `concurrency`) with the official
-``openai.AsyncOpenAI`` client. Its own retries are off (``max_retries=0``): this module retries,
-so that replies the client accepts but that carry no answer (a non-JSON body, which the client
-surfaces as a bare ``json.JSONDecodeError``; empty ``choices``; a message with neither content
-nor reasoning) are retried like 429s, 5xx, timeouts and dropped connections, and so that every
-attempt is one HTTP request a test server can count. Requests the server rejects for good
-(400, 401, 403, 404, 422, ...) fail their question at once: retrying would pay for nothing.
+``openai.AsyncOpenAI`` client, its own retries off (``max_retries=0``) so that every attempt is one
+HTTP request that this module reserves, charges and counts. The rules, which exist because every
+attempt a provider answers is billed whether or not its reply is usable:
 
-The distill stage owns the cache and the cost cap through the `ResponseSink`: each question is
-admitted once before its first attempt (a refusal stops all further calls), reported with
-``put`` as soon as a valid response arrives, and with ``fail`` when its retries run out.
+- Each attempt reserves its worst case (the prompt's UTF-8 bytes as tokens, plus `max_tokens`)
+  with the sink before it is sent; the sink refuses when the cap would be crossed.
+- A reply with a body is charged at its ``usage``, usable or not; without ``usage`` (or with a body
+  that cannot be read) it is charged at the worst case, with one warning per run.
+- An empty reply that stopped at the output cap (``finish_reason: "length"``, what reasoning APIs
+  return when hidden reasoning uses up ``max_tokens``) is not retried: asking again with the same
+  limit pays for the same nothing. The question fails with the limit to raise.
+- Timeouts and connections lost after the request was sent are charged at the worst case
+  (possibly billed), then retried; refused connections and error statuses cost nothing.
+- 429, 408, 409 and 5xx are retried with backoff; a 429 pauses every worker (the rate limit is the
+  account's, not the request's), honouring ``Retry-After``. 401, 403 and 404 stop the whole run at
+  once with the fix. A run-wide breaker stops after `max_consecutive_failures` failed attempts in a
+  row. Other statuses (400, 422, ...) fail their question at once.
+- The first Ctrl-C stops issuing calls and waits for those in flight (their replies are cached and
+  charged); a second cancels them (charged at their worst case). Either way `run` then raises
+  KeyboardInterrupt.
 """
 
 from __future__ import annotations
@@ -30,8 +40,10 @@ import json
 import math
 import os
 import random
+import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import openai
@@ -39,9 +51,18 @@ from openai.types.chat import ChatCompletion
 from pydantic import BaseModel, ConfigDict, Field
 
 from frugal.questions import Question
-from frugal.teachers.base import Completion, ResponseSink, Teacher, TeacherError, TeacherResponse
+from frugal.teacher_cache import Reservation
+from frugal.teachers.base import (
+    Completion,
+    ResponseSink,
+    Teacher,
+    TeacherError,
+    TeacherResponse,
+    TeacherStopped,
+    Usage,
+)
 
-__all__ = ["OpenAITeacher", "OpenAITeacherConfig", "estimate_input_tokens", "split_reasoning"]
+__all__ = ["OpenAITeacher", "OpenAITeacherConfig", "max_input_tokens", "split_reasoning"]
 
 # The key sent when the configured variable is unset: local servers (vLLM, Ollama) need none,
 # but the client refuses to start without one.
@@ -49,6 +70,10 @@ PLACEHOLDER_KEY = "EMPTY"
 # Statuses worth another try besides 5xx: 429 (rate limit), 408 (request timeout) and 409
 # (lock conflict) are transient; the official client retries the same set.
 _RETRY_STATUSES = frozenset({408, 409, 429})
+# Statuses that no retry and no other question can fix: the whole run stops with the fix.
+_STOP_STATUSES = frozenset({401, 403, 404})
+# httpx (and httpx2) errors raised before any byte of the request left: nothing can be billed.
+_NEVER_SENT = frozenset({"ConnectError", "ConnectTimeout", "PoolTimeout"})
 _THINK_OPEN, _THINK_CLOSE = "<think>", "</think>"
 
 
@@ -75,6 +100,12 @@ class OpenAITeacherConfig(BaseModel):
         ge=0,
         description="Retries per question after its first attempt, for transient failures "
         "(429, 5xx, timeouts, connection errors, malformed or empty replies).",
+    )
+    max_consecutive_failures: int = Field(
+        default=20,
+        ge=1,
+        description="Run-wide breaker: stop every call after this many failed attempts in a "
+        "row, across all questions (a dead or misconfigured endpoint, a max_tokens too low).",
     )
     backoff_base: float = Field(
         default=1.0,
@@ -115,15 +146,16 @@ class OpenAITeacherConfig(BaseModel):
     )
 
 
-def estimate_input_tokens(messages: Sequence[Mapping[str, str]]) -> int:
-    """A cheap upper-leaning guess at a prompt's tokens: ceil(characters / 4) + 4 per message.
+def max_input_tokens(messages: Sequence[Mapping[str, str]]) -> int:
+    """An upper bound on a prompt's billed tokens: its UTF-8 bytes, plus 8 per message and 8.
 
-    Good enough for the cost cap to decide before paying (English averages about four
-    characters a token; the per-message term covers the chat template's role markers). The
-    real count comes back in the response's usage and is what the ledger records.
+    Byte-level BPE tokenizers (GPT, Llama, Qwen, DeepSeek) never make more tokens than bytes; the
+    per-message and final terms cover the chat template's role markers and the reply's priming.
+    The cap needs a bound, not a guess: the real count comes back in ``usage`` and is what the
+    ledger records.
     """
-    chars = sum(len(m.get("content") or "") for m in messages)
-    return math.ceil(chars / 4) + 4 * len(messages)
+    content = sum(len((m.get("content") or "").encode("utf-8")) for m in messages)
+    return content + 8 * len(messages) + 8
 
 
 def split_reasoning(content: str) -> tuple[str | None, str]:
@@ -170,12 +202,65 @@ def parse_retry_after(headers: Mapping[str, str] | None, now: float | None = Non
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-class _Retryable(Exception):
-    """A failed attempt worth repeating; `retry_after` is the server's requested wait."""
+class _AttemptFailed(Exception):
+    """An attempt that produced no readable reply.
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    `possibly_billed`: the provider may have billed it (charge the worst case); `retry`: worth
+    another try; `status`: the HTTP status when there was one; `retry_after`: the server's wait.
+    """
+
+    def __init__(
+        self, message: str, *, possibly_billed: bool, retry: bool,
+        status: int | None = None, retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
-        self.retry_after = retry_after
+        self.possibly_billed, self.retry = possibly_billed, retry
+        self.status, self.retry_after = status, retry_after
+
+
+@dataclass
+class _Reply:
+    """A reply with a body: what it is billed at, and what it is worth."""
+
+    usage: Usage | None
+    response: TeacherResponse | None  # None: unusable
+    problem: str = ""  # why it is unusable
+    hit_output_cap: bool = False
+
+
+@dataclass
+class _RunState:
+    """What every worker of one run shares: stopping, the breaker and the 429 pause."""
+
+    breaker_limit: int
+    stop_event: asyncio.Event = field(default_factory=asyncio.Event)
+    interrupted: bool = False
+    fatal: str | None = None
+    consecutive_failures: int = 0
+    pause_until: float = 0.0  # time.monotonic(); 429s push it forward for everyone
+    in_flight: int = 0
+    warned_no_usage: bool = False
+
+    @property
+    def stopping(self) -> bool:
+        return self.stop_event.is_set()
+
+    def stop(self, fatal: str | None = None) -> None:
+        if fatal is not None and self.fatal is None:
+            self.fatal = fatal
+        self.stop_event.set()
+
+    def failed_attempt(self, what: str) -> None:
+        self.consecutive_failures += 1
+        if self.consecutive_failures >= self.breaker_limit:
+            self.stop(
+                f"stopped after {self.consecutive_failures} failed teacher calls in a row "
+                f"(the last: {what}). Check that the endpoint is up and the settings fit it; "
+                "raise distill.openai.max_consecutive_failures to tolerate more"
+            )
+
+    def succeeded(self) -> None:
+        self.consecutive_failures = 0
 
 
 class OpenAITeacher(Teacher):
@@ -208,32 +293,25 @@ class OpenAITeacher(Teacher):
     def run(self, questions: Sequence[Question], sink: ResponseSink) -> None:
         asyncio.run(self._run(questions, sink))
 
-    # ------------------------------------------------------------------ internals
+    # ------------------------------------------------------------------ the run
 
     def _api_key(self) -> str:
         return os.environ.get(self.config.api_key_env) or PLACEHOLDER_KEY
 
     async def _run(self, questions: Sequence[Question], sink: ResponseSink) -> None:
+        state = _RunState(breaker_limit=self.config.max_consecutive_failures)
         semaphore = asyncio.Semaphore(self.config.concurrency)
-        # Set once the sink refuses a question or raises: no new calls after that.
-        stopped = False
 
         async def one(question: Question) -> None:
-            nonlocal stopped
             async with semaphore:
-                if stopped:
+                if state.stopping:
                     return
                 try:
-                    messages = self.messages(question)
-                    tokens = estimate_input_tokens(messages)
-                    if not sink.admit(question, tokens, self.config.max_tokens):
-                        stopped = True
-                        return
-                    await self._answer(client, question, messages, sink)
+                    await self._answer(client, question, sink, state)
                 except BaseException:
                     # Flagged before the semaphore is released: otherwise the next waiting
-                    # question would start a (paid) call before the error stops the run.
-                    stopped = True
+                    # question would start a (paid) call before the error ends the run.
+                    state.stop()
                     raise
 
         async with openai.AsyncOpenAI(
@@ -243,44 +321,172 @@ class OpenAITeacher(Teacher):
             timeout=self.config.timeout,
         ) as client:
             tasks = [asyncio.create_task(one(q)) for q in questions]
+            handler = self._on_ctrl_c(state, tasks, sink)
             try:
-                await asyncio.gather(*tasks)
-            except BaseException:
-                # A sink that raises (say, the cache cannot be written) ends the run: stop the
-                # other calls before the client closes, so none of them reports a spurious failure.
-                for task in tasks:
-                    task.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-                raise
+                outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+            finally:
+                if handler:
+                    asyncio.get_running_loop().remove_signal_handler(signal.SIGINT)
+        # A sink that raised (the cache could not be written) ends the run with its error.
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException) and not isinstance(
+                outcome, asyncio.CancelledError
+            ):
+                raise outcome
+        if state.interrupted:
+            raise KeyboardInterrupt
+        if state.fatal is not None:
+            raise TeacherStopped(state.fatal)
+
+    def _on_ctrl_c(
+        self, state: _RunState, tasks: list[asyncio.Task[None]], sink: ResponseSink
+    ) -> bool:
+        """First Ctrl-C: no new calls, wait for those in flight. Second: cancel them."""
+
+        def on_sigint() -> None:
+            if not state.interrupted:
+                state.interrupted = True
+                state.stop()
+                sink.notice(
+                    f"Ctrl-C: no new teacher calls; waiting for the {state.in_flight} in flight "
+                    "to be answered and charged (Ctrl-C again aborts them, charged at their "
+                    "worst case)"
+                )
+                return
+            for task in tasks:
+                task.cancel()
+
+        try:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGINT, on_sigint)
+        except (ValueError, RuntimeError, NotImplementedError):
+            return False  # not the main thread (or no signals here): Ctrl-C stays a plain raise
+        return True
 
     async def _answer(
         self,
         client: openai.AsyncOpenAI,
         question: Question,
-        messages: list[dict[str, str]],
         sink: ResponseSink,
+        state: _RunState,
     ) -> None:
-        attempts = self.config.max_retries + 1
+        c = self.config
+        messages = self.messages(question)
+        input_bound = max_input_tokens(messages)
+        attempts = c.max_retries + 1
         for attempt in range(attempts):
+            await self._wait_for_rate_limit(state)
+            if state.stopping:
+                return
+            reservation = sink.reserve(question, input_bound, c.max_tokens)
+            if reservation is None:
+                state.stop()
+                return
+            state.in_flight += 1
             try:
-                response = await self._attempt(client, messages)
-            except _Retryable as e:
-                if attempt + 1 == attempts:
-                    sink.fail(question, self._gave_up(question, attempts, str(e)))
+                reply: _Reply | _AttemptFailed = await self._attempt(client, messages)
+            except asyncio.CancelledError:
+                sink.worst_case(reservation, "cancelled after it was sent: possibly billed")
+                raise
+            except _AttemptFailed as failure:
+                reply = failure
+            finally:
+                state.in_flight -= 1
+            if isinstance(reply, _AttemptFailed):
+                if reply.possibly_billed:
+                    sink.worst_case(reservation, f"{reply}: possibly billed")
+                else:
+                    sink.not_billed(reservation)
+                if not self._after_failure(question, reply, attempt, attempts, sink, state):
                     return
-                await self.sleep(self._delay(attempt, e.retry_after))
-            except openai.APIStatusError as e:
-                sink.fail(question, self._rejected(question, e))
+                await self._backoff(reply, attempt, state)
+                continue
+            self._charge(reply, question, reservation, sink, state)
+            if reply.response is not None:
+                reply.response.extra["attempts"] = attempt + 1
+                state.succeeded()
                 return
-            else:
-                response.extra["attempts"] = attempt + 1
-                sink.put(question, response)
+            state.failed_attempt(reply.problem)
+            if reply.hit_output_cap:
+                sink.fail(question, TeacherError(
+                    f"question {question.id}: {reply.problem}. Not retried: the same "
+                    f"max_tokens ({c.max_tokens}) would pay for the same empty reply. Fix: raise "
+                    "distill.openai.max_tokens (--max-tokens), which asks again"
+                ), final=True)
                 return
+            if attempt + 1 == attempts:
+                sink.fail(question, self._gave_up(question, attempts, reply.problem))
+                return
+            await self._backoff(None, attempt, state)
+
+    def _after_failure(
+        self, question: Question, failure: _AttemptFailed, attempt: int, attempts: int,
+        sink: ResponseSink, state: _RunState,
+    ) -> bool:
+        """Record a failed attempt; True when the question should be tried again."""
+        if failure.status in _STOP_STATUSES:
+            error = self._rejected(question, failure)
+            sink.fail(question, error)
+            state.stop(str(error))
+            return False
+        state.failed_attempt(str(failure))
+        if not failure.retry:
+            sink.fail(question, self._rejected(question, failure), final=True)
+            return False
+        if attempt + 1 == attempts:
+            sink.fail(question, self._gave_up(question, attempts, str(failure)))
+            return False
+        return not state.stopping
+
+    def _charge(
+        self, reply: _Reply, question: Question, reservation: Reservation,
+        sink: ResponseSink, state: _RunState,
+    ) -> None:
+        """Settle a reply with a body: at its usage, or at the worst case without one."""
+        if reply.usage is None and not state.warned_no_usage:
+            state.warned_no_usage = True
+            sink.notice(
+                f"{self.endpoint} sent a reply without usage: such replies are charged at their "
+                f"worst case (prompt bound + max_tokens {self.config.max_tokens}) in the ledger"
+            )
+        if reply.response is not None:
+            sink.put(question, reply.response, reservation)
+        elif reply.usage is None:
+            sink.worst_case(reservation, f"{reply.problem}; no usage in the reply")
+        else:
+            sink.billed(reservation, reply.usage, reply.problem)
+
+    async def _wait_for_rate_limit(self, state: _RunState) -> None:
+        remaining = state.pause_until - time.monotonic()
+        if remaining > 0 and not state.stopping:
+            await self._pause(remaining, state)
+
+    async def _backoff(
+        self, failure: _AttemptFailed | None, attempt: int, state: _RunState
+    ) -> None:
+        delay = self._delay(attempt, failure.retry_after if failure else None)
+        if failure is not None and failure.status == 429:
+            # The limit is the account's: every worker waits, not just the one that hit it.
+            state.pause_until = max(state.pause_until, time.monotonic() + delay)
+            await self._wait_for_rate_limit(state)
+        else:
+            await self._pause(delay, state)
+
+    async def _pause(self, seconds: float, state: _RunState) -> None:
+        """Sleep `seconds`, or less if the run is told to stop meanwhile."""
+        sleeper = asyncio.ensure_future(self.sleep(seconds))
+        stopper = asyncio.ensure_future(state.stop_event.wait())
+        try:
+            await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in (sleeper, stopper):
+                waiter.cancel()
+
+    # ------------------------------------------------------------------ one attempt
 
     async def _attempt(
         self, client: openai.AsyncOpenAI, messages: list[dict[str, str]]
-    ) -> TeacherResponse:
-        """One request; raises _Retryable for transient failures, APIStatusError for final ones."""
+    ) -> _Reply:
+        """One request: a reply with a body, or _AttemptFailed saying whether it may be billed."""
         c = self.config
         params: dict[str, Any] = {c.max_tokens_param: c.max_tokens}
         if c.temperature is not None:
@@ -292,31 +498,46 @@ class OpenAITeacher(Teacher):
                 extra_body=c.extra_body or None,
                 **params,
             )
-        except openai.APITimeoutError:
-            raise _Retryable(f"no response within the {c.timeout:g} s timeout") from None
+        except openai.APITimeoutError as e:
+            sent = type(e.__cause__).__name__ not in _NEVER_SENT
+            raise _AttemptFailed(
+                f"no response within the {c.timeout:g} s timeout", possibly_billed=sent,
+                retry=True,
+            ) from None
         except openai.APIConnectionError as e:
-            raise _Retryable(f"connection failed: {e.__cause__ or e}") from None
+            sent = type(e.__cause__).__name__ not in _NEVER_SENT
+            raise _AttemptFailed(
+                f"connection failed: {e.__cause__ or e}", possibly_billed=sent, retry=True
+            ) from None
         except openai.APIStatusError as e:
-            if e.status_code in _RETRY_STATUSES or e.status_code >= 500:
-                retry_after = parse_retry_after(e.response.headers)
-                raise _Retryable(f"HTTP {e.status_code}: {e.message}", retry_after) from None
-            raise
+            # Error statuses carry no usage and providers do not bill them.
+            retry = e.status_code in _RETRY_STATUSES or e.status_code >= 500
+            raise _AttemptFailed(
+                f"HTTP {e.status_code}: {e.message}", possibly_billed=False, retry=retry,
+                status=e.status_code,
+                retry_after=parse_retry_after(e.response.headers) if retry else None,
+            ) from None
         except json.JSONDecodeError as e:
-            # The client parses a JSON content-type body with response.json() and lets the
-            # decoder's error through unwrapped.
-            raise _Retryable(f"response body is not valid JSON ({e})") from None
-        return self._parse(raw)
+            # A 200 whose body is not JSON: the provider answered (and billed), nobody can
+            # read what. The client lets the decoder's error through unwrapped.
+            raise _AttemptFailed(
+                f"response body is not valid JSON ({e})", possibly_billed=True, retry=True
+            ) from None
+        return self._read(raw)
 
-    def _parse(self, raw: Any) -> TeacherResponse:
+    def _read(self, raw: Any) -> _Reply:
         # A non-JSON content type makes the client hand back the body text instead of a model.
         if not isinstance(raw, ChatCompletion):
-            raise _Retryable(f"response is not a chat completion: {str(raw)[:200]!r}")
-        choices = getattr(raw, "choices", None)
-        if not choices:
-            raise _Retryable("response has no choices")
-        message = getattr(choices[0], "message", None)
-        if message is None:
-            raise _Retryable("response's first choice has no message")
+            raise _AttemptFailed(
+                f"response is not a chat completion: {str(raw)[:200]!r}", possibly_billed=True,
+                retry=True,
+            )
+        usage = _usage(raw)
+        choices = raw.choices or []
+        if not choices or getattr(choices[0], "message", None) is None:
+            return _Reply(usage, None, "the reply has no choices")
+        choice = choices[0]
+        message = choice.message
         content = message.content if isinstance(message.content, str) else ""
         extra = getattr(message, "model_extra", None) or {}
         thinking = next(
@@ -331,22 +552,27 @@ class OpenAITeacher(Teacher):
             thinking, answer = split_reasoning(content)
         else:
             answer = content.strip()
+        finish_reason = getattr(choice, "finish_reason", None)
         if not thinking and not answer:
-            raise _Retryable("response message has neither content nor reasoning")
-
-        usage = raw.usage
-        details = getattr(usage, "prompt_tokens_details", None)
-        output_tokens = int(getattr(usage, "completion_tokens", 0) or 0)
-        return TeacherResponse(
+            if finish_reason == "length":
+                return _Reply(usage, None, (
+                    f"the reply is empty: it stopped at the output cap (finish_reason "
+                    f"'length', max_tokens {self.config.max_tokens}), hidden reasoning having "
+                    "used it up"
+                ), hit_output_cap=True)
+            return _Reply(usage, None, "the reply's message has neither content nor reasoning")
+        output_tokens = usage.output_tokens if usage else 0
+        response = TeacherResponse(
             completions=[
                 Completion(thinking=thinking or "", answer=answer, output_tokens=output_tokens)
             ],
-            input_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+            input_tokens=usage.input_tokens if usage else 0,
             output_tokens=output_tokens,
-            cached_input_tokens=int(getattr(details, "cached_tokens", 0) or 0),
+            cached_input_tokens=usage.cached_input_tokens if usage else 0,
             model=raw.model or self.config.model,
-            extra={"finish_reason": getattr(choices[0], "finish_reason", None)},
+            extra={"finish_reason": finish_reason, **({} if usage else {"no_usage": True})},
         )
+        return _Reply(usage, response)
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         """Seconds before retry number `attempt + 1`."""
@@ -364,10 +590,10 @@ class OpenAITeacher(Teacher):
             "config; re-running distill retries only the unanswered questions."
         )
 
-    def _rejected(self, question: Question, error: openai.APIStatusError) -> TeacherError:
-        status = error.status_code
+    def _rejected(self, question: Question, failure: _AttemptFailed) -> TeacherError:
+        status = failure.status
         c = self.config
-        where = f"question {question.id}: {self.endpoint} refused the request with HTTP {status}"
+        where = f"question {question.id}: {self.endpoint} refused the request with {failure}"
         if status == 401:
             state = "is set" if os.environ.get(c.api_key_env) else "is NOT set"
             hint = (
@@ -384,4 +610,16 @@ class OpenAITeacher(Teacher):
                 "the server rejected the request itself; check model, max_tokens, temperature "
                 "and extra_body in the teacher config"
             )
-        return TeacherError(f"{where}: {error.message}. Not retried: {hint}.")
+        return TeacherError(f"{where}. Not retried: {hint}.")
+
+
+def _usage(raw: ChatCompletion) -> Usage | None:
+    usage = raw.usage
+    if usage is None:
+        return None
+    details = getattr(usage, "prompt_tokens_details", None)
+    return Usage(
+        input_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+        output_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
+        cached_input_tokens=int(getattr(details, "cached_tokens", 0) or 0),
+    )

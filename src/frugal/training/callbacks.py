@@ -23,6 +23,8 @@ from rich.progress import (
 )
 from transformers import TrainerCallback
 
+from frugal.run_files import write_jsonl
+
 
 class _Rate:
     """Tokens per second since the start of this process's training."""
@@ -82,8 +84,32 @@ class RichProgressCallback(TrainerCallback):
             self.progress = None
 
 
+class AlreadyFinished(Exception):  # noqa: N818 - a signal, not an error
+    """A resumed training whose checkpoint already holds every step: nothing to train."""
+
+
+class StopIfFinished(TrainerCallback):
+    """End a resume from the checkpoint of the last step before it trains anything.
+
+    The Trainer checks for the end of training only after a step, so resumed at its last step
+    it would train one step more than planned (and than an uninterrupted run). By the time
+    `on_train_begin` runs, the checkpoint's weights and state are loaded; raising there leaves
+    the trainer holding exactly the finished training. Added before the progress bar, so no
+    live display is left running.
+    """
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if state.max_steps > 0 and state.global_step >= state.max_steps:
+            raise AlreadyFinished
+
+
 class JsonlLogCallback(TrainerCallback):
-    """Appends every log event (loss, learning rate, tokens/s) to a JSONL file, rank 0 only."""
+    """Appends every log event (loss, learning rate, tokens/s) to a JSONL file, rank 0 only.
+
+    Training starts at step 0 or at the step of the checkpoint it resumes from; what the log
+    holds beyond that step was logged by an interrupted process and is about to be trained and
+    logged again, so it is dropped first: every step appears once.
+    """
 
     def __init__(self, path: Path, rank: int = 0) -> None:
         self.path = Path(path)
@@ -92,6 +118,8 @@ class JsonlLogCallback(TrainerCallback):
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.rate(int(state.num_input_tokens_seen))
+        if self.rank == 0:
+            trim_log_to_step(self.path, state.global_step)
 
     def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
         if self.rank != 0 or not logs:
@@ -106,3 +134,25 @@ class JsonlLogCallback(TrainerCallback):
         }
         with self.path.open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(record) + "\n")
+
+
+def trim_log_to_step(path: Path, step: int) -> None:
+    """Trim a training log to what happened up to `step`: its records of earlier steps, and
+    the training record of `step` itself (logged before that step's checkpoint was saved).
+    A line cut short by a kill is dropped too. The file is rewritten atomically."""
+    if not path.is_file():
+        return
+    kept, changed = [], False
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+            at = int(record["step"])
+        except (ValueError, KeyError, TypeError):
+            changed = True
+            continue
+        if at < step or (at == step and "loss" in record):
+            kept.append(record)
+        else:
+            changed = True
+    if changed:
+        write_jsonl(path, kept)
