@@ -28,7 +28,7 @@ from frugal.evaluation.contamination import Overlap, find_overlaps
 from frugal.ledger import append_entry, compute_cost
 from frugal.names import SafeName, check_name, path_inside
 from frugal.questions import Question
-from frugal.run_files import POOL, SELECTED, RunFileError, write_json
+from frugal.run_files import POOL, SELECTED, RunFileError, read_json, write_json
 from frugal.run_lock import locks_run_dir
 
 EVAL_DIR = "eval"
@@ -458,7 +458,7 @@ def _settings(
 def _check_settings(directory: Path, settings: dict[str, Any], label: str) -> None:
     path = directory / SETTINGS
     if path.is_file():
-        before = json.loads(path.read_text())
+        before = read_json(path, default={}, fix=f"delete {path.parent} to evaluate afresh")
         changed = sorted(k for k in settings if before.get(k) != settings[k])
         if changed:
             raise SettingsMismatchError(
@@ -531,7 +531,7 @@ def read_summaries(run_dir: Path, benchmark: str | None = None) -> dict[str, dic
     root = Path(run_dir) / EVAL_DIR
     found = {}
     for path in sorted(root.glob(f"*/{SUMMARY}")) if root.is_dir() else []:
-        summary = json.loads(path.read_text())
+        summary = read_json(path, default={}, fix=f"delete {path.parent} and evaluate again")
         if benchmark is None or summary.get("benchmark") == benchmark:
             found[path.parent.name] = summary
     return found

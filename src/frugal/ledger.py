@@ -15,13 +15,19 @@ beyond.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from frugal.run_files import LEDGER, RunFileError, read_json, write_json
+
+LEDGER_LOCK = ".ledger.lock"
 
 
 class TokenPrices(BaseModel):
@@ -68,12 +74,28 @@ def read_ledger(run_dir: Path) -> dict[str, Any]:
 
 
 def append_entry(run_dir: Path, entry: dict[str, Any]) -> dict[str, Any]:
-    """Add one entry (stamped with the time) and rewrite the ledger atomically."""
-    ledger = read_ledger(run_dir)
-    ledger["entries"].append({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), **entry})
-    ledger["total_dollars"] = sum(e.get("dollars", 0.0) for e in ledger["entries"])
-    write_json(Path(run_dir) / LEDGER, ledger)
+    """Add one entry (stamped with the time) and rewrite the ledger atomically.
+
+    The read-modify-write holds a lock of its own: `frugal serve` appends its entry without
+    the run-directory lock (it only reads the run), and neither append may lose the other's.
+    """
+    with _appending(Path(run_dir)):
+        ledger = read_ledger(run_dir)
+        ledger["entries"].append({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), **entry})
+        ledger["total_dollars"] = sum(e.get("dollars", 0.0) for e in ledger["entries"])
+        write_json(Path(run_dir) / LEDGER, ledger)
     return ledger
+
+
+@contextmanager
+def _appending(run_dir: Path) -> Iterator[None]:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / LEDGER_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # blocking: an append takes milliseconds
+        yield
+    finally:
+        os.close(fd)
 
 
 def teacher_dollars(ledger: dict[str, Any]) -> float:

@@ -21,7 +21,7 @@ from frugal.evaluate import SCALING_PLOT, read_summaries
 from frugal.evaluation.table import comparison
 from frugal.ledger import read_ledger
 from frugal.recipes import Recipe, dump_recipe
-from frugal.run_files import SELECTION, write_text_atomic
+from frugal.run_files import SELECTION, read_json, write_text_atomic
 
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
@@ -376,4 +376,4 @@ def write(recipe: Recipe, run_dir: Path) -> Path:
 
 
 def _read_json(path: Path) -> Any:
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_json(path, default=None, fix="re-run the stage that writes it")

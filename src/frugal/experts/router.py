@@ -18,7 +18,7 @@ from typing import Literal
 import numpy as np
 
 from frugal.curation.embeddings import DEFAULT_EMBEDDER, embed
-from frugal.run_files import write_json
+from frugal.run_files import RunFileError, read_json, write_json
 
 ROUTER_DIR = "router"
 ROUTER_FILE = "router.json"
@@ -86,7 +86,11 @@ class Router:
 
     @classmethod
     def load(cls, path: Path) -> Router:
-        data = json.loads(Path(path).read_text())
+        data = read_json(Path(path), default=None,
+                         fix="re-run `frugal experts` to fit the router again")
+        if not isinstance(data, dict):
+            raise RunFileError(Path(path), "no router here (missing, or not an object)",
+                               "re-run `frugal experts` to fit the router again")
         return cls(data["kind"], data["experts"], np.array(data["weights"]),
                    np.array(data["bias"]), data["embedder"])
 
