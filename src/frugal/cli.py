@@ -96,11 +96,15 @@ def generate(
         str | None, typer.Option(help="A reference answer: grade the model's answer against it.")
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    engine_url: EngineOption = "local",
+    engine_model: EngineModelOption = None,
+    engine_key_env: EngineKeyOption = None,
 ) -> None:
     """Answer one question with budget forcing; print the thinking and the answer apart."""
-    from frugal.generation import BudgetConfig, BudgetForcingEngine
+    from frugal.endpoint_config import endpoint_option
+    from frugal.generation import BudgetConfig, BudgetForcingEngine, Engine
     from frugal.grading import grade
-    from frugal.models import ModelNotFoundError, load_model
+    from frugal.models import ModelNotFoundError, load_model, load_tokenizer
 
     try:
         budget = BudgetConfig(
@@ -118,12 +122,19 @@ def generate(
         _fail("; ".join(f"--{'-'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()))
     _quiet_transformers()
     status = errors if as_json else console  # keep stdout one JSON object with --json
+    engine: Engine
     try:
-        with status.status(f"Loading {model}…"):
-            loaded = load_model(model)
-    except ModelNotFoundError as error:
+        endpoint = endpoint_option(engine_url, engine_model or model, engine_key_env)
+        if endpoint is not None:
+            from frugal.endpoint_engine import EndpointEngine
+
+            engine = EndpointEngine(endpoint, load_tokenizer(model))
+        else:
+            with status.status(f"Loading {model}…"):
+                loaded = load_model(model)
+            engine = BudgetForcingEngine(loaded.model, loaded.tokenizer)
+    except (ModelNotFoundError, ValueError) as error:
         _fail(str(error))
-    engine = BudgetForcingEngine(loaded.model, loaded.tokenizer)
     started = time.perf_counter()
     with status.status(f"Thinking (up to {budget.max_thinking_tokens} tokens)…"):
         result = engine.generate([question], budget, system=system)[0]
@@ -190,6 +201,18 @@ RunOption = Annotated[
     Path,
     typer.Option("--run", "-r", "--run-dir", help="The run directory (created when missing).",
                  callback=_run_dir),
+]
+EngineOption = Annotated[
+    str, typer.Option("--engine", help="local (frugal's own decode loop), or the URL of an "
+                      "OpenAI-compatible completions server up to /v1 (vLLM, llama.cpp's "
+                      "server); budget forcing is kept either way.")
+]
+EngineModelOption = Annotated[
+    str | None, typer.Option(help="With --engine URL: the name the server serves the base model "
+                             "under (default: --model).")
+]
+EngineKeyOption = Annotated[
+    str | None, typer.Option(help="With --engine URL: the environment variable holding its key.")
 ]
 
 
@@ -557,10 +580,14 @@ def eval_command(
     dtype: Annotated[
         str, typer.Option(help="auto (bfloat16 on GPUs and AMX CPUs), float32 or bfloat16.")
     ] = "auto",
+    engine_url: EngineOption = "local",
+    engine_model: EngineModelOption = None,
+    engine_key_env: EngineKeyOption = None,
 ) -> None:
     """Accuracy at each thinking budget, s1's Control/Scaling/Performance, plot and table."""
     _quiet_transformers()
     from frugal import evaluate as eval_stage
+    from frugal.endpoint_config import endpoint_option
     from frugal.evaluation.table import comparison
     from frugal.models import ModelNotFoundError
     from frugal.questions import QuestionDataError
@@ -573,6 +600,10 @@ def eval_command(
             max_answer_tokens=max_answer_tokens, samples=samples, temperature=temperature,
             seed=seed, batch_size=batch_size, system=system,
             machine_price_per_hour=machine_price_per_hour, dtype=dtype,
+            engine=endpoint_option(engine_url, engine_model or model or "", engine_key_env)
+            if engine_model or model or engine_url == "local" else _fail(
+                "--engine URL needs --engine-model (or --model): the name the server serves "
+                "the base model under"),
         )
         result = eval_stage.run_with_progress(config, run, console)
     except (

@@ -22,6 +22,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from frugal.endpoint_config import EndpointConfig
 from frugal.evaluation import metrics
 from frugal.evaluation.benchmarks import BenchmarkSpec, load_questions, resolve, same_answer
 from frugal.evaluation.contamination import Overlap, find_overlaps
@@ -74,6 +75,10 @@ class EvalConfig(BaseModel):
     machine_price_per_hour: float = Field(0.0, ge=0.0, description="For the ledger.")
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="Weights: auto is bfloat16 on GPUs and AMX CPUs, else float32."
+    )
+    engine: EndpointConfig | None = Field(
+        None, description="An OpenAI-compatible completions server (vLLM, llama.cpp's server) "
+        "that generates, budget forcing driven from here; None: frugal's local engine.",
     )
 
     @model_validator(mode="after")
@@ -139,8 +144,9 @@ def run(
 ) -> EvalResult:
     """Evaluate, resuming finished generations; `progress(done, total, correct)` after each."""
     from frugal.adapters import base_model_of, find_adapter, load_with_adapters
-    from frugal.generation import BudgetConfig, BudgetForcingEngine, Job, ListSource
-    from frugal.models import inference_dtype
+    from frugal.endpoint_engine import EndpointEngine
+    from frugal.generation import BudgetConfig, BudgetForcingEngine, Engine, Job, ListSource
+    from frugal.models import inference_dtype, load_tokenizer
 
     run_dir = Path(run_dir)
     spec = resolve(config.benchmark)
@@ -191,8 +197,16 @@ def run(
     if todo:
         if config.route:
             routes = _route(run_dir, questions, adapters)
-        loaded = load_with_adapters(model, adapters, dtype=inference_dtype(config.dtype))
-        engine = BudgetForcingEngine(loaded.model, loaded.tokenizer)
+        engine: Engine
+        # The adapter every row asks for by name: a server serves each adapter under its own.
+        served_adapter: str | None = None
+        if config.engine is not None:
+            engine = EndpointEngine(config.engine, load_tokenizer(model))
+            if adapters and not config.route:
+                served_adapter = next(iter(adapters))
+        else:
+            loaded = load_with_adapters(model, adapters, dtype=inference_dtype(config.dtype))
+            engine = BudgetForcingEngine(loaded.model, loaded.tokenizer)
         with results_path.open("a", encoding="utf-8") as sink:
             for point in points:
                 rows = [(q, s) for p, q, s in todo if p == point]
@@ -225,7 +239,7 @@ def run(
                 jobs = [
                     Job(engine.format.generation_prompt(spec.prompt(q), config.system), budget,
                         index=i, seed=_sample_seed(config.seed, q.id, s),
-                        adapter=routes.get(q.id))
+                        adapter=routes.get(q.id, served_adapter))
                     for i, (q, s) in enumerate(rows)
                 ]
                 engine.run_jobs(ListSource(jobs, engine.format.encode), config.batch_size,
@@ -452,6 +466,9 @@ def _settings(
         "system": config.system,
         "route": config.route,
         "dtype": inference_dtype(config.dtype),
+        # Only when set, so evaluations from before engines existed still resume.
+        **({"engine": f"{config.engine.base_url} ({config.engine.model})"}
+           if config.engine else {}),
     }
 
 
@@ -459,7 +476,8 @@ def _check_settings(directory: Path, settings: dict[str, Any], label: str) -> No
     path = directory / SETTINGS
     if path.is_file():
         before = read_json(path, default={}, fix=f"delete {path.parent} to evaluate afresh")
-        changed = sorted(k for k in settings if before.get(k) != settings[k])
+        changed = sorted(k for k in settings.keys() | before.keys()
+                         if before.get(k) != settings.get(k))
         if changed:
             raise SettingsMismatchError(
                 f"{directory} holds results made with other settings ({', '.join(changed)} "

@@ -16,6 +16,7 @@ out of the attention, the same mechanism that hides left padding.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -178,23 +179,16 @@ class _Row:
         return self.job.budget
 
 
-class BudgetForcingEngine:
-    """Batched generation with budget forcing for one model and its reasoning format."""
+class Engine(ABC):
+    """What every generating stage needs: budget-forced rows for prompts or jobs.
 
-    def __init__(self, model: Any, tokenizer: Any, fmt: ReasoningFormat | None = None) -> None:
-        self.model = model
-        self.tokenizer = tokenizer
-        self.format = fmt or ReasoningFormat.for_tokenizer(tokenizer)
-        self._stop_id = self.format.stop_token_id
-        self._end_ids = self.format.end_of_turn_ids
-        self._think_end_ids = self.format.encode(self.format.think_end)
-        pad = tokenizer.pad_token_id
-        self._pad_id = pad if pad is not None else next(iter(self._end_ids), 0)
-        self._encoded: dict[str, list[int]] = {}
+    Two implementations: `BudgetForcingEngine` (frugal's own decode loop on transformers, the
+    default) and `frugal.endpoint_engine.EndpointEngine` (any OpenAI-compatible completions
+    server, such as vLLM, with the same semantics driven from the client). Both own a
+    `format` (the tokenizer's `ReasoningFormat`) and run `Job`s; the helpers below build jobs.
+    """
 
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+    format: ReasoningFormat
 
     def generate(
         self,
@@ -249,6 +243,36 @@ class BudgetForcingEngine:
 
         self.run_jobs(ListSource(jobs, self.format.encode), batch_size, finish, logits_processor)
         return [r for r in results if r is not None]
+
+    @abstractmethod
+    def run_jobs(
+        self,
+        source: JobSource,
+        batch_size: int,
+        finish: Callable[[GenerationResult], None],
+        logits_processor: LogitsProcessorList | None = None,
+        on_step: Callable[[int], None] | None = None,
+    ) -> None:
+        """Run every job `source` hands out, calling `finish` with each row's result."""
+
+
+class BudgetForcingEngine(Engine):
+    """Batched generation with budget forcing for one model and its reasoning format."""
+
+    def __init__(self, model: Any, tokenizer: Any, fmt: ReasoningFormat | None = None) -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.format = fmt or ReasoningFormat.for_tokenizer(tokenizer)
+        self._stop_id = self.format.stop_token_id
+        self._end_ids = self.format.end_of_turn_ids
+        self._think_end_ids = self.format.encode(self.format.think_end)
+        pad = tokenizer.pad_token_id
+        self._pad_id = pad if pad is not None else next(iter(self._end_ids), 0)
+        self._encoded: dict[str, list[int]] = {}
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
 
     def run_jobs(
         self,

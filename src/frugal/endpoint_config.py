@@ -1,0 +1,41 @@
+"""Where generation runs: frugal's local engine, or an OpenAI-compatible completions server.
+
+Kept apart from the engine itself so that configs (recipes, evaluation, teachers) can name an
+endpoint without importing torch.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class EndpointConfig(BaseModel):
+    """Where the completions server is and how hard to drive it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str = Field(description="Root of the OpenAI-compatible API, up to and including "
+                          "/v1 (e.g. http://127.0.0.1:8000/v1).")
+    model: str = Field(description="The served base model's name (adapters are picked by their "
+                       "own served names).")
+    api_key_env: str = Field("FRUGAL_ENGINE_API_KEY", description="NAME of the environment "
+                             "variable holding the server's key; unset sends a placeholder.")
+    concurrency: int = Field(32, ge=1, description="Requests in flight at once, so the server "
+                             "batches them.")
+    timeout: float = Field(600.0, gt=0, description="Seconds allowed per request.")
+
+
+def endpoint_option(
+    engine: str, model: str, api_key_env: str | None = None
+) -> EndpointConfig | None:
+    """`--engine local` (None) or `--engine URL` with the served model name."""
+    if engine == "local":
+        return None
+    if not engine.startswith(("http://", "https://")):
+        raise ValueError(
+            f"--engine {engine!r}: give 'local' or the URL of an OpenAI-compatible completions "
+            "server up to /v1, e.g. http://127.0.0.1:8000/v1 (vLLM, llama.cpp's server)"
+        )
+    return EndpointConfig(
+        base_url=engine, model=model, **({"api_key_env": api_key_env} if api_key_env else {})
+    )

@@ -1,0 +1,234 @@
+"""Budget forcing on any OpenAI-compatible completions server (vLLM, SGLang, llama.cpp, frugal).
+
+The server generates; this client keeps frugal's exact budget-forcing semantics, the way s1's own
+code drives vLLM, but on token ids so nothing is re-tokenised differently:
+
+1. Thinking: ask for up to the remaining thinking budget, stopping at the end-of-thinking marker
+   token and the end-of-turn tokens (`stop_token_ids`).
+2. When the model stops before `min_thinking_tokens`, or before `num_waits` Waits, drop its marker,
+   append the Wait tokens (forced) to the ids so far and continue. The server's prefix cache
+   makes each continuation cost only the new tokens.
+3. At the cap, append the end-of-thinking delimiter and the answer prefix (forced); when the model
+   closed its thinking itself, keep its marker and force the rest of the delimiter; when it ended
+   its turn inside thinking, force the delimiter and the prefix so it still answers.
+4. The answer: up to the remaining answer budget, stopping at the end of turn.
+
+Results carry the local engine's fields (`GenerationResult`: thinking and answer tokens, Waits,
+forced maximum, which tokens were forced). Many rows are in flight at once so the server batches
+them. Requests use `prompt` as a list of token ids and `return_token_ids` (vLLM); a server that
+returns only text is read by re-encoding that text, which the result says in `finish_reason`
+only when it matters (never for vLLM). Formats whose end-of-thinking marker is plain text (no
+single token) are not supported here: their marker cannot be a token-level stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import openai
+
+from frugal.endpoint_config import EndpointConfig
+from frugal.generation import Engine, GenerationResult, Job, JobSource, Section
+from frugal.reasoning_format import ReasoningFormat
+
+PLACEHOLDER_KEY = "EMPTY"  # vLLM and llama.cpp accept any key when started without one
+
+
+@dataclass
+class _Row:
+    """One job's state between requests."""
+
+    job: Job
+    prompt_ids: list[int]
+    token_ids: list[int] = field(default_factory=list)
+    forced: list[bool] = field(default_factory=list)
+    sections: list[Section] = field(default_factory=list)
+    thinking_tokens: int = 0
+    answer_tokens: int = 0
+    waits: int = 0
+    forced_max: bool = False
+    finish_reason: str = "length"
+    requests: int = 0
+
+    def add(self, ids: Sequence[int], section: Section, forced: bool) -> None:
+        self.token_ids.extend(ids)
+        self.forced.extend([forced] * len(ids))
+        self.sections.extend([section] * len(ids))
+        if section == Section.THINKING:
+            self.thinking_tokens += len(ids)
+        elif section == Section.ANSWER:
+            self.answer_tokens += len(ids)
+
+
+class EndpointEngine(Engine):
+    """Budget-forced generation through a completions server; the tokenizer stays local."""
+
+    def __init__(self, config: EndpointConfig, tokenizer: Any,
+                 fmt: ReasoningFormat | None = None) -> None:
+        self.config = config
+        self.tokenizer = tokenizer
+        self.format = fmt or ReasoningFormat.for_tokenizer(tokenizer)
+        stop_id = self.format.stop_token_id
+        if stop_id is None:
+            raise ValueError(
+                f"the {self.format.kind} reasoning format ends thinking with the text "
+                f"{self.format.think_end_stop!r}, not one token, so a completions server cannot "
+                "stop on it exactly. Fix: use the local engine for this model."
+            )
+        self._stop_id = stop_id
+        self._end_ids = sorted(self.format.end_of_turn_ids)
+        self._think_end_ids = self.format.encode(self.format.think_end)
+        # After the model's own marker token, the rest of the delimiter ("answer\n" in s1's).
+        rest = self.format.think_end.split(self.format.think_end_stop, 1)[1]
+        self._rest_ids = self.format.encode(rest) if rest else []
+
+    # -- the engine interface --------------------------------------------------------------
+
+    def run_jobs(
+        self,
+        source: JobSource,
+        batch_size: int,
+        finish: Callable[[GenerationResult], None],
+        logits_processor: Any = None,
+        on_step: Callable[[int], None] | None = None,
+    ) -> None:
+        """Run every job of `source` with up to `concurrency` in flight (at least `batch_size`),
+        calling `finish` with each result as it ends."""
+        if logits_processor:
+            raise ValueError("logits processors run inside the local engine only")
+        jobs: list[Job] = []
+        while not source.exhausted():
+            jobs.extend(source.take(max(source.waiting(), 1), idle=True))
+        asyncio.run(self._run_all(jobs, max(batch_size, self.config.concurrency), finish))
+
+    # -- internals ---------------------------------------------------------------------------
+
+    async def _run_all(self, jobs: list[Job], concurrency: int,
+                       finish: Callable[[GenerationResult], None]) -> None:
+        semaphore = asyncio.Semaphore(concurrency)
+        key = os.environ.get(self.config.api_key_env) or PLACEHOLDER_KEY
+        async with openai.AsyncOpenAI(base_url=self.config.base_url, api_key=key,
+                                      timeout=self.config.timeout, max_retries=2) as client:
+
+            async def one(job: Job) -> None:
+                async with semaphore:
+                    finish(await self._run_row(client, job))
+
+            await asyncio.gather(*(one(job) for job in jobs))
+
+    async def _run_row(self, client: openai.AsyncOpenAI, job: Job) -> GenerationResult:
+        budget = job.budget
+        row = _Row(job, self.format.encode(job.prompt))
+        wait_ids = self.format.encode(budget.wait_text)
+        prefix_ids = self.format.encode(budget.answer_prefix) if budget.answer_prefix else []
+        # Thinking, with Waits until the model may stop or the cap forces the answer.
+        while True:
+            remaining = budget.max_thinking_tokens - row.thinking_tokens
+            if remaining <= 0:
+                self._force_answer_start(row, prefix_ids)
+                break
+            ids, stopped_on = await self._complete(
+                client, row, remaining, [self._stop_id, *self._end_ids]
+            )
+            row.add(ids, Section.THINKING, forced=False)
+            if stopped_on is None:  # the budget ran out mid-thought
+                continue
+            if row.thinking_tokens < budget.min_thinking_tokens or row.waits < budget.num_waits:
+                row.waits += 1
+                # The cap beats a half-inserted Wait, as in the local engine.
+                room = budget.max_thinking_tokens - row.thinking_tokens
+                row.add(wait_ids[:room], Section.THINKING, forced=True)
+                continue
+            if stopped_on == self._stop_id:  # the model closed its thinking itself
+                row.add([stopped_on], Section.DELIMITER, forced=False)
+                row.add(self._rest_ids, Section.DELIMITER, forced=True)
+            else:  # it ended its turn inside thinking: open the answer so it still answers
+                row.add(self._think_end_ids, Section.DELIMITER, forced=True)
+                row.add(prefix_ids[: budget.max_answer_tokens], Section.ANSWER, forced=True)
+            break
+        # The answer.
+        remaining = budget.max_answer_tokens - row.answer_tokens
+        if remaining <= 0:
+            row.finish_reason = "max_answer_tokens"
+        else:
+            ids, stopped_on = await self._complete(client, row, remaining, self._end_ids)
+            row.add(ids, Section.ANSWER, forced=False)
+            if stopped_on is not None:
+                row.add([stopped_on], Section.ANSWER, forced=False)
+                row.finish_reason = "end_of_turn"
+            else:
+                row.finish_reason = "max_answer_tokens"
+        return self._result(row)
+
+    def _force_answer_start(self, row: _Row, prefix_ids: list[int]) -> None:
+        row.forced_max = True
+        row.add(self._think_end_ids, Section.DELIMITER, forced=True)
+        row.add(prefix_ids[: row.job.budget.max_answer_tokens], Section.ANSWER, forced=True)
+
+    async def _complete(
+        self, client: openai.AsyncOpenAI, row: _Row, max_tokens: int, stop_ids: list[int]
+    ) -> tuple[list[int], int | None]:
+        """Continue the row by up to `max_tokens`; (new ids without the stop token, the stop
+        token it ended on or None when it ran out of tokens)."""
+        budget = row.job.budget
+        row.requests += 1
+        extra: dict[str, Any] = {
+            "stop_token_ids": stop_ids,
+            "skip_special_tokens": False,
+            "include_stop_str_in_output": True,
+            "return_token_ids": True,
+        }
+        sampling: dict[str, Any] = {"temperature": budget.temperature}
+        if budget.temperature > 0:
+            sampling["top_p"] = budget.top_p
+            seed = row.job.seed if row.job.seed is not None else budget.seed * 1_000_003
+            sampling["seed"] = (seed + row.requests) % (2**31)
+        reply = await client.completions.create(
+            model=row.job.adapter or self.config.model,
+            prompt=row.prompt_ids + row.token_ids,
+            max_tokens=max_tokens,
+            extra_body=extra,
+            **sampling,
+        )
+        choice = reply.choices[0]
+        ids = self._generated_ids(choice)
+        stopped_on = None
+        if choice.finish_reason == "stop":
+            reason = (choice.model_extra or {}).get("stop_reason")
+            if ids and ids[-1] in stop_ids:
+                stopped_on = ids.pop()
+            elif isinstance(reason, int) and reason in stop_ids:
+                stopped_on = reason
+            else:  # EOS, which the server reports without a stop reason
+                stopped_on = self._end_ids[0] if self._end_ids else self._stop_id
+        return ids, stopped_on
+
+    def _generated_ids(self, choice: Any) -> list[int]:
+        token_ids = (choice.model_extra or {}).get("token_ids")
+        if isinstance(token_ids, list):
+            return [int(t) for t in token_ids]
+        # A server without token ids: read its text back, the only thing it gives.
+        return self.format.encode(choice.text or "")
+
+    def _result(self, row: _Row) -> GenerationResult:
+        text = self.tokenizer.decode(row.token_ids)
+        parsed = self.format.parse(text)
+        return GenerationResult(
+            index=row.job.index,
+            prompt=row.job.prompt,
+            text=text,
+            thinking=parsed.thinking,
+            answer=parsed.answer,
+            thinking_tokens=row.thinking_tokens,
+            answer_tokens=row.answer_tokens,
+            waits=row.waits,
+            forced_max=row.forced_max,
+            finish_reason=row.finish_reason,
+            token_ids=row.token_ids,
+            forced=row.forced,
+            sections=[str(s) for s in row.sections],
+        )

@@ -1,0 +1,154 @@
+"""EndpointEngine: budget forcing driven from the client over a real completions server.
+
+The server (`tests.completions_server`) runs a real model over real sockets; the same weights run
+in the local engine, so the client-side forcing must give the very same tokens, forced flags,
+sections and counts. The model is the tiny random one with the end-of-thinking and end-of-turn
+rows of its output layer scaled up, so it tries to stop early often: every branch (Waits for the
+minimum and for num_waits, the cap, its own end of thinking, an end of turn inside thinking, the
+answer cap) is taken.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from frugal.endpoint_engine import EndpointConfig, EndpointEngine
+from frugal.generation import BudgetConfig, BudgetForcingEngine, GenerationResult
+
+from .completions_server import CompletionsServer
+from .conftest import tiny_model
+
+QUESTIONS = [f"What is {i} plus {3 * i + 1}?" for i in range(8)]
+BUDGETS = [
+    BudgetConfig(max_thinking_tokens=40, min_thinking_tokens=10, num_waits=1,
+                 max_answer_tokens=12),
+    BudgetConfig(max_thinking_tokens=6, max_answer_tokens=5),  # the cap forces the answer
+    BudgetConfig(max_thinking_tokens=30, num_waits=3, max_answer_tokens=12),
+    BudgetConfig(max_thinking_tokens=12, min_thinking_tokens=12, max_answer_tokens=2,
+                 answer_prefix="Final Answer:"),  # a prefix longer than the answer cap
+]
+
+
+@pytest.fixture(scope="module")
+def early_stopper(smollm2_tokenizer: Any) -> Any:
+    """A model that often tries to end its thinking and its turn early."""
+    model = tiny_model()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() == 2:
+                parameter.normal_(0, 0.15)
+        head = model.get_output_embeddings().weight
+        for marker in ("<|im_start|>", "<|im_end|>"):
+            head[smollm2_tokenizer.convert_tokens_to_ids(marker)] *= 2.5
+    return model
+
+
+@pytest.fixture(scope="module")
+def server(early_stopper: Any, smollm2_tokenizer: Any) -> Any:
+    with CompletionsServer(early_stopper, smollm2_tokenizer, name="tiny") as running:
+        yield running
+
+
+def endpoint(server: CompletionsServer, tokenizer: Any) -> EndpointEngine:
+    return EndpointEngine(EndpointConfig(base_url=server.base_url, model="tiny", concurrency=4),
+                          tokenizer)
+
+
+def fields(result: GenerationResult) -> tuple[Any, ...]:
+    return (result.token_ids, result.forced, result.sections, result.thinking_tokens,
+            result.answer_tokens, result.waits, result.forced_max, result.finish_reason,
+            result.thinking, result.answer)
+
+
+@pytest.mark.parametrize("budget", BUDGETS, ids=["min-and-wait", "cap", "waits", "prefix-cap"])
+def test_the_endpoint_gives_the_local_engines_tokens(
+    server: CompletionsServer, early_stopper: Any, smollm2_tokenizer: Any, budget: BudgetConfig
+) -> None:
+    local = BudgetForcingEngine(early_stopper, smollm2_tokenizer).generate(
+        QUESTIONS, budget, batch_size=1
+    )
+    remote = endpoint(server, smollm2_tokenizer).generate(QUESTIONS, budget)
+    assert [r.index for r in remote] == list(range(len(QUESTIONS)))
+    for mine, theirs in zip(remote, local, strict=True):
+        assert fields(mine) == fields(theirs)
+        # The invariants, whatever the model does.
+        assert mine.thinking_tokens <= budget.max_thinking_tokens
+        assert mine.answer_tokens <= budget.max_answer_tokens
+        if not mine.forced_max:
+            assert mine.thinking_tokens >= budget.min_thinking_tokens
+            assert mine.waits >= budget.num_waits
+
+
+def test_every_branch_was_taken(server: CompletionsServer, smollm2_tokenizer: Any) -> None:
+    engine = endpoint(server, smollm2_tokenizer)
+    results = [r for budget in BUDGETS for r in engine.generate(QUESTIONS, budget)]
+    assert any(r.waits for r in results) and any(r.forced_max for r in results)
+    assert any(not r.forced_max and "delimiter" in r.sections for r in results)
+    assert {r.finish_reason for r in results} == {"end_of_turn", "max_answer_tokens"}
+
+
+def test_requests_carry_token_ids_and_continue_the_same_prefix(
+    server: CompletionsServer, smollm2_tokenizer: Any
+) -> None:
+    before = len(server.requests)
+    budget = BUDGETS[2]
+    (result,) = endpoint(server, smollm2_tokenizer).generate(QUESTIONS[:1], budget)
+    sent = server.requests[before:]
+    assert len(sent) >= 2 + result.waits  # one request per Wait, plus the answer
+    for body in sent:
+        assert all(isinstance(t, int) for t in body["prompt"])
+        assert body["return_token_ids"] is True and body["stop_token_ids"]
+    # Each continuation starts with everything sent before: the server's prefix cache applies.
+    for earlier, later in zip(sent, sent[1:], strict=False):
+        assert later["prompt"][: len(earlier["prompt"])] == earlier["prompt"]
+    assert sent[-1]["max_tokens"] <= budget.max_answer_tokens
+
+
+def test_a_plain_text_marker_is_refused_with_the_fix(gemma3_tokenizer: Any) -> None:
+    config = EndpointConfig(base_url="http://127.0.0.1:9/v1", model="m")
+    with pytest.raises(ValueError, match="local engine"):
+        EndpointEngine(config, gemma3_tokenizer)
+
+
+@pytest.fixture(scope="module")
+def early_dir(tmp_path_factory: pytest.TempPathFactory, early_stopper: Any,
+              smollm2_tokenizer: Any) -> Any:
+    path = tmp_path_factory.mktemp("early-stopper")
+    early_stopper.save_pretrained(path)
+    smollm2_tokenizer.save_pretrained(path)
+    return path
+
+
+def test_eval_on_an_endpoint_writes_what_a_local_eval_writes(
+    server: CompletionsServer, early_dir: Any, tmp_path: Any
+) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from frugal.cli import app
+
+    common = ["eval", "--run", str(tmp_path), "--model", str(early_dir), "--limit", "6",
+              "--max-thinking-tokens", "8,24", "--num-waits", "0,2", "--max-answer-tokens", "6"]
+    local = CliRunner().invoke(app, [*common, "--label", "local", "--batch-size", "1",
+                                     "--dtype", "float32"])
+    assert local.exit_code == 0, local.output
+    remote = CliRunner().invoke(app, [*common, "--label", "remote", "--engine", server.base_url,
+                                      "--engine-model", "tiny"])
+    assert remote.exit_code == 0, remote.output
+
+    def rows(label: str) -> list[dict[str, Any]]:
+        lines = (tmp_path / "eval" / label / "results.jsonl").read_text().splitlines()
+        return sorted((json.loads(line) for line in lines), key=lambda r: (r["budget"], r["id"]))
+
+    assert rows("remote") == rows("local") and len(rows("local")) == 6 * 4
+    summaries = {label: json.loads((tmp_path / "eval" / label / "summary.json").read_text())
+                 for label in ("local", "remote")}
+    assert summaries["remote"]["points"] == summaries["local"]["points"]
+    from frugal.evaluate import SCALING_PLOT
+
+    assert (tmp_path / SCALING_PLOT).is_file()  # one plot with both curves
