@@ -82,3 +82,15 @@ def test_a_recipe_that_is_not_yaml_names_the_line_and_the_fix(tmp_path: Path) ->
     shown = CliRunner().invoke(app, ["run", str(recipe)])
     assert shown.exit_code == 1 and isinstance(shown.exception, SystemExit)  # no traceback
     assert f"error: {recipe}, line 1, column 10: not UTF-8 text" in shown.output
+
+
+def test_the_recipe_engine_reaches_every_generating_stage() -> None:
+    endpoint = "engine={base_url: 'http://127.0.0.1:8000/v1', model: smollm2-135m-instruct}"
+    recipe = load_recipe("quickstart", [endpoint])
+    assert recipe.eval.engine is not None and recipe.distill.local.engine is not None
+    assert recipe.eval.engine.base_url == "http://127.0.0.1:8000/v1"
+    own = load_recipe("quickstart", [endpoint, "eval.engine=null"])
+    assert own.eval.engine is None  # a stage keeps what it set itself
+    assert load_recipe("quickstart").eval.engine is None  # the local engine by default
+    with pytest.raises(RecipeError, match="engine"):
+        load_recipe("quickstart", ["engine={base_url: 'http://h/v1', model: m, port: 1}"])

@@ -282,7 +282,7 @@ def _eval(recipe: Recipe, run_dir: Path, console: Console, resume: bool) -> Any:
             num_waits=settings.num_waits, max_answer_tokens=settings.max_answer_tokens,
             samples=settings.samples, temperature=settings.temperature,
             batch_size=settings.batch_size, system=recipe.train.system,
-            machine_price_per_hour=recipe.machine_price_per_hour,
+            machine_price_per_hour=recipe.machine_price_per_hour, engine=settings.engine,
         )
         results.append(evaluate.run_with_progress(config, run_dir, console))
     return results

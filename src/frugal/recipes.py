@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from frugal.curate import CurateConfig
 from frugal.distill import DistillConfig
+from frugal.endpoint_config import EndpointConfig
 from frugal.evaluation.benchmarks import BenchmarkSpec
 from frugal.experts.stage import ExpertsConfig
 from frugal.names import SafeName
@@ -44,6 +45,9 @@ class RecipeEval(BaseModel):
     temperature: float = Field(0.0, ge=0.0)
     batch_size: int = Field(16, ge=1)
     base: bool = Field(True, description="Also evaluate the untrained base model.")
+    engine: EndpointConfig | None = Field(
+        None, description="Generate on this completions server; default: the recipe's engine."
+    )
 
 
 class Recipe(BaseModel):
@@ -55,6 +59,11 @@ class Recipe(BaseModel):
     description: str = ""
     model: str = Field("smollm2-135m-instruct", description="The base model of every stage.")
     machine_price_per_hour: float = Field(0.0, ge=0.0, description="Dollars per hour here.")
+    engine: EndpointConfig | None = Field(
+        None, description="An OpenAI-compatible completions server serving `model` (vLLM, "
+        "llama.cpp's server) for every stage that generates with it: evaluation and the hf/self "
+        "teachers. None: frugal's local engine.",
+    )
     pool: PoolConfig = Field(default_factory=PoolConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)
     curate: CurateConfig = Field(default_factory=CurateConfig)
@@ -71,6 +80,11 @@ class Recipe(BaseModel):
             self.train.model = self.model
         if "tokenizer" not in self.curate.model_fields_set:
             self.curate.tokenizer = self.model
+        if self.engine is not None:
+            if "engine" not in self.eval.model_fields_set:
+                self.eval.engine = self.engine
+            if "engine" not in self.distill.local.model_fields_set:
+                self.distill.local.engine = self.engine
         stages: list[BaseModel] = [self.distill, self.train]
         if self.experts is not None:
             if "model" not in self.experts.train.model_fields_set:

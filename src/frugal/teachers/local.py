@@ -15,7 +15,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from frugal.generation import BudgetConfig, BudgetForcingEngine, GenerationResult
+from frugal.endpoint_config import EndpointConfig
+from frugal.generation import BudgetConfig, BudgetForcingEngine, Engine, GenerationResult
 from frugal.questions import Question
 from frugal.teachers.base import (
     SYSTEM_PROMPT,
@@ -38,6 +39,10 @@ class LocalTeacherConfig(BaseModel):
     )
     batch_size: int = Field(8, ge=1, description="Rows decoded together.")
     samples: int = Field(4, ge=1, description="Answers per question (self teacher only).")
+    engine: EndpointConfig | None = Field(
+        None, description="A completions server serving `model` (vLLM, llama.cpp's server); "
+        "None: the local engine.",
+    )
 
 
 class HFTeacher(Teacher):
@@ -58,13 +63,21 @@ class HFTeacher(Teacher):
             "budget": self.config.budget.model_dump(),
             "samples": self._samples,
             "weights": fingerprint(self.config.model),
+            # A server's weights are its own: answers from it are not the local model's.
+            **({"engine": f"{self.config.engine.base_url} ({self.config.engine.model})"}
+               if self.config.engine else {}),
         }
 
     @property
     def _samples(self) -> int:
         return 1
 
-    def _engine(self) -> BudgetForcingEngine:
+    def _engine(self) -> Engine:
+        if self.config.engine is not None:
+            from frugal.endpoint_engine import EndpointEngine
+            from frugal.models import load_tokenizer
+
+            return EndpointEngine(self.config.engine, load_tokenizer(self.config.model))
         if self._loaded is None:
             from frugal.models import load_model
 
@@ -110,7 +123,7 @@ class HFTeacher(Teacher):
         )
 
     def _response(
-        self, engine: BudgetForcingEngine, rows: list[GenerationResult]
+        self, engine: Engine, rows: list[GenerationResult]
     ) -> TeacherResponse:
         prompt_tokens = len(engine.format.encode(rows[0].prompt))
         completions = [

@@ -1,0 +1,186 @@
+"""Budget forcing on a real vLLM (the CPU build in `.venv-vllm`, which `make test` installs).
+
+One vLLM server for the module serves SmolLM2 and a LoRA adapter (`frugal.vllm_server`); the
+endpoint engine drives it. Tests prove the budget invariants on vLLM, that adapters are picked
+per request, agreement with the local engine in float32 greedy decoding, and `frugal eval
+--engine vllm`. Skipped, with the reason, where vLLM could not be installed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from frugal.endpoint_config import EndpointConfig
+from frugal.endpoint_engine import EndpointEngine
+from frugal.generation import BudgetConfig, BudgetForcingEngine, GenerationResult
+from frugal.vllm_server import serve_with_vllm, vllm_available
+
+from .conftest import SMOLLM2
+
+pytestmark = pytest.mark.skipif(
+    not vllm_available(), reason="vLLM is not installed here (make vllm builds .venv-vllm)"
+)
+
+QUESTIONS = [
+    f"What is {a} {op} {b}?" for a, b in [(74, 54), (12, 9), (130, 45), (7, 8)]
+    for op in ("+", "-", "times", "divided by")
+] + [f"How many days are in {n} weeks?" for n in range(2, 18)]  # 32 prompts
+
+
+@pytest.fixture(scope="module")
+def smollm2() -> Any:
+    from frugal.models import load_model
+
+    return load_model(SMOLLM2, dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def adapter_dir(tmp_path_factory: pytest.TempPathFactory, smollm2: Any) -> Path:
+    """A real PEFT LoRA adapter for SmolLM2 with random weights large enough to show."""
+    import copy
+
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(copy.deepcopy(smollm2.model), LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0,
+    ))
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "lora_" in name:
+                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
+    path = tmp_path_factory.mktemp("adapters") / "shouty"
+    model.save_pretrained(path)
+    config = json.loads((path / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = SMOLLM2
+    (path / "adapter_config.json").write_text(json.dumps(config))
+    return path
+
+
+@pytest.fixture(scope="module")
+def vllm(adapter_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EndpointConfig]:
+    log = tmp_path_factory.mktemp("vllm") / "server.log"
+    with serve_with_vllm(SMOLLM2, {"shouty": adapter_dir}, max_model_len=2048, eager=True,
+                         log=log) as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(scope="module")
+def engine(vllm: EndpointConfig, smollm2: Any) -> EndpointEngine:
+    return EndpointEngine(vllm, smollm2.tokenizer)
+
+
+@pytest.mark.parametrize("budget", [
+    BudgetConfig(max_thinking_tokens=48, min_thinking_tokens=24, max_answer_tokens=16),
+    BudgetConfig(max_thinking_tokens=64, num_waits=2, max_answer_tokens=16),
+    # SmolLM2 before training closes its thinking at once: a minimum up to the cap makes it
+    # think until the cap forces the answer.
+    BudgetConfig(max_thinking_tokens=12, min_thinking_tokens=12, max_answer_tokens=8),
+], ids=["minimum", "two-waits", "cap"])
+def test_budget_invariants_hold_on_vllm(engine: EndpointEngine, budget: BudgetConfig) -> None:
+    results = engine.generate(QUESTIONS[:12], budget)
+    for result in results:
+        assert result.thinking_tokens <= budget.max_thinking_tokens
+        assert result.answer_tokens <= budget.max_answer_tokens
+        if not result.forced_max:
+            # The model stopped on its own: the minimum was reached first, and it was sent
+            # back to thinking exactly num_waits times (plus any the minimum needed).
+            assert result.thinking_tokens >= budget.min_thinking_tokens
+            if budget.min_thinking_tokens == 0:
+                assert result.waits == budget.num_waits
+        forced_waits = result.text.count(budget.wait_text)
+        assert forced_waits >= result.waits
+        if result.forced_max:  # the cap: thinking ends exactly there, the prefix is forced
+            assert result.thinking_tokens == budget.max_thinking_tokens
+            assert result.answer.startswith(budget.answer_prefix[: len(result.answer)])
+    if budget.max_thinking_tokens == 12:
+        assert all(r.forced_max for r in results)
+    print(f"\n{budget.max_thinking_tokens}/{budget.min_thinking_tokens}/{budget.num_waits}: "
+          f"thinking {[r.thinking_tokens for r in results]}, waits {[r.waits for r in results]}")
+
+
+def test_adapters_are_picked_per_request(
+    engine: EndpointEngine, smollm2: Any, adapter_dir: Path
+) -> None:
+    from frugal.adapters import load_with_adapters
+    from frugal.generation import Job, ListSource
+
+    budget = BudgetConfig(max_thinking_tokens=16, max_answer_tokens=8)
+    questions = QUESTIONS[:4]
+    jobs = [Job(engine.format.generation_prompt(q), budget, index=i,
+                adapter="shouty" if i % 2 else None) for i, q in enumerate(questions)]
+    mixed: dict[int, GenerationResult] = {}
+    # All four in one call: the engine must keep base rows out of the adapter's batches.
+    engine.run_jobs(ListSource(jobs, engine.format.encode), 4,
+                    lambda r: mixed.setdefault(r.index, r))
+    base = BudgetForcingEngine(smollm2.model, smollm2.tokenizer).generate(
+        questions, budget, batch_size=1)
+    loaded = load_with_adapters(SMOLLM2, {"shouty": adapter_dir})
+    tuned = BudgetForcingEngine(loaded.model, loaded.tokenizer).generate(
+        questions, budget, batch_size=1)
+    def shared(a: list[int], b: list[int]) -> int:
+        """How many leading tokens two generations share."""
+        return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y),
+                    min(len(a), len(b)))
+
+    for i, row in mixed.items():
+        own, other = (tuned, base) if i % 2 else (base, tuned)
+        with_own = shared(row.token_ids, own[i].token_ids)
+        with_other = shared(row.token_ids, other[i].token_ids)
+        print(f"\nrow {i} ({'shouty' if i % 2 else 'base'}): shares {with_own} tokens with "
+              f"the local engine's same model, {with_other} with the other")
+        assert with_own > with_other
+    assert all(tuned[i].token_ids != base[i].token_ids for i in range(4))
+
+
+def test_vllm_agrees_with_the_local_engine(engine: EndpointEngine, smollm2: Any) -> None:
+    budget = BudgetConfig(max_thinking_tokens=48, num_waits=1, max_answer_tokens=16)
+    remote = engine.generate(QUESTIONS, budget)
+    local = BudgetForcingEngine(smollm2.model, smollm2.tokenizer).generate(
+        QUESTIONS, budget, batch_size=1)
+
+    def split(r: GenerationResult) -> tuple[Any, ...]:
+        return (r.thinking, r.answer, r.thinking_tokens, r.answer_tokens, r.waits, r.forced_max)
+
+    same = [split(a) == split(b) for a, b in zip(remote, local, strict=True)]
+    identical = sum(a.token_ids == b.token_ids for a, b in zip(remote, local, strict=True))
+    print(f"\nvLLM vs local engine, float32 greedy, {len(QUESTIONS)} prompts: same split and "
+          f"counts {sum(same)}/{len(same)} ({sum(same) / len(same):.1%}), identical tokens "
+          f"{identical}/{len(same)}")
+    assert sum(same) / len(same) >= 0.9
+
+
+def test_frugal_eval_on_vllm_writes_what_a_local_eval_writes(
+    vllm: EndpointConfig, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from frugal.cli import app
+
+    common = ["eval", "--run", str(tmp_path), "--model", SMOLLM2, "--limit", "6",
+              "--max-thinking-tokens", "16,32", "--max-answer-tokens", "12"]
+    local = CliRunner().invoke(app, [*common, "--label", "local", "--dtype", "float32",
+                                     "--batch-size", "1"])
+    assert local.exit_code == 0, local.output
+    remote = CliRunner().invoke(app, [*common, "--label", "remote", "--engine", vllm.base_url])
+    assert remote.exit_code == 0, remote.output
+
+    def rows(label: str) -> list[dict[str, Any]]:
+        lines = (tmp_path / "eval" / label / "results.jsonl").read_text().splitlines()
+        return sorted((json.loads(line) for line in lines), key=lambda r: (r["budget"], r["id"]))
+
+    assert len(rows("remote")) == len(rows("local")) == 12
+    keys = ("id", "budget", "reference")
+    assert [[r[k] for k in keys] for r in rows("remote")] == [
+        [r[k] for k in keys] for r in rows("local")]
+    same = sum(a["thinking"] == b["thinking"] and a["answer"] == b["answer"]
+               for a, b in zip(rows("remote"), rows("local"), strict=True))
+    assert same >= 10  # float32 greedy on two engines: at most a near-tie apart
+    summary = json.loads((tmp_path / "eval" / "remote" / "summary.json").read_text())
+    assert [p["max_thinking_tokens"] for p in summary["points"]] == [16, 32]
