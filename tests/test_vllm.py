@@ -184,3 +184,64 @@ def test_frugal_eval_on_vllm_writes_what_a_local_eval_writes(
     assert same >= 10  # float32 greedy on two engines: at most a near-tie apart
     summary = json.loads((tmp_path / "eval" / "remote" / "summary.json").read_text())
     assert [p["max_thinking_tokens"] for p in summary["points"]] == [16, 32]
+
+
+def test_frugal_serve_fronts_a_vllm_it_starts_and_stops(
+    adapter_dir: Path, tmp_path: Path
+) -> None:
+    """`frugal serve RUN --engine vllm` as a user runs it: a real process, the official client."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+    import openai
+
+    from .teachers.fake_openai_server import free_port
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(adapter_dir, run_dir / "adapters" / "shouty")
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "frugal.cli", "serve", str(run_dir), "--engine", "vllm",
+         "--port", str(port), "--dtype", "float32"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            assert server.poll() is None, server.stdout.read() if server.stdout else ""
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "frugal serve --engine vllm did not come up"
+            time.sleep(1)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none")
+        assert {m.id for m in client.models.list().data} >= {"shouty"}
+        for model in ("shouty", SMOLLM2):
+            reply = client.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": "What is 7 times 8?"}],
+                max_tokens=16,
+                extra_body={"max_thinking_tokens": 24, "min_thinking_tokens": 24},
+            )
+            message = reply.choices[0].message
+            extra = message.model_extra or {}
+            assert extra.get("reasoning_content") is not None  # the thinking, apart
+            assert reply.usage is not None and reply.usage.completion_tokens > 0
+        children = subprocess.run(["pgrep", "-f", "vllm.entrypoints.openai.api_server"],
+                                  capture_output=True, text=True).stdout.split()
+        assert children, "vLLM should be running behind frugal"
+    finally:
+        server.send_signal(signal.SIGINT)  # uvicorn shuts down, and frugal stops vLLM
+        server.wait(timeout=120)
+    time.sleep(3)
+    left = [pid for pid in subprocess.run(
+        ["pgrep", "-f", "vllm.entrypoints.openai.api_server"], capture_output=True, text=True
+    ).stdout.split() if int(pid) != os.getpid()]
+    # The module's own vLLM (the fixture) may still run; the one frugal serve started must not.
+    assert len(left) <= len(children) - 1

@@ -664,6 +664,12 @@ def serve_command(
     dtype: Annotated[
         str, typer.Option(help="auto (bfloat16 on GPUs and AMX CPUs), float32 or bfloat16.")
     ] = "auto",
+    engine_url: Annotated[
+        str, typer.Option("--engine", help="local, vllm (started here with every adapter and "
+                          "stopped on exit), or the URL of an OpenAI-compatible completions "
+                          "server up to /v1; budget forcing is kept either way.")
+    ] = "local",
+    engine_model: EngineModelOption = None,
 ) -> None:
     """Serve an OpenAI-compatible API with thinking budgets, adapters and a price per token."""
     _quiet_transformers()
@@ -683,7 +689,7 @@ def serve_command(
             max_answer_tokens=max_answer_tokens, max_thinking_tokens=max_thinking_tokens,
             default_thinking_tokens=default_thinking_tokens,
             max_prompt_tokens=max_prompt_tokens, machine_price_per_hour=machine_price_per_hour,
-            dtype=dtype,
+            dtype=dtype, engine=engine_url, engine_model=engine_model,
         )
         with console.status(f"Loading {target}…"):
             server = serve_stage.build(config)

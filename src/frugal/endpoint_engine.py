@@ -36,6 +36,7 @@ from frugal.generation import Engine, GenerationResult, Job, JobSource, Section
 from frugal.reasoning_format import ReasoningFormat
 
 PLACEHOLDER_KEY = "EMPTY"  # vLLM and llama.cpp accept any key when started without one
+BASE_ADAPTER = "__base__"  # what the serving layer names "no adapter" (PEFT's name)
 
 
 @dataclass
@@ -55,6 +56,9 @@ class _Row:
     requests: int = 0
 
     def add(self, ids: Sequence[int], section: Section, forced: bool) -> None:
+        if self.job.on_token is not None:  # streaming: each token as soon as it is known
+            for token_id in ids:
+                self.job.on_token(token_id, section, forced)
         self.token_ids.extend(ids)
         self.forced.extend([forced] * len(ids))
         self.sections.extend([section] * len(ids))
@@ -96,39 +100,63 @@ class EndpointEngine(Engine):
         logits_processor: Any = None,
         on_step: Callable[[int], None] | None = None,
     ) -> None:
-        """Run every job of `source` with up to `concurrency` in flight (at least `batch_size`),
-        calling `finish` with each result as it ends."""
+        """Run every job `source` hands out, up to `concurrency` (at least `batch_size`) in
+        flight, calling `finish` with each result as it ends; returns when the source is
+        exhausted and every row has finished. A server's endless queue works as a source."""
         if logits_processor:
             raise ValueError("logits processors run inside the local engine only")
-        jobs: list[Job] = []
-        while not source.exhausted():
-            jobs.extend(source.take(max(source.waiting(), 1), idle=True))
-        asyncio.run(self._run_all(jobs, max(batch_size, self.config.concurrency), finish))
+        asyncio.run(self._run_source(source, max(batch_size, self.config.concurrency), finish))
 
     # -- internals ---------------------------------------------------------------------------
 
-    async def _run_all(self, jobs: list[Job], concurrency: int,
-                       finish: Callable[[GenerationResult], None]) -> None:
+    async def _run_source(self, source: JobSource, concurrency: int,
+                          finish: Callable[[GenerationResult], None]) -> None:
         semaphore = asyncio.Semaphore(concurrency)
+        gate = _AdapterGate()
         key = os.environ.get(self.config.api_key_env) or PLACEHOLDER_KEY
+        running: set[asyncio.Task[None]] = set()
         async with openai.AsyncOpenAI(base_url=self.config.base_url, api_key=key,
                                       timeout=self.config.timeout, max_retries=2) as client:
 
             async def one(job: Job) -> None:
+                tuned = _served_adapter(job) is not None
                 async with semaphore:
-                    finish(await self._run_row(client, job))
+                    await gate.enter(tuned)
+                    try:
+                        result = await self._run_row(client, job)
+                    finally:
+                        await gate.leave()
+                finish(result)
 
-            # Base-model rows never share the server's batches with adapter rows: vLLM's CPU
-            # build (0.32) computed base requests batched with LoRA requests with the LoRA
-            # applied (measured in tests/test_vllm.py). Adapters mix with each other safely.
-            base = [job for job in jobs if job.adapter is None]
-            tuned = [job for job in jobs if job.adapter is not None]
-            for group in (base, tuned):
-                await asyncio.gather(*(one(job) for job in group))
+            try:
+                while not source.exhausted():
+                    # The source may block (a server's queue waits for requests): off the loop,
+                    # so the rows in flight keep going.
+                    for job in await asyncio.to_thread(source.take, concurrency, idle=True):
+                        task = asyncio.create_task(one(job))
+                        running.add(task)
+                        task.add_done_callback(running.discard)
+                    failed = [t for t in running if t.done() and t.exception()]
+                    if failed:
+                        raise failed[0].exception()  # type: ignore[misc]
+                if running:
+                    await asyncio.gather(*running)
+            except BaseException:
+                for task in running:
+                    task.cancel()
+                await asyncio.gather(*running, return_exceptions=True)
+                raise
 
     async def _run_row(self, client: openai.AsyncOpenAI, job: Job) -> GenerationResult:
-        budget = job.budget
         row = _Row(job, self.format.encode(job.prompt))
+        try:
+            await self._drive(client, row)
+        except _Cancelled:
+            row.finish_reason = "cancelled"
+        return self._result(row)
+
+    async def _drive(self, client: openai.AsyncOpenAI, row: _Row) -> None:
+        budget = row.job.budget
         wait_ids = self.format.encode(budget.wait_text)
         prefix_ids = self.format.encode(budget.answer_prefix) if budget.answer_prefix else []
         # Thinking, with Waits until the model may stop or the cap forces the answer.
@@ -168,7 +196,6 @@ class EndpointEngine(Engine):
                 row.finish_reason = "end_of_turn"
             else:
                 row.finish_reason = "max_answer_tokens"
-        return self._result(row)
 
     def _force_answer_start(self, row: _Row, prefix_ids: list[int]) -> None:
         row.forced_max = True
@@ -181,6 +208,8 @@ class EndpointEngine(Engine):
         """Continue the row by up to `max_tokens`; (new ids without the stop token, the stop
         token it ended on or None when it ran out of tokens)."""
         budget = row.job.budget
+        if row.job.cancelled is not None and row.job.cancelled():
+            raise _Cancelled  # the client left: nothing more is asked of the server
         row.requests += 1
         extra: dict[str, Any] = {
             "stop_token_ids": stop_ids,
@@ -194,7 +223,7 @@ class EndpointEngine(Engine):
             seed = row.job.seed if row.job.seed is not None else budget.seed * 1_000_003
             sampling["seed"] = (seed + row.requests) % (2**31)
         reply = await client.completions.create(
-            model=row.job.adapter or self.config.model,
+            model=_served_adapter(row.job) or self.config.model,
             prompt=row.prompt_ids + row.token_ids,
             max_tokens=max_tokens,
             extra_body=extra,
@@ -238,3 +267,42 @@ class EndpointEngine(Engine):
             forced=row.forced,
             sections=[str(s) for s in row.sections],
         )
+
+
+class _Cancelled(Exception):
+    """The row's client went away."""
+
+
+def _served_adapter(job: Job) -> str | None:
+    """The adapter a job asks the server for by name; None for the base model."""
+    return None if job.adapter in (None, BASE_ADAPTER) else job.adapter
+
+
+class _AdapterGate:
+    """Keeps base-model rows and adapter rows out of each other's server batches.
+
+    vLLM's CPU build (0.32) computed base-model requests batched with LoRA requests with the
+    LoRA applied (measured in tests/test_vllm.py), so rows in flight are all of one kind;
+    adapters mix with each other. A kind that is waiting stops new rows of the other kind from
+    entering, so neither starves.
+    """
+
+    def __init__(self) -> None:
+        self._changed = asyncio.Condition()
+        self._tuned = False
+        self._in_flight = 0
+        self._waiting = {True: 0, False: 0}
+
+    async def enter(self, tuned: bool) -> None:
+        async with self._changed:
+            self._waiting[tuned] += 1
+            await self._changed.wait_for(lambda: self._in_flight == 0 or (
+                self._tuned == tuned and not self._waiting[not tuned]))
+            self._waiting[tuned] -= 1
+            self._tuned = tuned
+            self._in_flight += 1
+
+    async def leave(self) -> None:
+        async with self._changed:
+            self._in_flight -= 1
+            self._changed.notify_all()

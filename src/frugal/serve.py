@@ -11,7 +11,8 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -46,6 +47,15 @@ class ServeConfig(BaseModel):
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="Weights: auto is bfloat16 on GPUs and AMX CPUs, else float32."
     )
+    engine: str = Field(
+        "local", description="local (frugal's decode loop), vllm (a vLLM server started here "
+        "with every adapter, stopped on exit), or the URL of an OpenAI-compatible completions "
+        "server up to /v1 that serves the base model and each adapter under its name.",
+    )
+    engine_model: str | None = Field(
+        None, description="With an engine URL: the base model's name there (default: the "
+        "model spec)."
+    )
 
 
 @dataclass
@@ -57,14 +67,16 @@ class Server:
     engine: Any
     run_dir: Path | None
     started: float
+    resources: ExitStack = field(default_factory=ExitStack)  # a vLLM server we started
 
     def close(self) -> None:
         self.engine.stop()
+        self.resources.close()
 
 
 def build(config: ServeConfig) -> Server:
     from frugal.adapters import base_model_of, find_adapter, load_with_adapters, run_adapters
-    from frugal.generation import BudgetForcingEngine
+    from frugal.generation import BudgetForcingEngine, Engine
     from frugal.models import inference_dtype
     from frugal.serving.app import create_app
     from frugal.serving.engine import ServingEngine
@@ -90,35 +102,66 @@ def build(config: ServeConfig) -> Server:
             )
     else:
         model = config.model or config.target
-    loaded = load_with_adapters(model, adapters, dtype=inference_dtype(config.dtype))
-    router = _load_router(run_dir) if run_dir else None
-    metrics = ServerMetrics(config.machine_price_per_hour)
-    decode = BudgetForcingEngine(loaded.model, loaded.tokenizer)
-    engine = ServingEngine(
-        decode, max_batch_size=config.max_batch_size,
-        window_s=config.batch_window_ms / 1000, on_step=metrics.batch_size.observe,
-    )
-    serving = OpenAIServing(
-        engine, decode.format,
-        base_name=config.served_name or Path(model).name or model,
-        adapters=list(adapters), router=router,
-        limits=ServerLimits(
-            max_answer_tokens=config.max_answer_tokens,
-            max_thinking_tokens=config.max_thinking_tokens,
-            default_thinking_tokens=min(config.default_thinking_tokens,
-                                        config.max_thinking_tokens),
-            max_prompt_tokens=config.max_prompt_tokens,
-        ),
-        metrics=metrics,
-    )
-    started = time.time()
-    server = Server(app=None, serving=serving, engine=engine, run_dir=run_dir, started=started)
-    api_key = config.api_key or os.environ.get(API_KEY_ENV) or None
-    server.app = create_app(
-        serving, api_key=api_key, on_shutdown=lambda: _record(server, config)
-    )
-    engine.start()
-    return server
+    resources = ExitStack()
+    decode: Engine
+    if config.engine == "local":
+        loaded = load_with_adapters(model, adapters, dtype=inference_dtype(config.dtype))
+        decode = BudgetForcingEngine(loaded.model, loaded.tokenizer)
+    else:
+        decode = _endpoint_engine(config, model, adapters, resources)
+    try:
+        router = _load_router(run_dir) if run_dir else None
+        metrics = ServerMetrics(config.machine_price_per_hour)
+        engine = ServingEngine(
+            decode, max_batch_size=config.max_batch_size,
+            window_s=config.batch_window_ms / 1000, on_step=metrics.batch_size.observe,
+        )
+        serving = OpenAIServing(
+            engine, decode.format,
+            base_name=config.served_name or Path(model).name or model,
+            adapters=list(adapters), router=router,
+            limits=ServerLimits(
+                max_answer_tokens=config.max_answer_tokens,
+                max_thinking_tokens=config.max_thinking_tokens,
+                default_thinking_tokens=min(config.default_thinking_tokens,
+                                            config.max_thinking_tokens),
+                max_prompt_tokens=config.max_prompt_tokens,
+            ),
+            metrics=metrics,
+        )
+        started = time.time()
+        server = Server(app=None, serving=serving, engine=engine, run_dir=run_dir, started=started,
+                        resources=resources)
+        api_key = config.api_key or os.environ.get(API_KEY_ENV) or None
+        server.app = create_app(
+            serving, api_key=api_key, on_shutdown=lambda: _record(server, config)
+        )
+        engine.start()
+        return server
+    except BaseException:
+        resources.close()  # a vLLM server started above must not outlive a failed start
+        raise
+
+
+def _endpoint_engine(
+    config: ServeConfig, model: str, adapters: dict[str, Path], resources: ExitStack
+) -> Any:
+    """Generation on a completions server: vLLM started here, or one at a URL."""
+    from frugal.endpoint_config import endpoint_option
+    from frugal.endpoint_engine import EndpointEngine
+    from frugal.models import load_tokenizer
+
+    tokenizer = load_tokenizer(model)  # before vLLM starts: a bad model fails fast
+    if config.engine == "vllm":
+        from frugal.vllm_server import serve_with_vllm
+
+        dtype = "float32" if config.dtype == "auto" else config.dtype
+        endpoint = resources.enter_context(serve_with_vllm(model, adapters, dtype=dtype))
+    else:
+        endpoint = endpoint_option(config.engine, config.engine_model or model)
+        if endpoint is None:
+            raise ValueError(f"engine {config.engine!r}: local, vllm or a URL")
+    return EndpointEngine(endpoint, tokenizer)
 
 
 def _load_router(run_dir: Path) -> Any:
