@@ -152,3 +152,26 @@ def test_eval_on_an_endpoint_writes_what_a_local_eval_writes(
     from frugal.evaluate import SCALING_PLOT
 
     assert (tmp_path / SCALING_PLOT).is_file()  # one plot with both curves
+
+
+def test_curation_reference_models_and_teachers_run_on_an_endpoint(
+    early_stopper: Any, smollm2_tokenizer: Any, early_dir: Any, tmp_path: Any
+) -> None:
+    from rich.console import Console
+
+    from frugal.curation.difficulty import solved_by
+    from frugal.questions import Question
+
+    questions = [Question(id=f"q{i}", question=q, answer=str(4 * i + 1), source="test")
+                 for i, q in enumerate(QUESTIONS)]
+    budget = BudgetConfig(max_thinking_tokens=16, max_answer_tokens=6)
+    quiet = Console(quiet=True)
+    local = solved_by(questions, str(early_dir), budget, tmp_path / "local", batch_size=1,
+                      console=quiet)
+    # A server that serves the reference model under its own name (the spec).
+    with CompletionsServer(early_stopper, smollm2_tokenizer, name=str(early_dir)) as server:
+        engine = EndpointConfig(base_url=server.base_url, model="ignored")
+        remote = solved_by(questions, str(early_dir), budget, tmp_path / "remote",
+                           console=quiet, engine=engine)
+        assert server.requests and {r["model"] for r in server.requests} == {str(early_dir)}
+    assert remote == local and len(local) == len(questions)

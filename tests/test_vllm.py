@@ -156,9 +156,8 @@ def test_vllm_agrees_with_the_local_engine(engine: EndpointEngine, smollm2: Any)
     assert sum(same) / len(same) >= 0.9
 
 
-def test_frugal_eval_on_vllm_writes_what_a_local_eval_writes(
-    vllm: EndpointConfig, tmp_path: Path
-) -> None:
+def test_frugal_eval_on_vllm_writes_what_a_local_eval_writes(tmp_path: Path) -> None:
+    """`--engine vllm` starts a vLLM for the evaluation and stops it after."""
     from typer.testing import CliRunner
 
     from frugal.cli import app
@@ -168,7 +167,7 @@ def test_frugal_eval_on_vllm_writes_what_a_local_eval_writes(
     local = CliRunner().invoke(app, [*common, "--label", "local", "--dtype", "float32",
                                      "--batch-size", "1"])
     assert local.exit_code == 0, local.output
-    remote = CliRunner().invoke(app, [*common, "--label", "remote", "--engine", vllm.base_url])
+    remote = CliRunner().invoke(app, [*common, "--label", "remote", "--engine", "vllm"])
     assert remote.exit_code == 0, remote.output
 
     def rows(label: str) -> list[dict[str, Any]]:

@@ -203,9 +203,10 @@ RunOption = Annotated[
                  callback=_run_dir),
 ]
 EngineOption = Annotated[
-    str, typer.Option("--engine", help="local (frugal's own decode loop), or the URL of an "
+    str, typer.Option("--engine", help="local (frugal's own decode loop), the URL of an "
                       "OpenAI-compatible completions server up to /v1 (vLLM, llama.cpp's "
-                      "server); budget forcing is kept either way.")
+                      "server), or vllm to start one for `frugal eval`; budget forcing is kept "
+                      "either way.")
 ]
 EngineModelOption = Annotated[
     str | None, typer.Option(help="With --engine URL: the name the server serves the base model "
@@ -592,6 +593,33 @@ def eval_command(
     from frugal.models import ModelNotFoundError
     from frugal.questions import QuestionDataError
 
+    if engine_url == "vllm":  # start one for this evaluation, with the adapter it needs
+        from contextlib import ExitStack
+
+        from frugal.adapters import base_model_of, find_adapter
+        from frugal.vllm_server import serve_with_vllm
+
+        stack = ExitStack()
+        try:
+            served = dict([find_adapter(run, adapter)]) if adapter else {}
+            base = model or (base_model_of(next(iter(served.values()))) if served
+                             else "smollm2-135m-instruct")
+            with console.status("Starting vLLM…"):
+                endpoint = stack.enter_context(serve_with_vllm(
+                    base, served, dtype="float32" if dtype == "auto" else dtype))
+        except (ValueError, OSError, RuntimeError) as error:
+            stack.close()
+            _fail(str(error))
+        with stack:
+            engine_url, model = endpoint.base_url, base
+            return eval_command(
+                run=run, model=model, adapter=adapter, label=label, benchmark=benchmark,
+                limit=limit, max_thinking_tokens=max_thinking_tokens, num_waits=num_waits,
+                min_thinking_tokens=min_thinking_tokens, max_answer_tokens=max_answer_tokens,
+                samples=samples, temperature=temperature, seed=seed, batch_size=batch_size,
+                system=system, machine_price_per_hour=machine_price_per_hour, dtype=dtype,
+                engine_url=engine_url, engine_model=endpoint.model, engine_key_env=None,
+            )
     try:
         config = eval_stage.EvalConfig(
             model=model, adapter=adapter, label=label, benchmark=benchmark, limit=limit,

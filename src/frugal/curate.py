@@ -32,6 +32,7 @@ from frugal.curation.text_filters import (
     FormattingFilter,
     exact_duplicates,
 )
+from frugal.endpoint_config import EndpointConfig
 from frugal.generation import BudgetConfig
 from frugal.grading import reference_answer
 from frugal.pool import read_pool
@@ -73,6 +74,10 @@ class CurateConfig(BaseModel):
     reference_budget: BudgetConfig = Field(
         default_factory=lambda: BudgetConfig(max_thinking_tokens=256, max_answer_tokens=64),
         description="Thinking budget of the reference models.",
+    )
+    engine: EndpointConfig | None = Field(
+        None, description="A completions server that serves each reference model under its "
+        "own name (its `model` is ignored); None: the local engine.",
     )
     pass_rate_band: tuple[float, float] | None = Field(
         None, description="Keep self-teacher pass rates within [low, high] (open-r1 style)."
@@ -142,7 +147,7 @@ def run(config: CurateConfig, run_dir: Path, *, console: Console | None = None) 
         started = time.perf_counter()
         solved = solved_by(
             [i.question for i in items], model, config.reference_budget, run_dir,
-            console=console,
+            console=console, engine=config.engine,
         )
         reasons = {
             i.question.id: f"solved by reference model {model}"

@@ -85,6 +85,8 @@ class Recipe(BaseModel):
                 self.eval.engine = self.engine
             if "engine" not in self.distill.local.model_fields_set:
                 self.distill.local.engine = self.engine
+            if self.experts is not None and "engine" not in self.experts.model_fields_set:
+                self.experts.engine = self.engine
         stages: list[BaseModel] = [self.distill, self.train]
         if self.experts is not None:
             if "model" not in self.experts.train.model_fields_set:

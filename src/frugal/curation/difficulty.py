@@ -13,6 +13,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from frugal.endpoint_config import EndpointConfig
 from frugal.generation import BudgetConfig
 from frugal.grading import grade
 from frugal.ledger import TokenPrices
@@ -31,13 +32,16 @@ def solved_by(
     *,
     batch_size: int = 8,
     console: Console,
+    engine: EndpointConfig | None = None,
 ) -> dict[str, bool]:
-    """Question id -> whether `model` answers it correctly (greedy)."""
+    """Question id -> whether `model` answers it correctly (greedy), on the local engine or
+    on `engine` (asked for `model` by name)."""
     from frugal.distill import collect
 
     teacher = HFTeacher(LocalTeacherConfig(
         model=model, budget=budget.model_copy(update={"temperature": 0.0}),
         batch_size=batch_size,
+        engine=engine.model_copy(update={"model": model}) if engine else None,
     ))
     with TeacherCache(Path(run_dir) / TEACHER_CACHE) as cache:
         got = collect(

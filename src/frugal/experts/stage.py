@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from frugal.endpoint_config import EndpointConfig
 from frugal.evaluation import metrics
 from frugal.evaluation.benchmarks import BenchmarkSpec, load_questions, resolve
 from frugal.experts.router import ROUTER_DIR, ROUTER_FILE, Router
@@ -48,6 +49,10 @@ class ExpertsConfig(BaseModel):
     machine_price_per_hour: float = Field(0.0, ge=0.0)
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="Evaluation weights: auto is bfloat16 on GPUs and AMX CPUs."
+    )
+    engine: EndpointConfig | None = Field(
+        None, description="Evaluate the contenders on this completions server (serving the "
+        "base model and every adapter by name); None: the local engine.",
     )
 
 
@@ -196,7 +201,7 @@ def compare(config: ExpertsConfig, run_dir: Path, benchmark: BenchmarkSpec,
             max_thinking_tokens=config.max_thinking_tokens,
             max_answer_tokens=config.max_answer_tokens, batch_size=config.batch_size,
             system=config.train.system, machine_price_per_hour=config.machine_price_per_hour,
-            dtype=config.dtype, **how,
+            dtype=config.dtype, engine=config.engine, **how,
         )
         result = evaluate.run(evaluation, run_dir)
         best = max(result.summary["points"], key=lambda p: p["accuracy"])
