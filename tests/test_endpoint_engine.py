@@ -175,3 +175,26 @@ def test_curation_reference_models_and_teachers_run_on_an_endpoint(
                            console=quiet, engine=engine)
         assert server.requests and {r["model"] for r in server.requests} == {str(early_dir)}
     assert remote == local and len(local) == len(questions)
+
+
+def test_generate_on_an_endpoint_prints_thinking_and_answer(
+    server: CompletionsServer, early_dir: Any, early_stopper: Any, smollm2_tokenizer: Any
+) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from frugal.cli import app
+
+    options = ["--model", str(early_dir), "--max-thinking-tokens", "24",
+               "--min-thinking-tokens", "8", "--max-answer-tokens", "6", "--json"]
+    result = CliRunner().invoke(app, ["generate", QUESTIONS[0], *options,
+                                      "--engine", server.base_url, "--engine-model", "tiny"])
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.stdout)
+    budget = BudgetConfig(max_thinking_tokens=24, min_thinking_tokens=8, max_answer_tokens=6)
+    (local,) = BudgetForcingEngine(early_stopper, smollm2_tokenizer).generate(
+        QUESTIONS[:1], budget)
+    assert printed["thinking"] == local.thinking and printed["answer"] == local.answer
+    bad = CliRunner().invoke(app, ["generate", "hi", "--engine", "ftp://x"])
+    assert bad.exit_code == 1 and "local" in bad.output
