@@ -31,6 +31,17 @@ def tiny_model(spec: str = SMOLLM2, seed: int = 0) -> Any:
     return AutoModelForCausalLM.from_config(config).eval()
 
 
+def lively_model() -> Any:
+    """The tiny model with larger random weights (normal, 0.15), which writes varied tokens."""
+    model = tiny_model()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.dim() == 2:
+                parameter.normal_(0, 0.15)
+    return model
+
+
 @pytest.fixture(scope="session")
 def smollm2_tokenizer() -> Any:
     return load_tokenizer(SMOLLM2)
@@ -67,14 +78,7 @@ def tiny_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer: Any) -
 def lively_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer: Any) -> Path:
     """The tiny model with larger random weights: the default initialisation writes nothing but
     newlines, which would make every reply the same empty text."""
-    import torch
-
-    model = tiny_model()
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.dim() == 2:
-                parameter.normal_(0, 0.15)
+    model = lively_model()
     path = tmp_path_factory.mktemp("lively-base")
     model.save_pretrained(path)
     smollm2_tokenizer.save_pretrained(path)

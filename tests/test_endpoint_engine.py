@@ -19,7 +19,7 @@ from frugal.endpoint_engine import EndpointConfig, EndpointEngine
 from frugal.generation import BudgetConfig, BudgetForcingEngine, GenerationResult
 
 from .completions_server import CompletionsServer
-from .conftest import tiny_model
+from .conftest import lively_model
 
 QUESTIONS = [f"What is {i} plus {3 * i + 1}?" for i in range(8)]
 BUDGETS = [
@@ -35,12 +35,8 @@ BUDGETS = [
 @pytest.fixture(scope="module")
 def early_stopper(smollm2_tokenizer: Any) -> Any:
     """A model that often tries to end its thinking and its turn early."""
-    model = tiny_model()
-    torch.manual_seed(0)
+    model = lively_model()
     with torch.no_grad():
-        for parameter in model.parameters():
-            if parameter.dim() == 2:
-                parameter.normal_(0, 0.15)
         head = model.get_output_embeddings().weight
         for marker in ("<|im_start|>", "<|im_end|>"):
             head[smollm2_tokenizer.convert_tokens_to_ids(marker)] *= 2.5
@@ -198,3 +194,26 @@ def test_generate_on_an_endpoint_prints_thinking_and_answer(
     assert printed["thinking"] == local.thinking and printed["answer"] == local.answer
     bad = CliRunner().invoke(app, ["generate", "hi", "--engine", "ftp://x"])
     assert bad.exit_code == 1 and "local" in bad.output
+
+
+def test_a_refused_row_fails_alone_when_it_can_be_told(
+    server: CompletionsServer, smollm2_tokenizer: Any
+) -> None:
+    import openai
+
+    from frugal.generation import Job, ListSource
+
+    engine = endpoint(server, smollm2_tokenizer)
+    budget = BudgetConfig(max_thinking_tokens=8, max_answer_tokens=4)
+    errors: list[BaseException] = []
+    jobs = [Job(engine.format.generation_prompt(q), budget, index=i,
+                adapter="not-served" if i == 1 else None, on_error=errors.append)
+            for i, q in enumerate(QUESTIONS[:3])]
+    done: list[GenerationResult] = []
+    engine.run_jobs(ListSource(jobs, engine.format.encode), 3, done.append)
+    assert sorted(r.index for r in done) == [0, 2]  # the others finished
+    assert len(errors) == 1 and isinstance(errors[0], openai.NotFoundError)
+    # Without a place to report it (an evaluation), the failure ends the run, never a silent gap.
+    jobs = [Job(engine.format.generation_prompt(QUESTIONS[0]), budget, adapter="not-served")]
+    with pytest.raises(openai.NotFoundError):
+        engine.run_jobs(ListSource(jobs, engine.format.encode), 1, done.append)

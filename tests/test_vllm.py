@@ -199,10 +199,16 @@ def test_frugal_serve_fronts_a_vllm_it_starts_and_stops(
     import httpx
     import openai
 
+    from frugal.experts.router import ROUTER_DIR, ROUTER_FILE, Router
+
     from .teachers.fake_openai_server import free_port
 
     run_dir = tmp_path / "run"
-    shutil.copytree(adapter_dir, run_dir / "adapters" / "shouty")
+    for name in ("shouty", "calm"):  # two experts (the same weights: routing is what is tested)
+        shutil.copytree(adapter_dir, run_dir / "adapters" / name)
+    router = Router.fit([*QUESTIONS[:16], *QUESTIONS[16:]], ["shouty"] * 16 + ["calm"] * 16)
+    router.save(run_dir / ROUTER_DIR)
+    (run_dir / ROUTER_DIR / ROUTER_FILE).write_text(json.dumps({"chosen": router.kind}))
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "frugal.cli", "serve", str(run_dir), "--engine", "vllm",
@@ -221,7 +227,11 @@ def test_frugal_serve_fronts_a_vllm_it_starts_and_stops(
             assert time.monotonic() < deadline, "frugal serve --engine vllm did not come up"
             time.sleep(1)
         client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none")
-        assert {m.id for m in client.models.list().data} >= {"shouty"}
+        assert {m.id for m in client.models.list().data} >= {"shouty", "calm", "auto"}
+        routed = client.chat.completions.create(
+            model="auto", messages=[{"role": "user", "content": "How many days are in 9 weeks?"}],
+            max_tokens=8, extra_body={"max_thinking_tokens": 8})
+        assert routed.model == "calm"  # the router's pick, served by vLLM under that name
         for model in ("shouty", SMOLLM2):
             reply = client.chat.completions.create(
                 model=model, messages=[{"role": "user", "content": "What is 7 times 8?"}],

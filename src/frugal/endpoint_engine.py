@@ -115,6 +115,13 @@ class EndpointEngine(Engine):
         gate = _AdapterGate()
         key = os.environ.get(self.config.api_key_env) or PLACEHOLDER_KEY
         running: set[asyncio.Task[None]] = set()
+        failures: list[BaseException] = []  # rows that failed with nobody to tell but the run
+
+        def settled(task: asyncio.Task[None]) -> None:
+            running.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                failures.append(task.exception())  # type: ignore[arg-type]
+
         async with openai.AsyncOpenAI(base_url=self.config.base_url, api_key=key,
                                       timeout=self.config.timeout, max_retries=2) as client:
 
@@ -124,23 +131,27 @@ class EndpointEngine(Engine):
                     await gate.enter(tuned)
                     try:
                         result = await self._run_row(client, job)
+                    except Exception as error:
+                        if job.on_error is None:
+                            raise
+                        job.on_error(error)  # this row alone fails; the others go on
+                        return
                     finally:
                         await gate.leave()
                 finish(result)
 
             try:
-                while not source.exhausted():
+                while not source.exhausted() and not failures:
                     # The source may block (a server's queue waits for requests): off the loop,
                     # so the rows in flight keep going.
                     for job in await asyncio.to_thread(source.take, concurrency, idle=True):
                         task = asyncio.create_task(one(job))
                         running.add(task)
-                        task.add_done_callback(running.discard)
-                    failed = [t for t in running if t.done() and t.exception()]
-                    if failed:
-                        raise failed[0].exception()  # type: ignore[misc]
-                if running:
-                    await asyncio.gather(*running)
+                        task.add_done_callback(settled)
+                while running and not failures:
+                    await asyncio.wait(set(running), return_when=asyncio.FIRST_COMPLETED)
+                if failures:
+                    raise failures[0]
             except BaseException:
                 for task in running:
                     task.cancel()
@@ -153,7 +164,7 @@ class EndpointEngine(Engine):
             await self._drive(client, row)
         except _Cancelled:
             row.finish_reason = "cancelled"
-        return self._result(row)
+        return self.result_of(row)
 
     async def _drive(self, client: openai.AsyncOpenAI, row: _Row) -> None:
         budget = row.job.budget
@@ -248,25 +259,6 @@ class EndpointEngine(Engine):
             return [int(t) for t in token_ids]
         # A server without token ids: read its text back, the only thing it gives.
         return self.format.encode(choice.text or "")
-
-    def _result(self, row: _Row) -> GenerationResult:
-        text = self.tokenizer.decode(row.token_ids)
-        parsed = self.format.parse(text)
-        return GenerationResult(
-            index=row.job.index,
-            prompt=row.job.prompt,
-            text=text,
-            thinking=parsed.thinking,
-            answer=parsed.answer,
-            thinking_tokens=row.thinking_tokens,
-            answer_tokens=row.answer_tokens,
-            waits=row.waits,
-            forced_max=row.forced_max,
-            finish_reason=row.finish_reason,
-            token_ids=row.token_ids,
-            forced=row.forced,
-            sections=[str(s) for s in row.sections],
-        )
 
 
 class _Cancelled(Exception):

@@ -97,6 +97,8 @@ class Job:
     adapters share one batch (PEFT's mixed-batch LoRA); None runs the model as loaded.
     `on_token(token_id, section, forced)` sees every token as it is decided (streaming), and
     `cancelled()` returning True ends the row at its next step (finish reason "cancelled").
+    `on_error(error)`, where an engine can fail one row alone (a server refusing one request),
+    gets that row's failure and the other rows go on; without it the failure ends the run.
     """
 
     prompt: str
@@ -106,6 +108,7 @@ class Job:
     adapter: str | None = None
     on_token: TokenCallback | None = None
     cancelled: Callable[[], bool] | None = None
+    on_error: Callable[[BaseException], None] | None = None
 
 
 class JobSource(Protocol):
@@ -243,6 +246,30 @@ class Engine(ABC):
 
         self.run_jobs(ListSource(jobs, self.format.encode), batch_size, finish, logits_processor)
         return [r for r in results if r is not None]
+
+    def result_of(self, row: Any) -> GenerationResult:
+        """A finished row as a result: its text parsed by the format, its counts as kept.
+
+        `row` has the job and the per-token record every engine keeps (`token_ids`, `forced`,
+        `sections`, the section counts, Waits, `forced_max`, `finish_reason`).
+        """
+        text = self.format.tokenizer.decode(row.token_ids)
+        parsed = self.format.parse(text)
+        return GenerationResult(
+            index=row.job.index,
+            prompt=row.job.prompt,
+            text=text,
+            thinking=parsed.thinking,
+            answer=parsed.answer,
+            thinking_tokens=row.thinking_tokens,
+            answer_tokens=row.answer_tokens,
+            waits=row.waits,
+            forced_max=row.forced_max,
+            finish_reason=row.finish_reason or "length",
+            token_ids=row.token_ids,
+            forced=row.forced,
+            sections=[str(s) for s in row.sections],
+        )
 
     @abstractmethod
     def run_jobs(
@@ -494,23 +521,7 @@ class BudgetForcingEngine(Engine):
         row.position -= k
 
     def _result(self, row: _Row) -> GenerationResult:
-        text = self.tokenizer.decode(row.token_ids)
-        parsed = self.format.parse(text)
-        return GenerationResult(
-            index=row.index,
-            prompt=row.job.prompt,
-            text=text,
-            thinking=parsed.thinking,
-            answer=parsed.answer,
-            thinking_tokens=row.thinking_tokens,
-            answer_tokens=row.answer_tokens,
-            waits=row.waits,
-            forced_max=row.forced_max,
-            finish_reason=row.finish_reason or "length",
-            token_ids=row.token_ids,
-            forced=row.forced,
-            sections=[str(s) for s in row.sections],
-        )
+        return self.result_of(row)
 
     # -- sampling ------------------------------------------------------------------------------
 

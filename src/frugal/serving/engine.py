@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from frugal.generation import BudgetForcingEngine, GenerationResult, Job
+from frugal.generation import Engine, GenerationResult, Job
 
 
 class QueueSource:
@@ -77,7 +77,7 @@ class ServingEngine:
 
     def __init__(
         self,
-        engine: BudgetForcingEngine,
+        engine: Engine,
         *,
         max_batch_size: int = 16,
         window_s: float = 0.01,
@@ -139,6 +139,7 @@ class ServingEngine:
             self.source.put(Job(
                 prompt, budget, index=index, seed=seed, adapter=adapter, on_token=tokens,
                 cancelled=lambda: ticket.cancelled,
+                on_error=lambda error: self._fail_one(index, error),
             ))
         except BaseException:  # shutting down: the request never entered the queue
             self._forget(index)
@@ -159,6 +160,12 @@ class ServingEngine:
                 if self._in_flight == 0:
                     self.busy_seconds += time.monotonic() - self._busy_since
         return ticket
+
+    def _fail_one(self, index: int, error: BaseException) -> None:
+        """One request failed on its own (an engine server refused it): only it gets the error."""
+        ticket = self._forget(index)
+        if ticket is not None and ticket.on_error is not None:
+            ticket.on_error(error)
 
     def _finish(self, result: GenerationResult) -> None:
         ticket = self._forget(result.index)
