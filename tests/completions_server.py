@@ -47,7 +47,9 @@ class CompletionsServer:
         if body.get("temperature", 1.0) != 0:
             return JSONResponse({"error": {"message": "this test server is greedy only"}}, 400)
         prompt = [int(t) for t in body["prompt"]]
-        stops = set(body.get("stop_token_ids") or []) | {self.tokenizer.eos_token_id}
+        stops = set(body.get("stop_token_ids") or [])
+        if not body.get("ignore_eos"):
+            stops.add(self.tokenizer.eos_token_id)
         ids = self._generate(prompt, int(body["max_tokens"]), stops)
         stopped = bool(ids) and ids[-1] in stops
         choice = {

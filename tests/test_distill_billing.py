@@ -336,3 +336,27 @@ def test_the_lock_is_released_when_its_holder_is_killed(tmp_path: Path) -> None:
     with hold(tmp_path):  # no stale lock to clean up
         record = json.loads((tmp_path / ".frugal.lock").read_text())
         assert record["pid"] == os.getpid()
+
+
+def test_raising_max_tokens_asks_only_the_replies_it_cut_short(tmp_path: Path) -> None:
+    prompts = task_pool(tmp_path, per_family=1)
+    long = set(prompts[:2])
+
+    def reply(prompt: str) -> tuple[str, str]:
+        thinking = " ".join(["step"] * 150) if prompt in long else "a short thought"
+        return thinking, "Final Answer: 42"
+
+    with serve(reply=reply) as server:
+        config = DistillConfig(teacher="openai", openai=teacher_config(server, max_tokens=100),
+                               prices=PRICES)
+        first = distill.run(config, tmp_path)
+        assert server.total_calls == len(prompts)
+        assert sum(not t["answer"] for t in first.traces) == 2  # cut at 100 tokens
+        config.openai = teacher_config(server, max_tokens=400)
+        second = distill.run(config, tmp_path)
+        state = server.snapshot()
+    account(tmp_path, state["billed_calls"], state["billed_dollars"], None,
+            "max_tokens raised 100 -> 400")
+    assert state["total_calls"] == len(prompts) + 2  # only the two cut short were asked again
+    assert {p for p, n in state["calls"].items() if n == 2} == long
+    assert all(t["answer"] for t in second.traces) and len(second.traces) == len(prompts)

@@ -69,3 +69,17 @@ def test_a_cache_from_before_charges_keeps_its_paid_responses(tmp_path: Path) ->
         assert cache.total_cost() == pytest.approx(0.25) and cache.has(["k"]) == {"k"}
     with TeacherCache(path) as cache:  # migrated once, not on every open
         assert cache.total_cost() == pytest.approx(0.25)
+
+
+def test_a_corrupt_teacher_cache_is_a_clear_error(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from frugal.cli import app
+    from frugal.pool import PoolConfig
+    from frugal.pool import run as build_pool
+
+    build_pool(PoolConfig(source="tasks", per_family=1), tmp_path)
+    (tmp_path / "teacher-cache.sqlite").write_bytes(b"not a database" * 100)
+    result = CliRunner().invoke(app, ["distill", "--run", str(tmp_path)])
+    assert result.exit_code == 1 and "not a readable teacher cache" in result.output
+    assert "Traceback" not in result.output

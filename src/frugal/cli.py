@@ -597,7 +597,7 @@ def eval_command(
         from contextlib import ExitStack
 
         from frugal.adapters import base_model_of, find_adapter
-        from frugal.vllm_server import serve_with_vllm
+        from frugal.vllm_server import context_length, serve_with_vllm
 
         stack = ExitStack()
         try:
@@ -605,8 +605,10 @@ def eval_command(
             base = model or (base_model_of(next(iter(served.values()))) if served
                              else "smollm2-135m-instruct")
             with console.status("Starting vLLM…"):
+                longest = max(_csv(max_thinking_tokens, int) or [0])
                 endpoint = stack.enter_context(serve_with_vllm(
-                    base, served, dtype="float32" if dtype == "auto" else dtype))
+                    base, served, dtype="float32" if dtype == "auto" else dtype,
+                    max_model_len=context_length(2048, longest, max_answer_tokens)))
         except (ValueError, OSError, RuntimeError) as error:
             stack.close()
             _fail(str(error))

@@ -51,6 +51,7 @@ from frugal.teacher_cache import (
     WORST_CASE,
     Reservation,
     TeacherCache,
+    base_key_of,
     cache_key,
 )
 from frugal.teachers.base import Teacher, TeacherResponse, TeacherStopped, Usage
@@ -187,6 +188,7 @@ class _CachingSink:
         self.prices, self.max_cost = prices, max_cost
         self.progress, self.task, self.console = progress, task, console
         self.paid_before = cache.total_cost()
+        self.paid_elsewhere = 0.0  # in the ledger, no longer in the cache: still paid
         self.admitted: dict[str, float] = {}  # free teachers' per-question reservations
         self.calls = 0
         self.tokens = 0
@@ -201,7 +203,8 @@ class _CachingSink:
     def _fits(self, estimate: float) -> bool:
         if self.cap_message is not None:
             return False
-        committed = self.cache.total_cost() + sum(self.admitted.values())
+        committed = (self.cache.total_cost() + self.paid_elsewhere
+                     + sum(self.admitted.values()))
         if self.max_cost is None or committed + estimate <= self.max_cost:
             return True
         self.cap_message = (
@@ -315,11 +318,13 @@ def collect(
     console: Console,
     label: str,
     retry_failed: bool = False,
+    paid_elsewhere: float = 0.0,
 ) -> Collected:
     """Ask `teacher` about every question not yet in `cache`, caching each answer on arrival.
 
     Questions that failed for good with the same key are not asked again (their failure is
-    reported as it was recorded) unless `retry_failed`.
+    reported as it was recorded) unless `retry_failed`. `paid_elsewhere`: dollars the ledger
+    records that the cache no longer shows (a deleted cache); they still count against the cap.
     """
     # Once per run, not per question: local teachers fingerprint their weights on disk here.
     params = teacher.cache_params()
@@ -329,10 +334,29 @@ def collect(
     }
     started = time.perf_counter()
     cached = cache.has(keys.values())
+    # Answers stored under another output limit that they did not reach are the same answers:
+    # raising max_tokens asks only the questions the old limit cut short.
+    request = {"params": params}
+    base_keys = {
+        q.id: base_key_of(teacher.kind, teacher.model,
+                          {**request, "messages": teacher.messages(q)})
+        for q in questions if keys[q.id] not in cached
+    }
+    within = cache.finished_within_limit(base_keys.values())
+    for question_id, base in base_keys.items():
+        if base in within:
+            keys[question_id] = within[base]
+            cached.add(within[base])
     final_failures = {} if retry_failed else {
         key: failure for key, failure in cache.failures(keys.values()).items() if failure.final
     }
-    todo = [q for q in questions if keys[q.id] not in cached and keys[q.id] not in final_failures]
+    todo, asked = [], set()
+    for q in questions:
+        key = keys[q.id]
+        # Two pool rows with the same question share a key: pay for it once.
+        if key not in cached and key not in final_failures and key not in asked:
+            todo.append(q)
+            asked.add(key)
     with _progress(console) as progress:
         task = progress.add_task(
             label, total=len(questions), completed=len(questions) - len(todo),
@@ -340,6 +364,7 @@ def collect(
         )
         sink = _CachingSink(teacher, cache, keys, params, prices, max_cost, progress, task,
                             console)
+        sink.paid_elsewhere = paid_elsewhere
         sink.failed.update({f.question_id: f.reason for f in final_failures.values()})
         interrupted = False
         stopped: str | None = None
@@ -379,11 +404,13 @@ def run(
         if gap:
             console.print(f"[yellow]ledger: added ${gap:.6f} of teacher calls an interrupted "
                           "run had not recorded[/yellow]")
+        paid_at_start = cache.total_cost()
         try:
             got = collect(
                 teacher, questions, cache, prices=config.prices, max_cost=config.max_cost,
                 console=console, label=f"distill · {teacher.kind}",
                 retry_failed=config.retry_failed,
+                paid_elsewhere=max(0.0, teacher_dollars(read_ledger(run_dir)) - paid_at_start),
             )
         except BaseException:
             # A second Ctrl-C, or a failure outside the teacher: what was paid reaches the
@@ -391,7 +418,7 @@ def run(
             reconcile_teacher_cache(run_dir, cache.total_cost(),
                                     reason="teacher calls of a distillation that stopped")
             raise
-        paid_now = cache.total_cost() - teacher_dollars(read_ledger(run_dir))
+        paid_now = cache.total_cost() - paid_at_start
         traces = _derive_traces(cache, questions, got.keys, teacher)
         answered = {t["id"] for t in traces}
     traces_path = run_dir / TRACES

@@ -224,6 +224,9 @@ class EndpointEngine(Engine):
         row.requests += 1
         extra: dict[str, Any] = {
             "stop_token_ids": stop_ids,
+            # Only the format's own markers end a section, as in the local engine: a model's
+            # extra EOS ids (generation_config) would otherwise stop it where frugal does not.
+            "ignore_eos": True,
             "skip_special_tokens": False,
             "include_stop_str_in_output": True,
             "return_token_ids": True,
@@ -242,6 +245,10 @@ class EndpointEngine(Engine):
         )
         choice = reply.choices[0]
         ids = self._generated_ids(choice)
+        # A server that ignores stop_token_ids writes past the marker: cut there ourselves.
+        cut = next((i for i, t in enumerate(ids) if t in stop_ids), None)
+        if cut is not None and cut < len(ids) - 1:
+            return ids[:cut], ids[cut]
         stopped_on = None
         if choice.finish_reason == "stop":
             reason = (choice.model_extra or {}).get("stop_reason")

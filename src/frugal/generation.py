@@ -40,7 +40,7 @@ class BudgetConfig(BaseModel):
     max_thinking_tokens: int = Field(1024, ge=1, description="Force the answer at this many.")
     min_thinking_tokens: int = Field(0, ge=0, description="Replace an earlier end with Wait.")
     num_waits: int = Field(0, ge=0, description="Replace this many ends of thinking with Wait.")
-    wait_text: str = "Wait"
+    wait_text: str = Field("Wait", min_length=1, description="Appended when an end is refused.")
     answer_prefix: str = Field("Final Answer:", description="Forced after a forced end.")
     max_answer_tokens: int = Field(256, ge=1)
     temperature: float = Field(0.0, ge=0.0, description="0 means greedy.")

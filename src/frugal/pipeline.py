@@ -68,6 +68,8 @@ def stage_settings(recipe: Recipe, stage: str) -> Any:
 # max_cost or retry_failed still resumes a partial distillation: partial stages always re-run.
 NOT_IN_KEY = frozenset({
     "distill.machine_price_per_hour", "distill.max_cost", "distill.retry_failed",
+    "distill.prices",  # what the calls cost, not what they answer
+    "train.save_steps", "train.logging_steps", "train.save_total_limit",
     "distill.openai.concurrency", "distill.openai.max_retries",
     "distill.openai.max_consecutive_failures", "distill.openai.backoff_base",
     "distill.openai.backoff_max", "distill.openai.timeout", "distill.local.batch_size",
@@ -190,6 +192,10 @@ def run(recipe: Recipe, run_dir: Path, *, console: Console | None = None,
         state[stage] = {"key": key, "status": "done", "seconds": round(seconds, 3),
                         "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
         _write_state(run_dir, state)
+        if getattr(outcome, "interrupted", False):
+            # Ctrl-C came while the last calls were in flight and they all finished: the stage
+            # is complete, but the user asked to stop.
+            raise KeyboardInterrupt
         if stage in ("pool", "curate", "report"):  # the others write their own ledger entries
             append_entry(run_dir, {
                 "stage": stage, "kind": "compute", "compute_seconds": round(seconds, 3),

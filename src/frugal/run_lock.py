@@ -74,13 +74,25 @@ def locks_run_dir(function: Callable[P, R]) -> Callable[P, R]:
 
     @functools.wraps(function)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        if int(os.environ.get("RANK", "0")) != 0:
-            # Under torchrun/accelerate the main process holds the lock for all ranks; the
-            # others write nothing the main process does not coordinate.
-            return function(*args, **kwargs)
         run_dir = signature.bind_partial(*args, **kwargs).arguments["run_dir"]
         with hold(run_dir):
             return function(*args, **kwargs)
+
+    return wrapper
+
+
+def locks_run_dir_on_main_rank(function: Callable[P, R]) -> Callable[P, R]:
+    """Like `locks_run_dir`, for a stage that runs under torchrun/accelerate (training): the
+    main process holds the lock for every rank; the other ranks write nothing it does not
+    coordinate. Outside a distributed launch it is `locks_run_dir`."""
+    locked = locks_run_dir(function)
+
+    @functools.wraps(function)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+        if distributed and int(os.environ.get("RANK", "0")) != 0:
+            return function(*args, **kwargs)
+        return locked(*args, **kwargs)
 
     return wrapper
 

@@ -153,10 +153,13 @@ def _endpoint_engine(
 
     tokenizer = load_tokenizer(model)  # before vLLM starts: a bad model fails fast
     if config.engine == "vllm":
-        from frugal.vllm_server import serve_with_vllm
+        from frugal.vllm_server import context_length, serve_with_vllm
 
         dtype = "float32" if config.dtype == "auto" else config.dtype
-        endpoint = resources.enter_context(serve_with_vllm(model, adapters, dtype=dtype))
+        length = context_length(config.max_prompt_tokens, config.max_thinking_tokens,
+                                config.max_answer_tokens)
+        endpoint = resources.enter_context(
+            serve_with_vllm(model, adapters, dtype=dtype, max_model_len=length))
     else:
         endpoint = endpoint_option(config.engine, config.engine_model or model)
         if endpoint is None:

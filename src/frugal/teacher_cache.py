@@ -3,7 +3,10 @@
 The cache is what makes distillation safe to interrupt. It holds three tables:
 
 - `responses`: usable answers, keyed by a hash of the teacher kind, its model, the exact messages
-  and the sampling parameters. A re-run finds them and pays nothing twice.
+  and the sampling parameters. A re-run finds them and pays nothing twice. Each also has a
+  `base_key` that leaves the output limit (`max_tokens`) out: an answer that finished within
+  its limit is the same answer under a larger one, so raising the limit to rescue the replies
+  it cut short asks only those again.
 - `charges`: one row per call that may cost money, written *before* the request is sent
   (status `pending`, priced at the call's worst case) and settled when it ends: `billed` at the
   reply's usage, `worst_case` when a reply came back without readable usage or when the call may
@@ -91,12 +94,32 @@ def cache_key(teacher: str, model: str, messages: Any, params: dict[str, Any]) -
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
+def base_key_of(teacher: str, model: str, request: Any) -> str:
+    """The key of a request with its output limit left out (see the module docstring)."""
+    params = dict(request.get("params") or {}) if isinstance(request, dict) else {}
+    params.pop("max_tokens", None)
+    messages = request.get("messages") if isinstance(request, dict) else None
+    return cache_key(teacher, model, messages, params)
+
+
 class TeacherCache:
     """Responses and charges on disk; every write is durable when it returns."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._open()
+        except sqlite3.DatabaseError as error:
+            from frugal.run_files import RunFileError
+
+            raise RunFileError(
+                self.path, f"not a readable teacher cache ({error})",
+                "restore it from a backup; deleting it asks (and pays for) every question "
+                "again, and the ledger keeps what was paid",
+            ) from None
+
+    def _open(self) -> None:
         # Autocommit: each statement is its own transaction unless wrapped in _transaction().
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -105,6 +128,8 @@ class TeacherCache:
         self._db.executescript(_SCHEMA)
         if not had_charges:
             self._charge_legacy_responses()
+        if not self._has_column("responses", "base_key"):
+            self._add_base_keys()
         self._total = self._sum_costs()
 
     # ------------------------------------------------------------------ responses
@@ -116,6 +141,18 @@ class TeacherCache:
     def has(self, keys: Iterable[str]) -> set[str]:
         """Which of `keys` have a usable response (one query per chunk, not per key)."""
         return self._present("responses", keys)
+
+    def finished_within_limit(self, base_keys: Iterable[str]) -> dict[str, str]:
+        """base key -> the key of a stored response that ended on its own (not at its output
+        limit), for those of `base_keys` that have one."""
+        found: dict[str, str] = {}
+        for chunk in _chunks(list(base_keys)):
+            marks = ",".join("?" * len(chunk))
+            query = f"SELECT base_key, key, response FROM responses WHERE base_key IN ({marks})"
+            for base_key, key, response in self._db.execute(query, chunk):
+                if json.loads(response).get("extra", {}).get("finish_reason") != "length":
+                    found.setdefault(base_key, key)
+        return found
 
     def put(
         self,
@@ -139,9 +176,11 @@ class TeacherCache:
         now = time.time()
         with self._transaction():
             self._db.execute(
-                "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO responses (key, teacher, model, question_id, request, "
+                "response, cost, created, base_key) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (key, teacher, model, question_id, json.dumps(request, ensure_ascii=False),
-                 json.dumps(response, ensure_ascii=False), cost, now),
+                 json.dumps(response, ensure_ascii=False), cost, now,
+                 base_key_of(teacher, model, request)),
             )
             self._db.execute("DELETE FROM failures WHERE key = ?", (key,))
             if reservation is None:
@@ -263,6 +302,18 @@ class TeacherCache:
 
     def _sum_costs(self) -> float:
         return float(self._db.execute("SELECT COALESCE(SUM(cost), 0) FROM charges").fetchone()[0])
+
+    def _has_column(self, table: str, column: str) -> bool:
+        return any(row[1] == column for row in self._db.execute(f"PRAGMA table_info({table})"))
+
+    def _add_base_keys(self) -> None:
+        # Caches from before base keys: derive them from each stored request.
+        with self._transaction():
+            self._db.execute("ALTER TABLE responses ADD COLUMN base_key TEXT")
+            rows = self._db.execute("SELECT key, teacher, model, request FROM responses")
+            for key, teacher, model, request in rows.fetchall():
+                self._db.execute("UPDATE responses SET base_key = ? WHERE key = ?",
+                                 (base_key_of(teacher, model, json.loads(request)), key))
 
     def _table_exists(self, name: str) -> bool:
         query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"

@@ -31,7 +31,7 @@ from frugal.ledger import append_entry, compute_cost
 from frugal.names import SafeName, check_name, check_run_dir, path_inside
 from frugal.reasoning_format import ReasoningFormat
 from frugal.run_files import SELECTED, write_json
-from frugal.run_lock import locks_run_dir
+from frugal.run_lock import locks_run_dir_on_main_rank
 
 TRAIN_LOG = "train-log.jsonl"
 
@@ -282,7 +282,7 @@ def log_name(config: TrainConfig, main: bool = True) -> str:
     return TRAIN_LOG if main else f"train-log-{config.name}.jsonl"
 
 
-@locks_run_dir
+@locks_run_dir_on_main_rank
 def run(
     config: TrainConfig,
     run_dir: Path,

@@ -10,6 +10,7 @@ project's `.venv-vllm` (which `make test` creates), else `python3`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -50,6 +51,11 @@ def vllm_available() -> bool:
 
 
 @contextmanager
+def context_length(prompt_tokens: int, thinking_tokens: int, answer_tokens: int) -> int:
+    """The context vLLM must hold for one row: prompt, thinking, Waits' slack and the answer."""
+    return prompt_tokens + thinking_tokens + answer_tokens + 64
+
+
 def serve_with_vllm(
     model: str,
     adapters: Mapping[str, Path] | None = None,
@@ -74,14 +80,16 @@ def serve_with_vllm(
         # The prefix cache reuses whole blocks: 32 tokens (the CPU backend's smallest) instead
         # of 128 makes a Wait continuation recompute at most 31 tokens.
         "--block-size", "32",
-        # A KV cache of a set size: vLLM's CPU build otherwise sizes it from the NUMA node's
-        # memory and refuses to start when that reads low.
-        "--kv-cache-memory-bytes", kv_cache,
     ]
-    if eager is None:  # compiling pays off on GPUs; on CPUs it costs a minute at every start
-        import torch
+    import torch
 
-        eager = not torch.cuda.is_available()
+    on_cpu = not torch.cuda.is_available()
+    if on_cpu:
+        # A KV cache of a set size: vLLM's CPU build otherwise sizes it from the NUMA node's
+        # memory and refuses to start when that reads low. GPUs size theirs themselves.
+        command += ["--kv-cache-memory-bytes", kv_cache]
+    if eager is None:  # compiling pays off on GPUs; on CPUs it costs a minute at every start
+        eager = on_cpu
     if eager:  # CPU start-up: 26 s instead of 80-100 s of compiling, about 15% slower decode
         command.append("--enforce-eager")
     if adapters:
@@ -128,14 +136,16 @@ def _wait_ready(base_url: str, process: subprocess.Popen[bytes], log: Path) -> N
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
     """SIGTERM the server's whole process group (it forks engine workers), then SIGKILL."""
-    if process.poll() is not None:
+    # The group even when the leader is gone: its engine workers may still be running.
+    try:
+        os.killpg(process.pid, signal.SIGTERM)  # start_new_session: the group id is its pid
+    except ProcessLookupError:
         return
-    group = os.getpgid(process.pid)
-    os.killpg(group, signal.SIGTERM)
     try:
         process.wait(timeout=30)
     except subprocess.TimeoutExpired:
-        os.killpg(group, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=30)
 
 

@@ -37,6 +37,7 @@ A fault is a tuple (or a bare name when it takes no argument):
 - ``("length_empty",)``: 200, empty content, ``finish_reason: "length"`` and usage of the full
   ``max_tokens`` (a reasoning API whose hidden reasoning used up the output cap)
 - ``("no_usage",)``: a normal answer whose body has no ``usage`` (still billed)
+- ``("odd_shape",)``: 200 JSON whose first choice's message is a string (billed)
 """
 
 from __future__ import annotations
@@ -212,7 +213,7 @@ class FakeOpenAIServer:
             while time.monotonic() < deadline and not await request.is_disconnected():
                 await asyncio.sleep(0.05)
         elif name is not None and name not in (
-            "empty_choices", "no_content", "length_empty", "no_usage", "malformed"
+            "empty_choices", "no_content", "length_empty", "no_usage", "malformed", "odd_shape"
         ):
             raise ValueError(f"unknown fault {name!r}")
 
@@ -242,6 +243,11 @@ class FakeOpenAIServer:
             return Response(
                 '{"id": "chatcmpl-broken", "choices": [', 200, media_type="application/json"
             )
+        if name == "odd_shape":
+            self._write_state()
+            return JSONResponse({"id": "chatcmpl-odd", "object": "chat.completion",
+                                 "created": 0, "model": self.model,
+                                 "choices": [{"index": 0, "message": "hi"}]})
         message: dict[str, Any] = {"role": "assistant", "content": answer}
         if name == "no_content":
             message = {"role": "assistant", "content": None}

@@ -21,6 +21,9 @@ from typing import Any
 
 import httpx
 import pytest
+from openai.types import CompletionUsage
+from openai.types.chat import ChatCompletion, ChatCompletionMessage
+from openai.types.chat.chat_completion import Choice
 from pydantic import ValidationError
 
 from frugal.questions import Question
@@ -531,3 +534,33 @@ def test_standalone_server_writes_its_state_file(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.mark.parametrize("usage", [{}, {"input_tokens": 5, "output_tokens": 9},
+                                   {"prompt_tokens": 5, "completion_tokens": -3}])
+def test_usage_that_is_not_plain_counts_is_charged_at_the_worst_case(
+    serve: Callable[..., FakeOpenAIServer], usage: dict[str, Any]
+) -> None:
+    server = serve()
+    teacher, _ = make_teacher(server)
+    raw = ChatCompletion.model_construct(
+        id="x", object="chat.completion", created=0, model="m",
+        choices=[Choice.model_construct(index=0, finish_reason="stop",
+                                        message=ChatCompletionMessage.model_construct(
+                                            role="assistant", content="Final Answer: 42"))],
+        usage=CompletionUsage.model_construct(**usage),
+    )
+    reply = teacher._read(raw)
+    assert reply.usage is None and reply.response is not None
+    assert reply.response.extra["no_usage"] is True  # the sink charges its worst case
+
+
+def test_a_reply_of_the_wrong_shape_is_retried_and_charged_at_the_worst_case(
+    serve: Callable[..., FakeOpenAIServer],
+) -> None:
+    q = question(1)
+    server = serve(plan={q.question: [("odd_shape",)]})
+    teacher, _ = make_teacher(server)
+    sink = RecordingSink()
+    teacher.run([q], sink)
+    assert sink.outcomes(q.id) == ["worst_case", "put"] and sink.fails == {}

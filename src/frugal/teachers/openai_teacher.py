@@ -48,7 +48,7 @@ from typing import Any, Literal
 
 import openai
 from openai.types.chat import ChatCompletion
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from frugal.questions import Question
 from frugal.teacher_cache import Reservation
@@ -145,6 +145,19 @@ class OpenAITeacherConfig(BaseModel):
         '(e.g. {"top_p": 0.95} or vLLM options such as {"top_k": 20}).',
     )
 
+
+    @field_validator("extra_body")
+    @classmethod
+    def _no_cost_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
+        # The cost cap reserves max_tokens for one completion; these would change that.
+        refused = sorted({"max_tokens", "max_completion_tokens", "n"} & set(value))
+        if refused:
+            raise ValueError(
+                f"extra_body may not set {', '.join(refused)}: the cost cap reserves each "
+                "call's worst case from max_tokens and one completion. Fix: set max_tokens "
+                "(and max_tokens_param) instead"
+            )
+        return value
 
 def max_input_tokens(messages: Sequence[Mapping[str, str]]) -> int:
     """An upper bound on a prompt's billed tokens: its UTF-8 bytes, plus 8 per message and 8.
@@ -523,7 +536,15 @@ class OpenAITeacher(Teacher):
             raise _AttemptFailed(
                 f"response body is not valid JSON ({e})", possibly_billed=True, retry=True
             ) from None
-        return self._read(raw)
+        try:
+            return self._read(raw)
+        except _AttemptFailed:
+            raise
+        except Exception as e:  # a body of the wrong shape: answered (billed), unreadable
+            raise _AttemptFailed(
+                f"the reply could not be read ({type(e).__name__}: {e})", possibly_billed=True,
+                retry=True,
+            ) from None
 
     def _read(self, raw: Any) -> _Reply:
         # A non-JSON content type makes the client hand back the body text instead of a model.
@@ -614,12 +635,18 @@ class OpenAITeacher(Teacher):
 
 
 def _usage(raw: ChatCompletion) -> Usage | None:
+    """The billed token counts, or None (charge the worst case) unless they are plain counts."""
     usage = raw.usage
     if usage is None:
         return None
+    prompt = getattr(usage, "prompt_tokens", None)
+    completion = getattr(usage, "completion_tokens", None)
     details = getattr(usage, "prompt_tokens_details", None)
-    return Usage(
-        input_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-        output_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
-        cached_input_tokens=int(getattr(details, "cached_tokens", 0) or 0),
-    )
+    cached = getattr(details, "cached_tokens", None) or 0
+    # The client does not validate replies: `{}`, other field names, negative or non-integer
+    # counts would otherwise be charged $0 (or less) for a call the provider billed.
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0
+               for n in (prompt, completion, cached)):
+        return None
+    return Usage(input_tokens=prompt, output_tokens=completion,  # type: ignore[arg-type]
+                 cached_input_tokens=min(cached, prompt))  # type: ignore[type-var]
