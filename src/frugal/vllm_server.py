@@ -50,12 +50,12 @@ def vllm_available() -> bool:
     return done.returncode == 0
 
 
-@contextmanager
 def context_length(prompt_tokens: int, thinking_tokens: int, answer_tokens: int) -> int:
     """The context vLLM must hold for one row: prompt, thinking, Waits' slack and the answer."""
     return prompt_tokens + thinking_tokens + answer_tokens + 64
 
 
+@contextmanager
 def serve_with_vllm(
     model: str,
     adapters: Mapping[str, Path] | None = None,
