@@ -217,3 +217,27 @@ def test_a_refused_row_fails_alone_when_it_can_be_told(
     jobs = [Job(engine.format.generation_prompt(QUESTIONS[0]), budget, adapter="not-served")]
     with pytest.raises(openai.NotFoundError):
         engine.run_jobs(ListSource(jobs, engine.format.encode), 1, done.append)
+
+
+def test_a_row_whose_client_left_stops_mid_request(smollm2_tokenizer: Any) -> None:
+    import time
+
+    from frugal.generation import Job, ListSource
+
+    # The plain lively model almost never ends its thinking: 6,000 tokens take seconds.
+    with CompletionsServer(lively_model(), smollm2_tokenizer, name="slow") as slow:
+        engine = EndpointEngine(EndpointConfig(base_url=slow.base_url, model="slow"),
+                                smollm2_tokenizer)
+        started = time.monotonic()
+        job = Job(engine.format.generation_prompt("Count to ten thousand."),
+                  BudgetConfig(max_thinking_tokens=6000, max_answer_tokens=4),
+                  cancelled=lambda: time.monotonic() > started + 0.3)
+        done: list[GenerationResult] = []
+        engine.run_jobs(ListSource([job], engine.format.encode), 1, done.append)
+        took = time.monotonic() - started
+        deadline = time.monotonic() + 5
+        while not slow.aborted and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert slow.aborted == 1  # the server saw the hang-up and stopped generating
+    assert done[0].finish_reason == "cancelled" and done[0].token_ids == []
+    assert took < 2.0, f"the row waited {took:.1f} s for a reply nobody wanted"

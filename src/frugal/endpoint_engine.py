@@ -24,6 +24,7 @@ single token) are not supported here: their marker cannot be a token-level stop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ from frugal.reasoning_format import ReasoningFormat
 
 PLACEHOLDER_KEY = "EMPTY"  # vLLM and llama.cpp accept any key when started without one
 BASE_ADAPTER = "__base__"  # what the serving layer names "no adapter" (PEFT's name)
+CANCEL_POLL_S = 0.1  # how often a row in flight checks whether its client is still there
 
 
 @dataclass
@@ -236,13 +238,14 @@ class EndpointEngine(Engine):
             sampling["top_p"] = budget.top_p
             seed = row.job.seed if row.job.seed is not None else budget.seed * 1_000_003
             sampling["seed"] = (seed + row.requests) % (2**31)
-        reply = await client.completions.create(
+        request = asyncio.ensure_future(client.completions.create(
             model=_served_adapter(row.job) or self.config.model,
             prompt=row.prompt_ids + row.token_ids,
             max_tokens=max_tokens,
             extra_body=extra,
             **sampling,
-        )
+        ))
+        reply = await self._unless_cancelled(request, row.job)
         choice = reply.choices[0]
         ids = self._generated_ids(choice)
         # A server that ignores stop_token_ids writes past the marker: cut there ourselves.
@@ -259,6 +262,22 @@ class EndpointEngine(Engine):
             else:  # EOS, which the server reports without a stop reason
                 stopped_on = self._end_ids[0] if self._end_ids else self._stop_id
         return ids, stopped_on
+
+    @staticmethod
+    async def _unless_cancelled(request: asyncio.Future[Any], job: Job) -> Any:
+        """The request's reply; if the job's client leaves meanwhile, the request is abandoned
+        (its connection closed, which vLLM takes as an abort) and the row ends."""
+        if job.cancelled is None:
+            return await request
+        while True:
+            done, _ = await asyncio.wait({request}, timeout=CANCEL_POLL_S)
+            if done:
+                return request.result()
+            if job.cancelled():
+                request.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await request
+                raise _Cancelled
 
     def _generated_ids(self, choice: Any) -> list[int]:
         token_ids = (choice.model_extra or {}).get("token_ids")
