@@ -266,7 +266,8 @@ class EndpointEngine(Engine):
     @staticmethod
     async def _unless_cancelled(request: asyncio.Future[Any], job: Job) -> Any:
         """The request's reply; if the job's client leaves meanwhile, the request is abandoned
-        (its connection closed, which vLLM takes as an abort) and the row ends."""
+        (its connection closed, so a server that aborts on disconnect stops generating) and the
+        row ends."""
         if job.cancelled is None:
             return await request
         while True:
