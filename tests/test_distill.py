@@ -135,7 +135,7 @@ def test_cost_cap_stops_issuing_calls_before_crossing_it(tmp_path: Path) -> None
     task_pool(tmp_path, per_family=4)
     # Each call is estimated at (about 60 input + 100 output tokens) at $1000/M: ~$0.16.
     prices = TokenPrices(input_per_million=1000.0, output_per_million=1000.0)
-    with FakeOpenAIServer() as server:
+    with FakeOpenAIServer(prices=(1000.0, 1000.0)) as server:
         config = DistillConfig(
             teacher="openai",
             openai=openai_config(server, max_tokens=100, concurrency=1),
@@ -143,8 +143,9 @@ def test_cost_cap_stops_issuing_calls_before_crossing_it(tmp_path: Path) -> None
             max_cost=0.5,
         )
         result = distill.run(config, tmp_path)
-        calls = server.total_calls
+        calls, billed = server.total_calls, server.billed_dollars
     assert result.stopped_by_cost
+    assert billed <= 0.5 and read_ledger(tmp_path)["total_dollars"] == pytest.approx(billed)
     assert 1 <= calls < len(result.traces) + 1 < 21 and result.calls == calls
     assert len(result.traces) == calls  # every call issued was paid and kept
     assert result.dollars <= 0.5

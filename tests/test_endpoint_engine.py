@@ -10,6 +10,7 @@ answer cap) is taken.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -171,6 +172,18 @@ def test_curation_reference_models_and_teachers_run_on_an_endpoint(
                            console=quiet, engine=engine)
         assert server.requests and {r["model"] for r in server.requests} == {str(early_dir)}
     assert remote == local and len(local) == len(questions)
+
+    def answers(run_dir: Any) -> list[tuple[str, str]]:
+        from frugal.teacher_cache import TeacherCache
+
+        with TeacherCache(run_dir / "teacher-cache.sqlite") as cache:
+            rows = cache._db.execute("SELECT question_id, response FROM responses").fetchall()
+        return sorted((qid, response) for qid, response in rows)
+
+    # The very answers the local engine wrote, not just the same verdicts.
+    local_answers = [(q, json.loads(r)["completions"]) for q, r in answers(tmp_path / "local")]
+    remote_answers = [(q, json.loads(r)["completions"]) for q, r in answers(tmp_path / "remote")]
+    assert remote_answers == local_answers and len(local_answers) == len(questions)
 
 
 def test_generate_on_an_endpoint_prints_thinking_and_answer(

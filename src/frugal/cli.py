@@ -593,35 +593,6 @@ def eval_command(
     from frugal.models import ModelNotFoundError
     from frugal.questions import QuestionDataError
 
-    if engine_url == "vllm":  # start one for this evaluation, with the adapter it needs
-        from contextlib import ExitStack
-
-        from frugal.adapters import base_model_of, find_adapter
-        from frugal.vllm_server import context_length, serve_with_vllm
-
-        stack = ExitStack()
-        try:
-            served = dict([find_adapter(run, adapter)]) if adapter else {}
-            base = model or (base_model_of(next(iter(served.values()))) if served
-                             else "smollm2-135m-instruct")
-            with console.status("Starting vLLM…"):
-                longest = max(_csv(max_thinking_tokens, int) or [0])
-                endpoint = stack.enter_context(serve_with_vllm(
-                    base, served, dtype="float32" if dtype == "auto" else dtype,
-                    max_model_len=context_length(2048, longest, max_answer_tokens)))
-        except (ValueError, OSError, RuntimeError) as error:
-            stack.close()
-            _fail(str(error))
-        with stack:
-            engine_url, model = endpoint.base_url, base
-            return eval_command(
-                run=run, model=model, adapter=adapter, label=label, benchmark=benchmark,
-                limit=limit, max_thinking_tokens=max_thinking_tokens, num_waits=num_waits,
-                min_thinking_tokens=min_thinking_tokens, max_answer_tokens=max_answer_tokens,
-                samples=samples, temperature=temperature, seed=seed, batch_size=batch_size,
-                system=system, machine_price_per_hour=machine_price_per_hour, dtype=dtype,
-                engine_url=engine_url, engine_model=endpoint.model, engine_key_env=None,
-            )
     try:
         config = eval_stage.EvalConfig(
             model=model, adapter=adapter, label=label, benchmark=benchmark, limit=limit,
@@ -630,10 +601,7 @@ def eval_command(
             max_answer_tokens=max_answer_tokens, samples=samples, temperature=temperature,
             seed=seed, batch_size=batch_size, system=system,
             machine_price_per_hour=machine_price_per_hour, dtype=dtype,
-            engine=endpoint_option(engine_url, engine_model or model or "", engine_key_env)
-            if engine_model or model or engine_url == "local" else _fail(
-                "--engine URL needs --engine-model (or --model): the name the server serves "
-                "the base model under"),
+            engine=endpoint_option(engine_url, engine_model or model, engine_key_env, vllm=True),
         )
         result = eval_stage.run_with_progress(config, run, console)
     except (

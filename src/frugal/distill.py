@@ -169,6 +169,11 @@ def make_teacher(config: DistillConfig) -> Teacher:
     return ProgramTeacher() if config.teacher == "program" else DatasetTeacher()
 
 
+def teacher_request(teacher: Teacher, question: Question, params: dict[str, Any]) -> Any:
+    """What is stored with a response as its request (and what its base key is made of)."""
+    return {"messages": teacher.messages(question), "params": params}
+
+
 class _CachingSink:
     """Reserves and charges every call in the cache, keeps the cap, and drives the progress."""
 
@@ -247,7 +252,7 @@ class _CachingSink:
             teacher=self.teacher.kind,
             model=self.teacher.model,
             question_id=question.id,
-            request={"messages": self.teacher.messages(question), "params": self.params},
+            request=teacher_request(self.teacher, question, self.params),
             response=response.to_dict(),
             cost=cost,
             reservation=reservation,
@@ -298,7 +303,6 @@ class Collected:
     keys: dict[str, str]
     calls: int
     tokens: int
-    spent: float
     failed: dict[str, str]
     seconds: float
     cap_message: str | None
@@ -336,10 +340,8 @@ def collect(
     cached = cache.has(keys.values())
     # Answers stored under another output limit that they did not reach are the same answers:
     # raising max_tokens asks only the questions the old limit cut short.
-    request = {"params": params}
     base_keys = {
-        q.id: base_key_of(teacher.kind, teacher.model,
-                          {**request, "messages": teacher.messages(q)})
+        q.id: base_key_of(teacher.kind, teacher.model, teacher_request(teacher, q, params))
         for q in questions if keys[q.id] not in cached
     }
     within = cache.finished_within_limit(base_keys.values())
@@ -379,7 +381,7 @@ def collect(
         except Exception as failure:  # the caller records the spending, then re-raises
             error = failure
     return Collected(
-        keys=keys, calls=sink.calls, tokens=sink.tokens, spent=sink.spent, failed=sink.failed,
+        keys=keys, calls=sink.calls, tokens=sink.tokens, failed=sink.failed,
         seconds=time.perf_counter() - started,
         cap_message=sink.cap_message,
         interrupted=interrupted,

@@ -6,6 +6,8 @@ endpoint without importing torch.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -26,16 +28,23 @@ class EndpointConfig(BaseModel):
 
 
 def endpoint_option(
-    engine: str, model: str, api_key_env: str | None = None
-) -> EndpointConfig | None:
-    """`--engine local` (None) or `--engine URL` with the served model name."""
+    engine: str, model: str | None, api_key_env: str | None = None, *, vllm: bool = False
+) -> EndpointConfig | Literal["vllm"] | None:
+    """`--engine local` (None), `--engine vllm` where a command can start one, or `--engine
+    URL` with the name the server serves the base model under."""
     if engine == "local":
         return None
+    if engine == "vllm" and vllm:
+        return "vllm"
     if not engine.startswith(("http://", "https://")):
+        also = ", vllm" if vllm else ""
         raise ValueError(
-            f"--engine {engine!r}: give 'local' or the URL of an OpenAI-compatible completions "
-            "server up to /v1, e.g. http://127.0.0.1:8000/v1 (vLLM, llama.cpp's server)"
+            f"--engine {engine!r}: give 'local'{also} or the URL of an OpenAI-compatible "
+            "completions server up to /v1, e.g. http://127.0.0.1:8000/v1"
         )
+    if not model:
+        raise ValueError("--engine URL needs --engine-model (or --model): the name the server "
+                         "serves the base model under")
     return EndpointConfig(
         base_url=engine, model=model, **({"api_key_env": api_key_env} if api_key_env else {})
     )

@@ -16,6 +16,7 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +35,8 @@ from frugal.run_lock import locks_run_dir
 
 EVAL_DIR = "eval"
 RESULTS = "results.jsonl"
+# The longest prompt a vLLM started for an evaluation must hold (benchmark questions are short).
+PROMPT_TOKENS_BOUND = 2048
 SUMMARY = "summary.json"
 SETTINGS = "settings.json"
 SCALING_PLOT = "plots/test-time-scaling.png"
@@ -76,9 +79,10 @@ class EvalConfig(BaseModel):
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="Weights: auto is bfloat16 on GPUs and AMX CPUs, else float32."
     )
-    engine: EndpointConfig | None = Field(
-        None, description="An OpenAI-compatible completions server (vLLM, llama.cpp's server) "
-        "that generates, budget forcing driven from here; None: frugal's local engine.",
+    engine: EndpointConfig | Literal["vllm"] | None = Field(
+        None, description="An OpenAI-compatible completions server that generates, budget "
+        "forcing driven from here; 'vllm' starts one for this evaluation (the base model and "
+        "its adapters) and stops it after; None: frugal's local engine.",
     )
 
     @model_validator(mode="after")
@@ -200,14 +204,24 @@ def run(
         engine: Engine
         # The adapter every row asks for by name: a server serves each adapter under its own.
         served_adapter: str | None = None
+        resources = ExitStack()  # a vLLM server started for this evaluation
         if config.engine is not None:
-            engine = EndpointEngine(config.engine, load_tokenizer(model))
+            endpoint = config.engine
+            if endpoint == "vllm":
+                from frugal.vllm_server import context_length, serve_with_vllm
+
+                endpoint = resources.enter_context(serve_with_vllm(
+                    model, adapters, dtype="float32" if config.dtype == "auto" else config.dtype,
+                    max_model_len=context_length(
+                        PROMPT_TOKENS_BOUND, max(config.max_thinking_tokens),
+                        config.max_answer_tokens)))
+            engine = EndpointEngine(endpoint, load_tokenizer(model))
             if adapters and not config.route:
                 served_adapter = next(iter(adapters))
         else:
             loaded = load_with_adapters(model, adapters, dtype=inference_dtype(config.dtype))
             engine = BudgetForcingEngine(loaded.model, loaded.tokenizer)
-        with results_path.open("a", encoding="utf-8") as sink:
+        with resources, results_path.open("a", encoding="utf-8") as sink:
             for point in points:
                 rows = [(q, s) for p, q, s in todo if p == point]
                 if not rows:
@@ -467,8 +481,8 @@ def _settings(
         "route": config.route,
         "dtype": inference_dtype(config.dtype),
         # Only when set, so evaluations from before engines existed still resume.
-        **({"engine": f"{config.engine.base_url} ({config.engine.model})"}
-           if config.engine else {}),
+        **({"engine": config.engine if isinstance(config.engine, str)
+            else f"{config.engine.base_url} ({config.engine.model})"} if config.engine else {}),
     }
 
 

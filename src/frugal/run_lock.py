@@ -63,11 +63,6 @@ def hold(run_dir: str | Path) -> Iterator[None]:
                 os.close(fd)  # closing releases the flock
 
 
-def is_held(run_dir: str | Path) -> bool:
-    """Whether this process holds `run_dir`'s lock."""
-    return Path(run_dir).resolve() in _held
-
-
 def locks_run_dir(function: Callable[P, R]) -> Callable[P, R]:
     """Decorate a function with a `run_dir` parameter: it runs holding that run directory."""
     signature = inspect.signature(function)
