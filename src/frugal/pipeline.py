@@ -255,10 +255,8 @@ def _curate(recipe: Recipe, run_dir: Path, console: Console, resume: bool) -> An
 def _train(recipe: Recipe, run_dir: Path, console: Console, resume: bool) -> Any:
     from frugal import train
 
-    if not resume:  # other settings than the checkpoints were made with: start clean
-        from frugal.names import remove_inside
-
-        remove_inside(run_dir, run_dir / "checkpoints" / recipe.train.name)
+    # Without resume (other settings than the checkpoints were made with) training itself
+    # removes the earlier checkpoints before it starts.
     result = train.run(recipe.train, run_dir, resume=resume)
     loss = "-" if result.final_loss is None else f"{result.final_loss:.4f}"
     console.print(f"train: {result.steps} steps on {result.examples} examples, "

@@ -300,9 +300,10 @@ def run(
 
     run_dir = check_run_dir(run_dir)
     rank = int(os.environ.get("RANK", "0"))
+    # First: a name that escapes the run directory must stop everything, even a missing file.
+    output_dir = path_inside(run_dir, "checkpoints", check_name(config.name, "train.name"))
     main = records is None  # the run's own training, not one expert of many
     records = read_selected(run_dir) if main else records
-    output_dir = path_inside(run_dir, "checkpoints", check_name(config.name, "train.name"))
     expected = checkpoints.fingerprint(config, records)
     source = SELECTED if main else f"the examples of {config.name}"
     # Checked before the model loads, so a refused resume costs nothing.
