@@ -668,6 +668,26 @@ def serve_command(
                           "server up to /v1; budget forcing is kept either way.")
     ] = "local",
     engine_model: EngineModelOption = None,
+    max_waiting: Annotated[
+        int, typer.Option(help="Requests that may wait for a batch slot; more get 429.")
+    ] = 64,
+    request_timeout: Annotated[
+        float, typer.Option(help="Seconds a non-streamed request may take (504 after).")
+    ] = 600.0,
+    max_connections: Annotated[
+        int, typer.Option(help="Open connections accepted; beyond it uvicorn answers 503.")
+    ] = 512,
+    allowed_host: Annotated[
+        list[str] | None, typer.Option(help="A Host name clients may use besides the loopback "
+                                       "names and --host (repeatable; '*': any).")
+    ] = None,
+    allow_no_key: Annotated[
+        bool, typer.Option(help="Serve a non-loopback --host without an API key.")
+    ] = False,
+    docs: Annotated[bool, typer.Option(help="Serve /docs and /openapi.json.")] = False,
+    public_metrics: Annotated[
+        bool, typer.Option(help="Serve /metrics without the API key.")
+    ] = False,
 ) -> None:
     """Serve an OpenAI-compatible API with thinking budgets, adapters and a price per token."""
     _quiet_transformers()
@@ -688,6 +708,9 @@ def serve_command(
             default_thinking_tokens=default_thinking_tokens,
             max_prompt_tokens=max_prompt_tokens, machine_price_per_hour=machine_price_per_hour,
             dtype=dtype, engine=engine_url, engine_model=engine_model,
+            max_waiting=max_waiting, request_timeout_s=request_timeout,
+            max_connections=max_connections, allowed_hosts=allowed_host or [],
+            allow_no_key=allow_no_key, docs=docs, public_metrics=public_metrics,
         )
         with console.status(f"Loading {target}…"):
             server = serve_stage.build(config)
@@ -698,7 +721,7 @@ def serve_command(
     names = ", ".join(card.id for card in server.serving.models().data)
     console.print(f"Serving {names} on http://{host}:{port}/v1 "
                   f"(metrics: http://{host}:{port}/metrics)")
-    uvicorn.run(server.app, host=host, port=port, log_level="info")
+    uvicorn.Server(serve_stage.uvicorn_config(server, config)).run()
 
 
 @app.command("run")

@@ -33,7 +33,14 @@ from typing import Any
 import openai
 
 from frugal.endpoint_config import EndpointConfig
-from frugal.generation import Engine, GenerationResult, Job, JobSource, Section
+from frugal.generation import (
+    Engine,
+    GenerationResult,
+    Job,
+    JobSource,
+    Section,
+    continuation_end_ids,
+)
 from frugal.reasoning_format import ReasoningFormat
 
 PLACEHOLDER_KEY = "EMPTY"  # vLLM and llama.cpp accept any key when started without one
@@ -161,9 +168,12 @@ class EndpointEngine(Engine):
                 raise
 
     async def _run_row(self, client: openai.AsyncOpenAI, job: Job) -> GenerationResult:
-        row = _Row(job, self.format.encode(job.prompt))
+        row = _Row(job, job.prompt_ids or self.format.encode(job.prompt))
         try:
-            await self._drive(client, row)
+            if job.continuation is not None:
+                await self._continue(client, row)
+            else:
+                await self._drive(client, row)
         except _Cancelled:
             row.finish_reason = "cancelled"
         return self.result_of(row)
@@ -209,6 +219,18 @@ class EndpointEngine(Engine):
                 row.finish_reason = "end_of_turn"
             else:
                 row.finish_reason = "max_answer_tokens"
+
+    async def _continue(self, client: openai.AsyncOpenAI, row: _Row) -> None:
+        """A plain continuation (no forcing): one request, ending at the job's stops."""
+        stops = sorted(continuation_end_ids(row.job, set(self._end_ids)))
+        ids, stopped_on = await self._complete(client, row, row.job.budget.max_answer_tokens,
+                                               stops)
+        row.add(ids, Section.ANSWER, forced=False)
+        if stopped_on is not None:
+            row.add([stopped_on], Section.ANSWER, forced=False)
+            row.finish_reason = "end_of_turn"
+        else:
+            row.finish_reason = "max_answer_tokens"
 
     def _force_answer_start(self, row: _Row, prefix_ids: list[int]) -> None:
         row.forced_max = True

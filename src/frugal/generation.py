@@ -99,6 +99,8 @@ class Job:
     `cancelled()` returning True ends the row at its next step (finish reason "cancelled").
     `on_error(error)`, where an engine can fail one row alone (a server refusing one request),
     gets that row's failure and the other rows go on; without it the failure ends the run.
+    `prompt_ids`, when given, are the prompt's tokens as the caller already has them (a served
+    token-id prompt); `continuation` turns budget forcing off for this row.
     """
 
     prompt: str
@@ -109,6 +111,21 @@ class Job:
     on_token: TokenCallback | None = None
     cancelled: Callable[[], bool] | None = None
     on_error: Callable[[BaseException], None] | None = None
+    prompt_ids: list[int] | None = None
+    continuation: Continuation | None = None
+
+
+@dataclass(frozen=True)
+class Continuation:
+    """A plain continuation of the prompt, as a completions server does it: up to
+    `budget.max_answer_tokens` tokens, all in the answer section, ending at a token of
+    `stop_token_ids` or at the end of turn (unless `ignore_eos`). The served `/v1/completions`
+    uses it when its client drives the thinking itself (it stops on the end-of-thinking marker,
+    as frugal's endpoint engine and s1's code do) or the prompt is not inside a thinking section.
+    """
+
+    stop_token_ids: frozenset[int] = frozenset()
+    ignore_eos: bool = False
 
 
 class JobSource(Protocol):
@@ -132,7 +149,7 @@ class ListSource:
     so joining a running batch rarely re-pads it."""
 
     def __init__(self, jobs: Sequence[Job], encode: Callable[[str], list[int]]) -> None:
-        lengths = {id(job): len(encode(job.prompt)) for job in jobs}
+        lengths = {id(job): len(job.prompt_ids or encode(job.prompt)) for job in jobs}
         self._pending = deque(sorted(jobs, key=lambda job: lengths[id(job)]))
 
     def take(self, n: int, *, idle: bool) -> list[Job]:
@@ -157,6 +174,7 @@ class _Row:
     prefix_ids: list[int]
     warpers: LogitsProcessorList
     step_limit: int
+    end_ids: set[int]  # tokens that end the row's answer (its turn, or a continuation's stops)
     section: Section = Section.THINKING
     token_ids: list[int] = field(default_factory=list)
     forced: list[bool] = field(default_factory=list)
@@ -378,7 +396,7 @@ class BudgetForcingEngine(Engine):
 
     def _new_row(self, job: Job) -> _Row:
         budget = job.budget
-        prompt_ids = self.format.encode(job.prompt)
+        prompt_ids = job.prompt_ids or self.format.encode(job.prompt)
         return _Row(
             index=job.index,
             generator=self._generator(budget, job.index, job.seed),
@@ -389,6 +407,8 @@ class BudgetForcingEngine(Engine):
             warpers=self._warpers(budget),
             # Refused markers cost steps without adding tokens, so allow twice the token budget.
             step_limit=2 * (budget.max_thinking_tokens + budget.max_answer_tokens) + 64,
+            end_ids=continuation_end_ids(job, self._end_ids),
+            section=Section.ANSWER if job.continuation else Section.THINKING,
             position=len(prompt_ids),
         )
 
@@ -427,7 +447,7 @@ class BudgetForcingEngine(Engine):
             token_id, section = row.queue.popleft()
             return token_id, section, True
         if row.section == Section.ANSWER:
-            if sampled in self._end_ids:
+            if sampled in row.end_ids:
                 row.finish_reason = "end_of_turn"
             return sampled, Section.ANSWER, False
         # Thinking: does this token end it?
@@ -555,6 +575,14 @@ class BudgetForcingEngine(Engine):
                 probs = torch.softmax(warped, dim=-1)[0].cpu()
                 chosen[r] = int(torch.multinomial(probs, 1, generator=row.generator))
         return chosen
+
+
+def continuation_end_ids(job: Job, end_of_turn_ids: set[int]) -> set[int]:
+    """The tokens that end a row's answer: the end of turn, or a continuation's own stops."""
+    if job.continuation is None:
+        return set(end_of_turn_ids)
+    ends = set() if job.continuation.ignore_eos else set(end_of_turn_ids)
+    return ends | set(job.continuation.stop_token_ids)
 
 
 def _row_adapter(row: _Row | None) -> str | None:

@@ -102,7 +102,22 @@ class ReasoningFormat:
 
     def encode(self, text: str) -> list[int]:
         # The templates already write BOS and turn markers; adding special tokens would double them.
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        if backend is not None and not getattr(self.tokenizer, "split_special_tokens", False):
+            # The Rust tokenizer's batch call, as transformers makes it, but without building
+            # offsets and masks in Python; it releases the GIL, so a server encoding a long
+            # prompt in a worker thread does not stall its event loop.
+            return backend.encode_batch([text], add_special_tokens=False)[0].ids
         return self.tokenizer.encode(text, add_special_tokens=False)
+
+    def ends_inside_thinking(self, text: str) -> bool:
+        """Whether `text` ends inside an opened thinking section (s1's prompts end this way)."""
+        opened = text.rfind(self.think_start.strip())
+        if opened < 0:
+            return False
+        after = text[opened + len(self.think_start.strip()):]
+        return self.think_end_stop not in after and (
+            not self.end_of_turn or self.end_of_turn not in after)
 
     # -- text --------------------------------------------------------------------------------
 

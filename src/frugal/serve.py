@@ -4,10 +4,16 @@ A run directory contributes its base model (from the training record), every ada
 `adapters/` (one served model each, `parent` = the base) and its router when it has one
 (`model: "auto"`). On shutdown the ledger gets the tokens served and the dollars per million
 tokens at the configured hourly price.
+
+The limits that keep it up under load and in front of hostile clients are settings here too: a
+bounded queue (429 with Retry-After beyond it), uvicorn's connection limit and keep-alive
+timeout, a deadline for non-streamed requests, the allowed `Host` names, and a refusal to serve
+a non-loopback address without an API key unless told so.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import time
@@ -56,6 +62,24 @@ class ServeConfig(BaseModel):
         None, description="With an engine URL: the base model's name there (default: the "
         "model spec)."
     )
+    max_waiting: int = Field(
+        64, ge=0, description="Requests that may wait for a batch slot; more get 429 with "
+        "Retry-After.")
+    request_timeout_s: float = Field(
+        600.0, gt=0, description="Deadline of a non-streamed request (504 after it).")
+    max_connections: int = Field(
+        512, ge=1, description="Open connections uvicorn accepts; beyond it, 503.")
+    keep_alive_s: float = Field(5.0, gt=0, description="Idle keep-alive connections close "
+                                "after this.")
+    body_timeout_s: float = Field(30.0, gt=0, description="A body must arrive within this.")
+    max_body_bytes: int = Field(2 << 20, ge=1024, description="Larger bodies get 413.")
+    allowed_hosts: list[str] = Field(
+        default_factory=list, description="Host names clients may use besides the loopback "
+        "names and the bind address (DNS-rebinding guard); '*' allows any.")
+    allow_no_key: bool = Field(
+        False, description="Serve a non-loopback address without an API key.")
+    docs: bool = Field(False, description="Serve /docs and /openapi.json.")
+    public_metrics: bool = Field(False, description="Serve /metrics without the API key.")
 
 
 @dataclass
@@ -78,11 +102,17 @@ def build(config: ServeConfig) -> Server:
     from frugal.adapters import base_model_of, find_adapter, load_with_adapters, run_adapters
     from frugal.generation import BudgetForcingEngine, Engine
     from frugal.models import inference_dtype
-    from frugal.serving.app import create_app
+    from frugal.serving.app import LOOPBACK_HOSTS, HttpPolicy, create_app
     from frugal.serving.engine import ServingEngine
     from frugal.serving.metrics import ServerMetrics
     from frugal.serving.openai_serving import OpenAIServing, ServerLimits
 
+    api_key = config.api_key or os.environ.get(API_KEY_ENV) or None
+    if api_key is None and not is_loopback(config.host) and not config.allow_no_key:
+        raise ValueError(
+            f"binding {config.host} without an API key lets anyone on the network use this "
+            f"server. Fix: set --api-key or ${API_KEY_ENV}, or pass --allow-no-key."
+        )
     target = Path(config.target).expanduser()
     run_dir = target if target.is_dir() and not (target / "config.json").is_file() else None
     if run_dir is not None:  # the ledger entry is written into it on shutdown
@@ -114,7 +144,9 @@ def build(config: ServeConfig) -> Server:
         metrics = ServerMetrics(config.machine_price_per_hour)
         engine = ServingEngine(
             decode, max_batch_size=config.max_batch_size,
-            window_s=config.batch_window_ms / 1000, on_step=metrics.batch_size.observe,
+            window_s=config.batch_window_ms / 1000, max_waiting=config.max_waiting,
+            on_step=metrics.batch_size.observe,
+            on_cancelled=lambda where: metrics.cancelled.labels(where).inc(),
         )
         serving = OpenAIServing(
             engine, decode.format,
@@ -126,21 +158,48 @@ def build(config: ServeConfig) -> Server:
                 default_thinking_tokens=min(config.default_thinking_tokens,
                                             config.max_thinking_tokens),
                 max_prompt_tokens=config.max_prompt_tokens,
+                request_timeout_s=config.request_timeout_s,
             ),
             metrics=metrics,
         )
         started = time.time()
         server = Server(app=None, serving=serving, engine=engine, run_dir=run_dir, started=started,
                         resources=resources)
-        api_key = config.api_key or os.environ.get(API_KEY_ENV) or None
-        server.app = create_app(
-            serving, api_key=api_key, on_shutdown=lambda: _record(server, config)
+        bind = f"[{config.host}]" if ":" in config.host else config.host
+        policy = HttpPolicy(
+            api_key=api_key,
+            allowed_hosts=tuple(dict.fromkeys([*LOOPBACK_HOSTS, bind, *config.allowed_hosts])),
+            docs=config.docs, public_metrics=config.public_metrics,
+            max_body_bytes=config.max_body_bytes, body_timeout_s=config.body_timeout_s,
         )
+        server.app = create_app(serving, policy, on_shutdown=lambda: _record(server, config))
         engine.start()
         return server
     except BaseException:
         resources.close()  # a vLLM server started above must not outlive a failed start
         raise
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def uvicorn_config(server: Server, config: ServeConfig, **overrides: Any) -> Any:
+    """uvicorn's settings for this server: its connection limit and timeouts."""
+    import uvicorn
+
+    settings: dict[str, Any] = {
+        "host": config.host, "port": config.port, "log_level": "info",
+        "limit_concurrency": config.max_connections,
+        "timeout_keep_alive": config.keep_alive_s,
+        "timeout_graceful_shutdown": 5,
+    }
+    return uvicorn.Config(server.app, **(settings | overrides))
 
 
 def _endpoint_engine(

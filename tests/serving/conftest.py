@@ -13,7 +13,7 @@ import pytest
 import uvicorn
 from peft import LoraConfig, get_peft_model
 
-from frugal.serve import ServeConfig, Server, build
+from frugal.serve import ServeConfig, Server, build, uvicorn_config
 
 from ..conftest import tiny_model
 from ..teachers.fake_openai_server import free_port
@@ -53,7 +53,7 @@ class Running:
 def start(config: ServeConfig) -> Running:
     server = build(config)
     port = free_port()
-    uv = uvicorn.Server(uvicorn.Config(server.app, host="127.0.0.1", port=port,
+    uv = uvicorn.Server(uvicorn_config(server, config, host="127.0.0.1", port=port,
                                        log_level="warning", timeout_graceful_shutdown=2))
     thread = threading.Thread(target=uv.run, daemon=True)
     thread.start()

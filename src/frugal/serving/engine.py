@@ -5,7 +5,10 @@ engine's continuous batching over that source: when it is idle it waits for work
 short window for more (dynamic batching), and while it decodes, new requests take free slots at
 once. Rows of different adapters share a batch (PEFT's mixed-batch LoRA). Each request gets its
 tokens through a callback as they are decided (streaming) and its result when it ends; a request
-whose client went away is cancelled at the next step. No web framework is imported here.
+whose client went away is dropped from the queue before its prompt is processed, or cancelled at
+the next step when it is decoding. The queue is bounded: a full one refuses new requests
+(`QueueFull`, which the API answers with 429) instead of letting waits grow without end. No web
+framework is imported here.
 """
 
 from __future__ import annotations
@@ -18,24 +21,52 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from frugal.generation import Engine, GenerationResult, Job
+from frugal.generation import Continuation, Engine, GenerationResult, Job
+
+
+class QueueFull(Exception):
+    """The queue holds its maximum of waiting requests; `retry_after_s` is a fair wait."""
+
+    def __init__(self, waiting: int, retry_after_s: int) -> None:
+        super().__init__(f"{waiting} requests are waiting; try again in {retry_after_s} s")
+        self.retry_after_s = retry_after_s
 
 
 class QueueSource:
-    """A `JobSource` that requests are put into from other threads."""
+    """A bounded `JobSource` that requests are put into from other threads; jobs cancelled while
+    they wait are handed to `on_dropped` instead of the decode loop."""
 
-    def __init__(self, window_s: float = 0.01) -> None:
+    def __init__(self, window_s: float = 0.01, max_waiting: int | None = None,
+                 on_dropped: Callable[[Job], None] | None = None) -> None:
         self.window_s = window_s
+        self.max_waiting = max_waiting
+        self.on_dropped = on_dropped
         self._jobs: deque[Job] = deque()
         self._ready = threading.Condition()
         self._closed = False
 
-    def put(self, job: Job) -> None:
+    def put(self, job: Job, retry_after_s: Callable[[int], int] = lambda waiting: 1) -> None:
         with self._ready:
             if self._closed:
                 raise RuntimeError("the server is shutting down")
+            self._drop_cancelled()
+            if self.max_waiting is not None and len(self._jobs) >= self.max_waiting:
+                raise QueueFull(len(self._jobs), retry_after_s(len(self._jobs)))
             self._jobs.append(job)
             self._ready.notify()
+
+    def _drop_cancelled(self) -> None:
+        """Forget the jobs whose clients left while they waited (the lock is held)."""
+        if not any(job.cancelled and job.cancelled() for job in self._jobs):
+            return
+        kept: deque[Job] = deque()
+        for job in self._jobs:
+            if job.cancelled and job.cancelled():
+                if self.on_dropped:
+                    self.on_dropped(job)
+            else:
+                kept.append(job)
+        self._jobs = kept
 
     def close(self) -> None:
         with self._ready:
@@ -52,6 +83,7 @@ class QueueSource:
                     deadline = time.monotonic() + self.window_s
                     while len(self._jobs) < n and (left := deadline - time.monotonic()) > 0:
                         self._ready.wait(timeout=left)
+            self._drop_cancelled()
             return [self._jobs.popleft() for _ in range(min(n, len(self._jobs)))]
 
     def waiting(self) -> int:
@@ -70,6 +102,7 @@ class Ticket:
     on_error: Callable[[BaseException], None] | None = None
     submitted: float = field(default_factory=time.monotonic)
     cancelled: bool = False
+    ended_by_stop: bool = False  # cancelled because its text reached a stop string
 
 
 class ServingEngine:
@@ -81,12 +114,16 @@ class ServingEngine:
         *,
         max_batch_size: int = 16,
         window_s: float = 0.01,
+        max_waiting: int | None = None,
         on_step: Callable[[int], None] | None = None,
+        on_cancelled: Callable[[str], None] | None = None,
     ) -> None:
         self.engine = engine
         self.max_batch_size = max_batch_size
-        self.source = QueueSource(window_s)
+        self.source = QueueSource(window_s, max_waiting, on_dropped=self._dropped)
         self.on_step = on_step
+        self.on_cancelled = on_cancelled  # with "queued" or "decoding"
+        self._recent_seconds: deque[float] = deque(maxlen=32)  # of finished requests
         self._tickets: dict[int, Ticket] = {}
         self._ids = itertools.count()
         self._lock = threading.Lock()
@@ -120,7 +157,10 @@ class ServingEngine:
         on_done: Callable[[GenerationResult], None],
         on_token: Callable[[int, str, bool], None] | None = None,
         on_error: Callable[[BaseException], None] | None = None,
+        prompt_ids: list[int] | None = None,
+        continuation: Continuation | None = None,
     ) -> Ticket:
+        """Queue one request; raises `QueueFull` when the queue is at its maximum."""
         if self.failure is not None:
             raise RuntimeError(f"the decode loop stopped: {self.failure!r}")
         ticket = Ticket(on_token=on_token, on_done=on_done, on_error=on_error)
@@ -140,11 +180,27 @@ class ServingEngine:
                 prompt, budget, index=index, seed=seed, adapter=adapter, on_token=tokens,
                 cancelled=lambda: ticket.cancelled,
                 on_error=lambda error: self._fail_one(index, error),
-            ))
+                prompt_ids=prompt_ids, continuation=continuation,
+            ), self._retry_after)
         except BaseException:  # shutting down: the request never entered the queue
             self._forget(index)
             raise
         return ticket
+
+    def waiting(self) -> int:
+        """Requests in the queue, not yet decoding."""
+        return self.source.waiting()
+
+    def _retry_after(self, waiting: int) -> int:
+        """Seconds until the queue has room again: the waiting requests at the recent pace."""
+        if not self._recent_seconds:
+            return 1
+        mean = sum(self._recent_seconds) / len(self._recent_seconds)
+        return max(1, min(60, round(mean * waiting / self.max_batch_size)))
+
+    def _dropped(self, job: Job) -> None:
+        if self._forget(job.index) is not None and self.on_cancelled:
+            self.on_cancelled("queued")
 
     def busy_now(self) -> float:
         """Busy seconds so far, the running stretch included."""
@@ -169,8 +225,14 @@ class ServingEngine:
 
     def _finish(self, result: GenerationResult) -> None:
         ticket = self._forget(result.index)
-        if ticket is not None:
-            ticket.on_done(result)
+        if ticket is None:
+            return
+        if result.finish_reason == "cancelled" and not ticket.ended_by_stop:
+            if self.on_cancelled:
+                self.on_cancelled("decoding")
+        else:
+            self._recent_seconds.append(time.monotonic() - ticket.submitted)
+        ticket.on_done(result)
 
     def _loop(self) -> None:
         try:

@@ -35,6 +35,14 @@ class ServerMetrics:
             "frugal_batch_size", "Rows in each decode step.", buckets=BATCH_BUCKETS,
             registry=self.registry,
         )
+        self.cancelled = Counter(
+            "frugal_requests_cancelled", "Requests whose client left or whose deadline passed, "
+            "by where they were (queued: dropped before their prompt was processed).", ["where"],
+            registry=self.registry,
+        )
+        self.waiting = Gauge(
+            "frugal_queue_waiting", "Requests waiting for a batch slot.", registry=self.registry,
+        )
         self.busy = Gauge(
             "frugal_busy_seconds", "Seconds with at least one request in flight.",
             registry=self.registry,
@@ -63,8 +71,9 @@ class ServerMetrics:
         tokens_per_hour = self.generated / busy_seconds * 3600
         return self.price_per_hour / tokens_per_hour * 1e6
 
-    def render(self, busy_seconds: float) -> bytes:
+    def render(self, busy_seconds: float, waiting: int) -> bytes:
         self.busy.set(busy_seconds)
+        self.waiting.set(waiting)
         price = self.dollars_per_million(busy_seconds)
         self.price.set(price if price is not None else 0.0)
         return generate_latest(self.registry)
