@@ -18,6 +18,7 @@ import torch
 
 from frugal.endpoint_engine import EndpointConfig, EndpointEngine
 from frugal.generation import BudgetConfig, BudgetForcingEngine, GenerationResult
+from frugal.serve import ServeConfig
 
 from .completions_server import CompletionsServer
 from .conftest import lively_model
@@ -254,3 +255,29 @@ def test_a_row_whose_client_left_stops_mid_request(smollm2_tokenizer: Any) -> No
         assert slow.aborted == 1  # the server saw the hang-up and stopped generating
     assert done[0].finish_reason == "cancelled" and done[0].token_ids == []
     assert took < 2.0, f"the row waited {took:.1f} s for a reply nobody wanted"
+
+
+def test_frugal_serve_is_itself_an_endpoint(early_stopper: Any, early_dir: Any,
+                                             smollm2_tokenizer: Any,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The endpoint engine driving `frugal serve`'s /v1/completions (token-id prompts, stops on
+    the end-of-thinking marker, so the server only continues) gives the local engine's tokens."""
+    from .serving.conftest import start
+
+    monkeypatch.setenv("FRUGAL_ENGINE_API_KEY", "served-key")
+    running = start(ServeConfig(target=str(early_dir), served_name="tiny", api_key="served-key",
+                                dtype="float32", max_thinking_tokens=64,
+                                max_answer_tokens=16))
+    try:
+        engine = EndpointEngine(EndpointConfig(base_url=running.base_url, model="tiny",
+                                               concurrency=4), smollm2_tokenizer)
+        local = BudgetForcingEngine(early_stopper, smollm2_tokenizer)
+        results = []
+        for budget in BUDGETS:
+            remote = engine.generate(QUESTIONS[:4], budget)
+            alone = local.generate(QUESTIONS[:4], budget, batch_size=1)
+            assert [fields(r) for r in remote] == [fields(r) for r in alone]
+            results += remote
+        assert any(r.waits for r in results) and any(r.forced_max for r in results)
+    finally:
+        running.stop()

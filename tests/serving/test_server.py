@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import threading
-import time
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -150,21 +146,6 @@ def test_concurrent_requests_share_decode_steps(server: Running) -> None:
     assert steps > 0 and single < steps / 2  # most steps decoded several rows at once
 
 
-def test_a_client_that_leaves_has_its_generation_cancelled(server: Running) -> None:
-    engine = server.server.engine
-    with httpx.stream("POST", f"{server.base_url}/chat/completions", headers={
-        "Authorization": f"Bearer {API_KEY}"}, json={
-            "model": "tiny", "messages": [{"role": "user", "content": QUESTION}],
-            "stream": True, "max_thinking_tokens": 64, "max_tokens": 16}) as response:
-        for line in response.iter_lines():
-            if "reasoning_content" in line:
-                break  # hang up after the first thinking token
-    deadline = time.monotonic() + 10
-    while engine._in_flight and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert engine._in_flight == 0
-
-
 def test_ledger_gets_the_serving_session(served_run: Path, tmp_path: Path) -> None:
     running = start(ServeConfig(target=str(served_run), served_name="tiny",
                                 machine_price_per_hour=1.0, default_thinking_tokens=4))
@@ -174,107 +155,3 @@ def test_ledger_gets_the_serving_session(served_run: Path, tmp_path: Path) -> No
     entry = read_ledger(served_run)["entries"][-1]
     assert entry["stage"] == "serve" and entry["tokens"] > 0
     assert entry["dollars_per_million_tokens"] > 0 and entry["dollars"] > 0
-
-
-def test_hostile_requests_never_take_the_server_down(server: Running) -> None:
-    url = f"{server.base_url}/chat/completions"
-    auth = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json"}
-    good = {"model": "tiny", "messages": [{"role": "user", "content": QUESTION}],
-            "max_tokens": 3, "max_thinking_tokens": 4}
-    hostile: list[tuple[str, bytes | None, dict]] = [
-        ("chat", b"{not json", auth), ("chat", b"", auth), ("chat", b"[]", auth),
-        ("chat", b"null", auth), ("chat", b'"text"', auth), ("chat", b"\xff\xfe\x00", auth),
-        ("chat", json.dumps({"model": "tiny"}).encode(), auth),
-        ("chat", json.dumps({"messages": good["messages"]}).encode(), auth),
-        ("chat", json.dumps(good | {"messages": []}).encode(), auth),
-        ("chat", json.dumps(good | {"messages": "hello"}).encode(), auth),
-        ("chat", json.dumps(good | {"messages": [{"role": "wizard", "content": "x"}]}).encode(),
-         auth),
-        ("chat", json.dumps(good | {"messages": [{"role": "assistant", "content": "x"}]}).encode(),
-         auth),
-        ("chat", json.dumps(good | {"messages": [{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": "file:///etc/passwd"}}]}]}).encode(), auth),
-        ("chat", json.dumps(good | {"max_tokens": -5}).encode(), auth),
-        ("chat", json.dumps(good | {"max_tokens": 0}).encode(), auth),
-        ("chat", json.dumps(good | {"max_tokens": "lots"}).encode(), auth),
-        ("chat", json.dumps(good | {"max_thinking_tokens": -1}).encode(), auth),
-        ("chat", json.dumps(good | {"num_waits": -3}).encode(), auth),
-        ("chat", json.dumps(good | {"temperature": 99}).encode(), auth),
-        ("chat", json.dumps(good | {"top_p": 0}).encode(), auth),
-        ("chat", json.dumps(good | {"n": 5}).encode(), auth),
-        ("chat", json.dumps(good | {"model": "../../etc/passwd"}).encode(), auth),
-        ("chat", json.dumps(good | {"model": "/tmp"}).encode(), auth),
-        ("chat", json.dumps(good | {"model": 42}).encode(), auth),
-        ("chat", json.dumps(good | {"model": None}).encode(), auth),
-        ("chat", json.dumps(good | {"messages": [{"role": "user",
-                                                   "content": "word " * 2000}]}).encode(), auth),
-        ("chat", b"{" * 5000, auth),
-        ("chat", json.dumps(good | {"seed": "x"}).encode(), auth),
-        ("chat", json.dumps(good | {"stream": "maybe"}).encode(), auth),
-        ("chat", json.dumps(good | {"stream_options": 7}).encode(), auth),
-        ("chat", json.dumps(good).encode(), {"Content-Type": "application/json"}),
-        ("chat", json.dumps(good).encode(), {"Authorization": "Bearer nope"}),
-        ("chat", json.dumps(good).encode(), {"Authorization": f"Basic {API_KEY}"}),
-        ("chat", b"x" * (2 << 20), auth),
-        ("completions", json.dumps({"model": "tiny"}).encode(), auth),
-        ("completions", json.dumps({"model": "tiny", "prompt": ""}).encode(), auth),
-        ("completions", json.dumps({"model": "tiny", "prompt": ["a", "b"]}).encode(), auth),
-        ("completions", json.dumps({"model": "tiny", "prompt": 12}).encode(), auth),
-        ("completions", json.dumps({"model": "nope", "prompt": "hi"}).encode(), auth),
-        ("completions", json.dumps({"model": "tiny", "prompt": "hi", "max_tokens": -1}).encode(),
-         auth),
-        ("completions", b"{\"model\": \"tiny\", \"prompt\": \"\\ud800\"}", auth),
-        ("completions", json.dumps({"model": "tiny", "prompt": "z" * 300_000}).encode(), auth),
-        ("models", None, {}),
-        ("models", None, {"Authorization": "Bearer " + "A" * 10_000}),
-        ("chat", json.dumps(good | {"messages": [{"role": "user", "content": None}]}).encode(),
-         auth),
-        ("chat", json.dumps(good | {"min_thinking_tokens": 10**12}).encode(), auth),
-        ("chat", json.dumps(good | {"thinking_token_budget": 0}).encode(), auth),
-        ("chat", json.dumps(good | {"max_tokens": 10**15}).encode(), auth),
-        ("chat", json.dumps(good | {"unknown_field": {"deep": [1, 2]}}).encode(), auth),
-        ("chat", json.dumps(good | {"messages": [{"role": "user", "content": "\u0000\u202e"}]})
-         .encode(), auth),
-    ]
-    assert len(hostile) >= 50
-    statuses: list[int] = []
-    answered = 0
-    failures: list[str] = []
-    lock = threading.Lock()
-
-    def send_valid() -> None:
-        nonlocal answered
-        reply = httpx.post(url, headers=auth, json=good, timeout=60)
-        with lock:
-            if reply.status_code == 200 and reply.json()["choices"][0]["message"] is not None:
-                answered += 1
-            else:
-                failures.append(reply.text)
-
-    def send(kind: str, body: bytes | None, headers: dict) -> None:
-        target = {"chat": url, "completions": f"{server.base_url}/completions",
-                  "models": f"{server.base_url}/models"}[kind]
-        if body is None:
-            reply = httpx.get(target, headers=headers, timeout=60)
-        else:
-            reply = httpx.post(target, headers=headers, content=body, timeout=60)
-        with lock:
-            statuses.append(reply.status_code)
-
-    with ThreadPoolExecutor(8) as pool:
-        jobs = []
-        for i, case in enumerate(hostile):
-            jobs.append(pool.submit(send, *case))
-            if i % 5 == 0:
-                jobs.append(pool.submit(send_valid))
-        for job in jobs:
-            job.result()
-    valid_sent = len([i for i in range(len(hostile)) if i % 5 == 0])
-    print(f"hostile requests: {len(hostile)}, statuses {sorted(Counter(statuses).items())}; "
-          f"valid requests interleaved: {valid_sent}, answered {answered}")
-    assert not [s for s in statuses if s >= 500], statuses
-    assert answered == valid_sent, failures
-    # The ones that are still valid requests (extreme but legal values, unknown fields) pass.
-    assert statuses.count(200) <= 5 and len(statuses) == len(hostile)
-    assert httpx.get(f"http://127.0.0.1:{server.port}/health").status_code == 200
-    assert chat(server).choices[0].message.reasoning_content

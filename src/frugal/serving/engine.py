@@ -123,7 +123,7 @@ class ServingEngine:
         self.source = QueueSource(window_s, max_waiting, on_dropped=self._dropped)
         self.on_step = on_step
         self.on_cancelled = on_cancelled  # with "queued" or "decoding"
-        self._recent_seconds: deque[float] = deque(maxlen=32)  # of finished requests
+        self._finished_at: deque[float] = deque(maxlen=64)  # when recent requests ended
         self._tickets: dict[int, Ticket] = {}
         self._ids = itertools.count()
         self._lock = threading.Lock()
@@ -192,11 +192,12 @@ class ServingEngine:
         return self.source.waiting()
 
     def _retry_after(self, waiting: int) -> int:
-        """Seconds until the queue has room again: the waiting requests at the recent pace."""
-        if not self._recent_seconds:
+        """Seconds the waiting requests take to drain at the recent pace of completions."""
+        finished = list(self._finished_at)
+        if len(finished) < 2 or finished[-1] <= finished[0]:
             return 1
-        mean = sum(self._recent_seconds) / len(self._recent_seconds)
-        return max(1, min(60, round(mean * waiting / self.max_batch_size)))
+        per_second = (len(finished) - 1) / (finished[-1] - finished[0])
+        return max(1, min(60, round(waiting / per_second)))
 
     def _dropped(self, job: Job) -> None:
         if self._forget(job.index) is not None and self.on_cancelled:
@@ -231,7 +232,7 @@ class ServingEngine:
             if self.on_cancelled:
                 self.on_cancelled("decoding")
         else:
-            self._recent_seconds.append(time.monotonic() - ticket.submitted)
+            self._finished_at.append(time.monotonic())
         ticket.on_done(result)
 
     def _loop(self) -> None:
