@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from frugal.cli import app
@@ -17,8 +18,13 @@ def write_recipe(tmp_path: Path, tiny_dir: Path, teacher: str) -> Path:
     openai = ("  openai: {model: teacher-x, max_tokens: 1000}\n"
               "  prices: {input_per_million: 1.0, output_per_million: 4.0}\n"
               if teacher == "openai" else "")
+    if teacher in ("hf", "self"):
+        openai = (f"  local: {{model: {tiny_dir}, samples: 3, budget: {{max_thinking_tokens: 40, "
+                  "max_answer_tokens: 10}}\n")
+    pool = ("{source: gsm8k, limit: 30}" if teacher == "dataset"
+            else "{per_family: 5, difficulties: [1]}")
     path.write_text(f"name: r\nmodel: {tiny_dir}\nmachine_price_per_hour: 1.8\n"
-                    f"pool: {{per_family: 5, difficulties: [1]}}\n"
+                    f"pool: {pool}\n"
                     f"distill:\n  teacher: {teacher}\n{openai}"
                     "curate: {target: 20}\ntrain: {epochs: 2}\n"
                     "eval: {benchmark: {name: m, per_family: 2}, max_thinking_tokens: [8, 16],"
@@ -44,6 +50,25 @@ def test_api_teacher_is_priced_at_its_worst_case(tmp_path: Path, tiny_dir: Path)
     expected = found.teacher_input_tokens / 1e6 * 1.0 + 30_000 / 1e6 * 4.0
     assert abs(found.teacher_dollars - expected) < 1e-9
     assert found.total_dollars > found.teacher_dollars
+
+
+def test_dataset_teacher_costs_only_compute(tmp_path: Path, tiny_dir: Path) -> None:
+    found = estimate(load_recipe(str(write_recipe(tmp_path, tiny_dir, "dataset"))))
+    assert found.questions == 30 and found.teacher_dollars == 0.0
+    assert found.train_tokens > 20 * 2 * 50  # GSM8K solutions are longer than the prompts
+    assert found.total_dollars == found.compute_dollars
+
+
+@pytest.mark.parametrize(("teacher", "answers"), [("hf", 30), ("self", 90)])
+def test_local_teachers_are_priced_at_their_decoding_time(
+        tmp_path: Path, tiny_dir: Path, teacher: str, answers: int) -> None:
+    found = estimate(load_recipe(str(write_recipe(tmp_path, tiny_dir, teacher))))
+    # Every answer (three per question for self) thinks 40 tokens and answers 10, at most.
+    assert found.teacher_output_tokens == answers * 50
+    assert found.teacher_seconds > 0
+    assert abs(found.teacher_dollars - found.teacher_seconds / 3600 * 1.8) < 1e-12
+    assert found.total_dollars == found.teacher_dollars + found.compute_dollars
+    assert found.train_tokens > 20 * 2 * 50  # traces priced at the budget, not a missing field
 
 
 def test_cli_prints_json(tmp_path: Path, tiny_dir: Path) -> None:

@@ -827,9 +827,11 @@ def cost_command(
         return
     table = Table("item", "amount", "dollars", title=f"cost estimate: {loaded.name}")
     table.add_row("questions", f"{found.questions:,}", "")
+    local_teacher = (f" = {found.teacher_seconds / 60:.1f} min of decoding"
+                     if found.teacher_seconds else "")
     table.add_row("teacher tokens (in / out, worst case)",
-                  f"{found.teacher_input_tokens:,} / {found.teacher_output_tokens:,}",
-                  f"{found.teacher_dollars:.4f}")
+                  f"{found.teacher_input_tokens:,} / {found.teacher_output_tokens:,}"
+                  + local_teacher, f"{found.teacher_dollars:.4f}")
     train_minutes = found.train_seconds / 60
     eval_minutes = found.eval_seconds / 60
     table.add_row("training tokens", f"{found.train_tokens:,} at "

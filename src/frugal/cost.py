@@ -4,7 +4,9 @@ Counts come from the recipe's own data (the pool is built in memory; program and
 are written and tokenized for a sample), speeds are measured on this machine in a few seconds
 (a LoRA training step and a batched decode with the recipe's model), and prices are the
 recipe's. API teachers are priced at their worst case (every call using `max_tokens`), which
-is also what `--max-cost` reserves per call.
+is also what `--max-cost` reserves per call; local teachers (`hf`, `self`) at the machine time
+of their worst case (every answer thinking its whole budget, `samples` answers per question
+for `self`), decoded at the speed measured with the teacher's model.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 from frugal.recipes import Recipe
 
 SAMPLE = 64  # questions whose traces are written and tokenized to estimate lengths
+LOCAL_TEACHERS = ("hf", "self")
 
 
 @dataclass
@@ -25,6 +28,7 @@ class CostEstimate:
     teacher_input_tokens: int
     teacher_output_tokens: int
     teacher_dollars: float
+    teacher_seconds: float  # local teachers' decoding; 0 for the others
     train_examples: int
     train_tokens: int
     train_tokens_per_second: float
@@ -60,10 +64,20 @@ def estimate(recipe: Recipe) -> CostEstimate:
 
     input_tokens = round(statistics.fmean(prompt_tokens) * len(questions)) if sample else 0
     output_tokens = 0
-    teacher_dollars = 0.0
-    if recipe.distill.teacher == "openai" and recipe.distill.openai is not None:
-        output_tokens = recipe.distill.openai.max_tokens * len(questions)
-        teacher_dollars = recipe.distill.prices.cost(input_tokens, output_tokens)
+    teacher_dollars = teacher_seconds = 0.0
+    distill = recipe.distill
+    if distill.teacher == "openai" and distill.openai is not None:
+        output_tokens = distill.openai.max_tokens * len(questions)
+        teacher_dollars = distill.prices.cost(input_tokens, output_tokens)
+    elif distill.teacher in LOCAL_TEACHERS:
+        answers = len(questions) * (distill.local.samples if distill.teacher == "self" else 1)
+        output_tokens = answers * _local_answer_tokens(recipe)
+        teacher_loaded = loaded if distill.local.model == recipe.model else load_model(
+            distill.local.model)
+        teacher_seconds = output_tokens / _decode_speed(teacher_loaded, None,
+                                                        distill.local.batch_size)
+        teacher_price = distill.machine_price_per_hour or recipe.machine_price_per_hour
+        teacher_dollars = teacher_seconds / 3600 * teacher_price
 
     examples = min(recipe.curate.target, len(questions))
     per_example = statistics.fmean(p + t for p, t in zip(prompt_tokens, trace_tokens,
@@ -87,7 +101,8 @@ def estimate(recipe: Recipe) -> CostEstimate:
     return CostEstimate(
         questions=len(questions), teacher_input_tokens=input_tokens,
         teacher_output_tokens=output_tokens, teacher_dollars=teacher_dollars,
-        train_examples=examples, train_tokens=train_tokens, train_tokens_per_second=train_rate,
+        teacher_seconds=teacher_seconds, train_examples=examples, train_tokens=train_tokens,
+        train_tokens_per_second=train_rate,
         train_seconds=train_seconds, eval_generations=generations, eval_tokens=eval_tokens,
         decode_tokens_per_second=decode_rate, eval_seconds=eval_seconds,
         machine_price_per_hour=price, compute_dollars=compute,
@@ -112,8 +127,14 @@ def _trace_tokens(recipe: Recipe, sample: list[Any], fmt: Any) -> list[int]:
         elif recipe.distill.openai is not None:
             lengths.append(recipe.distill.openai.max_tokens // 2)
         else:
-            lengths.append(recipe.distill.local.max_thinking_tokens)
+            lengths.append(_local_answer_tokens(recipe))
     return lengths
+
+
+def _local_answer_tokens(recipe: Recipe) -> int:
+    """The most a local teacher writes per answer: its thinking budget and its answer cap."""
+    budget = recipe.distill.local.budget
+    return budget.max_thinking_tokens + budget.max_answer_tokens
 
 
 def _train_speed(loaded: Any, fmt: Any, length: int) -> float:
@@ -137,7 +158,7 @@ def _train_speed(loaded: Any, fmt: Any, length: int) -> float:
 def _decode_speed(loaded: Any, fmt: Any, batch_size: int) -> float:
     from frugal.generation import BudgetConfig, BudgetForcingEngine
 
-    engine = BudgetForcingEngine(loaded.model, loaded.tokenizer, fmt)
+    engine = BudgetForcingEngine(loaded.model, loaded.tokenizer, fmt)  # fmt None: the model's
     budget = BudgetConfig(max_thinking_tokens=24, max_answer_tokens=8)
     prompts = [f"What is {n} + {n + 7}?" for n in range(batch_size)]
     engine.generate(prompts[:2], budget.model_copy(update={"max_thinking_tokens": 4}),

@@ -373,7 +373,9 @@ def test_a_flood_of_clients_gets_only_200s_and_429s(served_run: Path) -> None:
             except httpx.TimeoutException:
                 statuses["client gave up"] += 1
             except httpx.TransportError as error:  # counted, so a failure says what it was
-                statuses[f"{type(error).__name__}: {error}"] += 1
+                kind = "stream" if stream else "whole"
+                statuses[f"{type(error).__name__} ({kind}, {'gives up' if gives_up else 'waits'}"
+                         f"): {error}"] += 1
 
     async def flood() -> float:
         todo = list(range(requests))
