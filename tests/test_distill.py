@@ -11,7 +11,7 @@ import pytest
 from frugal import distill
 from frugal.distill import DistillConfig
 from frugal.ledger import TokenPrices, read_ledger
-from frugal.pool import LOCAL_GSM8K, PoolConfig
+from frugal.pool import PoolConfig, local_gsm8k
 from frugal.pool import run as build_pool
 from frugal.run_files import TEACHER_CACHE
 from frugal.teacher_cache import TeacherCache
@@ -52,7 +52,7 @@ def test_program_teacher_writes_correct_traces_and_never_pays_twice(tmp_path: Pa
     assert [e["calls"] for e in entries] == [total, 0]
 
 
-@pytest.mark.skipif(not LOCAL_GSM8K.is_file(), reason="../shared/data/gsm8k is not beside the repo")
+@pytest.mark.skipif(local_gsm8k() is None, reason="no local GSM8K (../shared/data)")
 def test_dataset_teacher_uses_gsm8k_solutions(tmp_path: Path) -> None:
     build_pool(PoolConfig(source="gsm8k", limit=20), tmp_path)
     result = distill.run(DistillConfig(teacher="dataset"), tmp_path)

@@ -205,7 +205,7 @@ def _selected(run: Path, domains: list[str]) -> None:
 
 
 def test_experts_domains_are_mapped_to_safe_names_or_refused(place: Path) -> None:
-    from frugal.experts.stage import expert_names
+    from frugal.experts.naming import expert_names
 
     # Hostile domains map to plain names that cannot leave adapters/...
     assert expert_names(["../x", "/abs/path", "a/b", "Number Theory"]) == {

@@ -159,6 +159,8 @@ def run(
         name, path = find_adapter(run_dir, config.adapter)
         adapters[name] = path
     if config.route:
+        from frugal.experts.naming import expert_adapters
+
         adapters = expert_adapters(run_dir)
     model = config.model or (
         base_model_of(next(iter(adapters.values()))) if adapters else "smollm2-135m-instruct"
@@ -282,26 +284,10 @@ def run(
     return EvalResult(label, directory, summary, len(todo), overlaps, plot)
 
 
-def expert_adapters(run_dir: Path) -> dict[str, Path]:
-    from frugal.adapters import run_adapters
-    from frugal.experts.stage import EXPERT_PREFIX
-
-    experts = {n: p for n, p in run_adapters(run_dir).items() if n.startswith(EXPERT_PREFIX)}
-    if not experts:
-        raise FileNotFoundError(f"{run_dir} has no expert adapters. Fix: run `frugal experts`.")
-    return experts
-
-
 def _route(run_dir: Path, questions: list[Question], adapters: dict[str, Path]) -> dict[str, str]:
-    from frugal.experts.router import load_router
+    from frugal.experts.router import route_to_experts
 
-    router = load_router(run_dir)
-    if router is None:
-        raise FileNotFoundError(f"{run_dir} has no router/. Fix: run `frugal experts`.")
-    chosen = router.route([q.question for q in questions])
-    missing = sorted(set(chosen) - set(adapters))
-    if missing:
-        raise ValueError(f"the router names experts without adapters: {', '.join(missing)}")
+    chosen = route_to_experts(run_dir, [q.question for q in questions], list(adapters))
     return {q.id: name for q, name in zip(questions, chosen, strict=True)}
 
 

@@ -2,13 +2,15 @@
 
 Sources: the built-in task families (offline default; each question keeps the generator's
 parameters so the program teacher can rebuild its worked solution), GSM8K (the local copy in
-../shared/data, else `openai/gsm8k` from the hub; its human solution is kept as a possible trace),
-or any JSONL/Parquet/CSV file or hub dataset through `frugal.questions.read_questions`.
+$FRUGAL_DATA_DIR, or ../shared/data beside the checkout, else `openai/gsm8k` from the hub; its
+human solution is kept as a possible trace), or any JSONL/Parquet/CSV file or hub dataset
+through `frugal.questions.read_questions`.
 Ids are stable hashes of the question text.
 """
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +22,26 @@ from frugal.questions import GSM8K_FIELDS, FieldMap, Question, read_questions
 from frugal.run_files import POOL, write_jsonl
 from frugal.run_lock import locks_run_dir
 
-LOCAL_GSM8K = Path(__file__).resolve().parents[3] / "shared" / "data" / "gsm8k" / "train.jsonl"
+DATA_DIR_ENV = "FRUGAL_DATA_DIR"  # a directory holding gsm8k/train.jsonl
+_CHECKOUT = Path(__file__).resolve().parents[2]  # the repository, when run from its src/
+
+
+def local_data_dir() -> Path | None:
+    """Where local copies of datasets are: $FRUGAL_DATA_DIR, else `../shared/data` beside this
+    repository when frugal runs from its checkout; None for an installed package without it."""
+    if os.environ.get(DATA_DIR_ENV):
+        return Path(os.environ[DATA_DIR_ENV]).expanduser()
+    if (_CHECKOUT / "src" / "frugal").is_dir():
+        return _CHECKOUT.parent / "shared" / "data"
+    return None
+
+
+def local_gsm8k() -> Path | None:
+    """The local GSM8K train file, when there is one (else GSM8K comes from the hub)."""
+    directory = local_data_dir()
+    path = directory / "gsm8k" / "train.jsonl" if directory else None
+    return path if path is not None and path.is_file() else None
+
 # Share of the local GSM8K file kept out of every pool for evaluation (`frugal eval -b gsm8k`):
 # 1 question in 16, picked by its id hash, so the split survives re-reading and re-ordering.
 GSM8K_DEV_BUCKETS = 16
@@ -84,8 +105,9 @@ def load_pool_questions(config: PoolConfig) -> list[Question]:
         )
         return [problem_to_question(p) for p in problems]
     if config.source == "gsm8k":
-        if LOCAL_GSM8K.is_file() and config.split == "train":  # the local copy is train only
-            questions = read_questions(LOCAL_GSM8K, GSM8K_FIELDS, source_name="gsm8k")
+        local = local_gsm8k()
+        if local is not None and config.split == "train":  # the local copy is train only
+            questions = read_questions(local, GSM8K_FIELDS, source_name="gsm8k")
             return [q for q in questions if not in_gsm8k_dev_split(q)]
         return read_questions(
             "openai/gsm8k", GSM8K_FIELDS, config_name="main", split=config.split,

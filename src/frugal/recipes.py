@@ -2,8 +2,9 @@
 
 Precedence is defaults < recipe file < `--set key=value` overrides; unknown keys are errors that
 name the key. The top-level `model` and `machine_price_per_hour` flow into every stage that did
-not set its own. Built-in recipes live in the repository's `recipes/` folder and are named
-without their extension (`frugal run quickstart`).
+not set its own. Built-in recipes ship inside the package (`frugal/builtin_recipes/`, package
+data, so an installed wheel has them too) and are named without their extension
+(`frugal run quickstart`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from frugal.pool import PoolConfig
 from frugal.run_files import RunFileError, read_yaml
 from frugal.train import TrainConfig
 
-RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
+RECIPES_DIR = Path(__file__).resolve().parent / "builtin_recipes"  # shipped as package data
 DEFAULT_RECIPE = "quickstart"
 
 
@@ -152,7 +153,7 @@ def load_recipe(recipe: str | None = None, overrides: list[str] | None = None) -
     try:
         data = read_yaml(path, fix="correct the YAML at that place (indent with spaces, quote "
                          "values holding ': ' or '#'), or start again from a built-in recipe "
-                         "in recipes/") or {}
+                         f"in {RECIPES_DIR}") or {}
     except RunFileError as error:
         raise RecipeError(str(error)) from None
     if not isinstance(data, dict):

@@ -69,7 +69,9 @@ class ServeConfig(BaseModel):
         600.0, gt=0, description="Deadline of a non-streamed request (504 after it).")
     max_connections: int = Field(
         512, ge=1, description="Open connections uvicorn accepts; beyond it, 503.")
-    keep_alive_s: float = Field(5.0, gt=0, description="Idle keep-alive connections close "
+    # Longer than the 5 s after which httpx (and so the openai client) drops an idle pooled
+    # connection: the client always closes first, never reuses one the server is closing.
+    keep_alive_s: float = Field(15.0, gt=0, description="Idle keep-alive connections close "
                                 "after this.")
     body_timeout_s: float = Field(30.0, gt=0, description="A body must arrive within this.")
     max_body_bytes: int = Field(2 << 20, ge=1024, description="Larger bodies get 413.")

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from frugal.evaluation.benchmarks import BenchmarkSpec, load_questions, resolve
-from frugal.pool import LOCAL_GSM8K, PoolConfig, in_gsm8k_dev_split, load_pool_questions
+from frugal.pool import PoolConfig, in_gsm8k_dev_split, load_pool_questions, local_gsm8k
 
 
 def test_task_benchmark_leaves_out_questions_of_the_pool() -> None:
@@ -29,7 +29,7 @@ def test_task_benchmark_uses_another_seed_than_the_pool() -> None:
                                                        exclude_ids=pool)}
 
 
-@pytest.mark.skipif(not LOCAL_GSM8K.is_file(), reason="../shared/data/gsm8k is not beside the repo")
+@pytest.mark.skipif(local_gsm8k() is None, reason="no local GSM8K (../shared/data)")
 def test_gsm8k_dev_split_is_never_in_a_pool() -> None:
     dev = load_questions(BenchmarkSpec(name="g", source="gsm8k"))
     pool = load_pool_questions(PoolConfig(source="gsm8k"))

@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from frugal.grading import extract_answer, grade, is_correct
-from frugal.pool import LOCAL_GSM8K, in_gsm8k_dev_split
+from frugal.pool import in_gsm8k_dev_split, local_gsm8k
 from frugal.questions import GSM8K_FIELDS, FieldMap, Question, read_questions
 from frugal.run_files import RunFileError, read_yaml
 
@@ -142,10 +142,11 @@ def load_questions(spec: BenchmarkSpec, exclude_ids: set[str] | None = None) -> 
                 family.append(question)
         questions = [q for family in kept.values() for q in family]
     elif spec.source == "gsm8k":
-        if LOCAL_GSM8K.is_file():
+        local = local_gsm8k()
+        if local is not None:
             questions = [
                 q
-                for q in read_questions(LOCAL_GSM8K, GSM8K_FIELDS, source_name="gsm8k")
+                for q in read_questions(local, GSM8K_FIELDS, source_name="gsm8k")
                 if in_gsm8k_dev_split(q)
             ]
         else:

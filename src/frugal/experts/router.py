@@ -108,3 +108,16 @@ def load_router(run_dir: Path) -> Router | None:
         return None
     chosen = json.loads(choice.read_text())["chosen"]
     return Router.load(choice.parent / f"{chosen}.json")
+
+
+def route_to_experts(run_dir: Path, texts: Sequence[str], adapters: Sequence[str]) -> list[str]:
+    """The expert adapter the run's router picks for each text; an error with the fix when the
+    run has no router or the router names an expert that has no adapter."""
+    router = load_router(run_dir)
+    if router is None:
+        raise FileNotFoundError(f"{run_dir} has no router/. Fix: run `frugal experts`.")
+    chosen = router.route(list(texts))
+    missing = sorted(set(chosen) - set(adapters))
+    if missing:
+        raise ValueError(f"the router names experts without adapters: {', '.join(missing)}")
+    return chosen

@@ -12,7 +12,6 @@ intervals; `experts/comparison.json` and `plots/experts.png` hold the result.
 from __future__ import annotations
 
 import json
-import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,13 +22,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from frugal.endpoint_config import EndpointConfig
 from frugal.evaluation import metrics
 from frugal.evaluation.benchmarks import BenchmarkSpec, load_questions, resolve
+from frugal.experts.naming import expert_names
 from frugal.experts.router import ROUTER_DIR, ROUTER_FILE, Router
-from frugal.names import check_name
 from frugal.run_files import write_json
 from frugal.run_lock import locks_run_dir
 from frugal.train import TrainConfig, read_selected
 
-EXPERT_PREFIX = "expert-"
 GENERALIST = "generalist"
 COMPARISON = "experts/comparison.json"
 PLOT = "plots/experts.png"
@@ -62,39 +60,6 @@ class ExpertsResult:
     routing: dict[str, Any]
     comparison: dict[str, Any] | None
     tokens: dict[str, int]
-
-
-def expert_name(domain: str) -> str:
-    """The adapter name of a domain's expert: the domain lower-cased, every run of other
-    characters than letters and digits turned into one '-'. Domains are labels in the data
-    ("Number Theory", "algebra/linear"), not names anyone chose for a directory, so they are
-    mapped rather than refused; the mapping cannot produce '/', '.' or '..', so a hostile
-    domain such as '../x' becomes the harmless 'expert-x'."""
-    slug = re.sub(r"[^a-z0-9]+", "-", str(domain).lower()).strip("-")
-    if not slug:
-        raise ValueError(
-            f"domain {domain!r} has no letters or digits to name its expert adapter after. "
-            "Fix: give its questions a domain with letters or digits in the pool."
-        )
-    return check_name(EXPERT_PREFIX + slug, "expert name")
-
-
-def expert_names(domains: list[str]) -> dict[str, str]:
-    """Each domain's expert name; two domains that map to one name would share (and overwrite)
-    one adapter, so that is an error naming them."""
-    names = {domain: expert_name(domain) for domain in domains}
-    by_name: dict[str, list[str]] = defaultdict(list)
-    for domain, name in names.items():
-        by_name[name].append(domain)
-    clashes = {name: found for name, found in by_name.items() if len(found) > 1}
-    if clashes:
-        listed = "; ".join(f"{', '.join(map(repr, found))} -> {name}"
-                           for name, found in clashes.items())
-        raise ValueError(
-            f"domains differ only in case or punctuation, so their experts would share one "
-            f"adapter: {listed}. Fix: merge those domains, or rename one, in the pool."
-        )
-    return names
 
 
 @locks_run_dir
