@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from frugal.pool import LOCAL_GSM8K, PoolConfig, read_pool, run
+from frugal.pool import PoolConfig, local_gsm8k, read_pool, run
 from frugal.questions import FieldMap, question_id
 
 
@@ -30,7 +30,7 @@ def test_task_pool_filters_families_and_limits(tmp_path: Path) -> None:
     assert set(result.domains) <= {"arithmetic", "dates"}
 
 
-@pytest.mark.skipif(not LOCAL_GSM8K.is_file(), reason="../shared/data/gsm8k is not beside the repo")
+@pytest.mark.skipif(local_gsm8k() is None, reason="no local GSM8K (../shared/data)")
 def test_gsm8k_pool_keeps_the_human_solution(tmp_path: Path) -> None:
     result = run(PoolConfig(source="gsm8k", limit=10), tmp_path)
     first = read_pool(tmp_path)[0]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from frugal.tasks.base import Problem, check_difficulty, family_rng, make_solution
+from frugal.tasks.base import Composed, TaskFamily
 
 __all__ = ["Arithmetic"]
 
@@ -183,24 +183,15 @@ def _solution(tree: _Op, answer: int) -> list[str]:
     return steps
 
 
-class Arithmetic:
+class Arithmetic(TaskFamily):
     """Multi-digit +, -, × chains; level 3 adds parentheses."""
 
     name = "arithmetic"
     description = "Evaluate multi-digit +, -, × expressions using the order of operations."
     difficulties = (1, 2, 3)
 
-    def generate(self, seed: int, difficulty: int) -> Problem:
-        check_difficulty(self.name, self.difficulties, difficulty)
-        rng = family_rng(self.name, seed, difficulty)
+    def compose(self, rng: random.Random, difficulty: int) -> Composed:
         tree = _build(rng, _LEVELS[difficulty])
         answer = _evaluate(tree)
         question = rng.choice(_TEMPLATES).format(expr=_render(tree))
-        return Problem(
-            family=self.name,
-            difficulty=difficulty,
-            seed=seed,
-            question=question,
-            answer=str(answer),
-            solution=make_solution(_solution(tree, answer), str(answer)),
-        )
+        return question, str(answer), _solution(tree, answer)

@@ -4,17 +4,22 @@ A task family turns ``(seed, difficulty)`` into a :class:`Problem`: a word probl
 reference answer and a correct worked solution. Generation is a pure function of its inputs so
 a question's ``meta`` (family, difficulty, seed) is enough to rebuild it later, which is what the
 ``program`` teacher relies on to produce a trace without any model.
+
+Every family shares one ``generate`` (the level check, the seeded random stream, the Problem
+with its ``Final Answer`` line); a family only declares how it composes one problem from that
+stream (``compose``).
 """
 
 from __future__ import annotations
 
 import random
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Protocol, runtime_checkable
 
 __all__ = [
+    "Composed",
     "Problem",
     "TaskFamily",
     "check_difficulty",
@@ -38,15 +43,27 @@ class Problem:
     solution: str  # plain-language worked solution, one step per line
 
 
-@runtime_checkable
-class TaskFamily(Protocol):
+# What a family composes: the question, its reference answer, and the worked steps.
+Composed = tuple[str, str, list[str]]
+
+
+class TaskFamily(ABC):
     """A generator of problems of one kind at a few difficulty levels."""
 
     name: str
     description: str
     difficulties: tuple[int, ...]
 
-    def generate(self, seed: int, difficulty: int) -> Problem: ...
+    def generate(self, seed: int, difficulty: int) -> Problem:
+        check_difficulty(self.name, self.difficulties, difficulty)
+        question, answer, steps = self.compose(family_rng(self.name, seed, difficulty),
+                                               difficulty)
+        return Problem(family=self.name, difficulty=difficulty, seed=seed, question=question,
+                       answer=answer, solution=make_solution(steps, answer))
+
+    @abstractmethod
+    def compose(self, rng: random.Random, difficulty: int) -> Composed:
+        """One problem of this family at `difficulty`, drawn from `rng` alone."""
 
 
 def family_rng(name: str, seed: int, difficulty: int) -> random.Random:

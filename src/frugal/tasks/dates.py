@@ -13,7 +13,7 @@ import calendar
 import random
 from datetime import date, timedelta
 
-from frugal.tasks.base import Problem, check_difficulty, family_rng, make_solution
+from frugal.tasks.base import Composed, TaskFamily
 
 __all__ = ["Dates"]
 
@@ -206,16 +206,14 @@ def _random_date(rng: random.Random) -> date:
     return date(rng.randint(1995, 2030), 1, 1) + rng.randint(0, 364) * _DAY
 
 
-class Dates:
+class Dates(TaskFamily):
     """Days of the week, dates N days away, and days between dates."""
 
     name = "dates"
     description = "Date arithmetic: weekdays and dates N days away, days between two dates."
     difficulties = (1, 2, 3)
 
-    def generate(self, seed: int, difficulty: int) -> Problem:
-        check_difficulty(self.name, self.difficulties, difficulty)
-        rng = family_rng(self.name, seed, difficulty)
+    def compose(self, rng: random.Random, difficulty: int) -> Composed:
         kind = rng.choice(_KINDS[difficulty])
         n = rng.randint(*_SPANS[difficulty])
         start = _random_date(rng)
@@ -255,11 +253,4 @@ class Dates:
                 result, week_steps = _weekday_steps(weekday, n)
                 answer = _WEEKDAYS[result]
                 steps += [*week_steps, f"So {_fmt(end)} is a {answer}."]
-        return Problem(
-            family=self.name,
-            difficulty=difficulty,
-            seed=seed,
-            question=question,
-            answer=answer,
-            solution=make_solution(steps, answer),
-        )
+        return question, answer, steps

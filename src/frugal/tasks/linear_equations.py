@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 
-from frugal.tasks.base import Problem, check_difficulty, family_rng, make_solution
+from frugal.tasks.base import Composed, TaskFamily
 
 __all__ = ["LinearEquations"]
 
@@ -84,16 +84,14 @@ def _solve_steps(a: int, b: int, c: int, d: int, var: str, x: int) -> list[str]:
     return steps
 
 
-class LinearEquations:
+class LinearEquations(TaskFamily):
     """Solve ``a x + b = c`` style equations; harder levels need more steps."""
 
     name = "linear_equations"
     description = "Solve linear equations in one unknown with an integer solution."
     difficulties = (1, 2, 3)
 
-    def generate(self, seed: int, difficulty: int) -> Problem:
-        check_difficulty(self.name, self.difficulties, difficulty)
-        rng = family_rng(self.name, seed, difficulty)
+    def compose(self, rng: random.Random, difficulty: int) -> Composed:
         var = rng.choice(_VARIABLES)
         # Every level reduces to a v + b = c v + d; "distribute" is only set for a(v + p).
         distribute: tuple[int, int] | None = None
@@ -134,12 +132,4 @@ class LinearEquations:
             f"Check: with {var} = {x} the left side is {a * x + b} and the right side is "
             f"{c * x + d}, so they agree."
         )
-        answer = str(x)
-        return Problem(
-            family=self.name,
-            difficulty=difficulty,
-            seed=seed,
-            question=rng.choice(_TEMPLATES).format(v=var, eq=equation),
-            answer=answer,
-            solution=make_solution(steps, answer),
-        )
+        return rng.choice(_TEMPLATES).format(v=var, eq=equation), str(x), steps

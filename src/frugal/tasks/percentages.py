@@ -13,14 +13,7 @@ import math
 import random
 from fractions import Fraction
 
-from frugal.tasks.base import (
-    Problem,
-    check_difficulty,
-    family_rng,
-    format_fraction,
-    format_number,
-    make_solution,
-)
+from frugal.tasks.base import Composed, TaskFamily, format_fraction, format_number
 
 __all__ = ["Percentages"]
 
@@ -234,16 +227,14 @@ def _fractions(rng: random.Random, difficulty: int) -> tuple[str, str, list[str]
     return question, answer, steps
 
 
-class Percentages:
+class Percentages(TaskFamily):
     """Percent of a number, percent change, and fraction arithmetic with exact answers."""
 
     name = "percentages"
     description = "Percentages (of a number, change, reverse) and adding or subtracting fractions."
     difficulties = (1, 2, 3)
 
-    def generate(self, seed: int, difficulty: int) -> Problem:
-        check_difficulty(self.name, self.difficulties, difficulty)
-        rng = family_rng(self.name, seed, difficulty)
+    def compose(self, rng: random.Random, difficulty: int) -> Composed:
         kind = rng.choice(_KINDS[difficulty])
         if kind == "percent_of":
             question, answer, steps = _percent_of(rng, difficulty)
@@ -255,11 +246,4 @@ class Percentages:
             question, answer, steps = _reverse_percent(rng)
         else:
             question, answer, steps = _fractions(rng, difficulty)
-        return Problem(
-            family=self.name,
-            difficulty=difficulty,
-            seed=seed,
-            question=question,
-            answer=answer,
-            solution=make_solution(steps, answer),
-        )
+        return question, answer, steps

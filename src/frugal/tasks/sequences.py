@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import random
 
-from frugal.tasks.base import Problem, check_difficulty, family_rng, make_solution
+from frugal.tasks.base import Composed, TaskFamily
 
 __all__ = ["Sequences"]
 
@@ -134,24 +134,15 @@ _BUILDERS = {
 }
 
 
-class Sequences:
+class Sequences(TaskFamily):
     """Continue, index into, or sum number sequences."""
 
     name = "sequences"
     description = "Number sequences: next term, a far term, or the sum of the first terms."
     difficulties = (1, 2, 3)
 
-    def generate(self, seed: int, difficulty: int) -> Problem:
-        check_difficulty(self.name, self.difficulties, difficulty)
-        rng = family_rng(self.name, seed, difficulty)
+    def compose(self, rng: random.Random, difficulty: int) -> Composed:
         question, value, steps = _BUILDERS[rng.choice(_KINDS[difficulty])](rng)
         answer = str(value)
         steps.append(f"So the answer is {answer}.")
-        return Problem(
-            family=self.name,
-            difficulty=difficulty,
-            seed=seed,
-            question=question,
-            answer=answer,
-            solution=make_solution(steps, answer),
-        )
+        return question, answer, steps

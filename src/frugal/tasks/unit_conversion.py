@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass
 from fractions import Fraction
 
-from frugal.tasks.base import Problem, check_difficulty, family_rng, format_number, make_solution
+from frugal.tasks.base import Composed, TaskFamily, format_number
 
 __all__ = ["UnitConversion"]
 
@@ -122,16 +122,14 @@ def _pick_units(rng: random.Random, difficulty: int) -> tuple[_Ladder, int, int]
     return ladder, low, low + 1
 
 
-class UnitConversion:
+class UnitConversion(TaskFamily):
     """Convert between units of one measurement system; harder levels chain conversions."""
 
     name = "unit_conversion"
     description = "Convert lengths, masses, times and volumes between units, exactly."
     difficulties = (1, 2, 3)
 
-    def generate(self, seed: int, difficulty: int) -> Problem:
-        check_difficulty(self.name, self.difficulties, difficulty)
-        rng = family_rng(self.name, seed, difficulty)
+    def compose(self, rng: random.Random, difficulty: int) -> Composed:
         ladder, start, end = _pick_units(rng, difficulty)
         lo, hi = min(start, end), max(start, end)
         total = 1
@@ -173,11 +171,4 @@ class UnitConversion:
         question = template.format(
             value=shown, source=source[0] if value == 1 else source[1], to=target[1]
         )
-        return Problem(
-            family=self.name,
-            difficulty=difficulty,
-            seed=seed,
-            question=question,
-            answer=format_number(answer),
-            solution=make_solution(steps, format_number(answer)),
-        )
+        return question, format_number(answer), steps
