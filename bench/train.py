@@ -127,7 +127,8 @@ def use_bf16() -> bool:
 def arm_frugal(args: argparse.Namespace) -> dict[str, Any]:
     from frugal.models import load_tokenizer
     from frugal.reasoning_format import ReasoningFormat
-    from frugal.train import TRAIN_LOG, LoraSettings, TrainConfig, build_examples, read_selected
+    from frugal.settings.train import LoraSettings, TrainConfig
+    from frugal.train import TRAIN_LOG, build_examples, read_selected
     from frugal.train import run as train_run
 
     config = TrainConfig(

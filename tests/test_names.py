@@ -238,7 +238,7 @@ def test_export_adapter(place: Path) -> None:
 def test_serve_adapter_names_and_run_directory(place: Path) -> None:
     before = _outside(place)
     for name in _bad_names(place):
-        expect = "NAME=PATH" if name == "" else "not allowed"
+        expect = "NAME=VALUE" if name == "" else "not allowed"
         _assert_refused(place, before, ["serve", str(place), "--adapter", f"{name}={place}"],
                         expect=expect, code=1)
     _assert_refused(place, before, ["serve", ".."], expect="run directory", code=1)

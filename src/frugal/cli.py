@@ -8,7 +8,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from pydantic import ValidationError
@@ -17,7 +17,17 @@ from rich.panel import Panel
 from rich.table import Table
 
 from frugal import __version__
+from frugal.cli_options import Options, SettingsError, build, fail, with_settings
 from frugal.run_files import LEDGER
+from frugal.settings import DEFAULT_MODEL
+from frugal.settings.budget import BudgetConfig
+from frugal.settings.curate import CurateConfig
+from frugal.settings.distill import DistillConfig
+from frugal.settings.evaluate import EvalConfig
+from frugal.settings.experts import ExpertsConfig
+from frugal.settings.pool import PoolConfig
+from frugal.settings.serve import ServeConfig
+from frugal.settings.train import TrainConfig
 
 app = typer.Typer(
     help="Turn a small open-weight language model into a cheap specialist that reasons.",
@@ -64,33 +74,56 @@ def main(
     """Turn a small open-weight language model into a cheap specialist that reasons."""
 
 
+def _run_dir(value: Path | None) -> Path | None:
+    """Refuse a run directory ending in '.', '..' or nothing before any stage starts: every
+    clean-up inside it would reach the parent's or the current directory's files."""
+    from frugal.names import UnsafeNameError, check_run_dir
+
+    try:
+        return None if value is None else check_run_dir(value)
+    except UnsafeNameError as error:
+        raise typer.BadParameter(str(error)) from None
+
+
+# --run-dir is the spelling to use after `torchrun ... -m frugal.cli`: torchrun's own parser
+# would take --run for an abbreviation of its --run-path.
+RunOption = Annotated[
+    Path,
+    typer.Option("--run", "-r", "--run-dir", help="The run directory (created when missing).",
+                 callback=_run_dir),
+]
+EngineOption = Annotated[
+    str, typer.Option("--engine", help="local (frugal's own decode loop), the URL of an "
+                      "OpenAI-compatible completions server up to /v1 (vLLM, llama.cpp's "
+                      "server), or vllm to start one for `frugal eval`; budget forcing is kept "
+                      "either way.")
+]
+EngineModelOption = Annotated[
+    str | None, typer.Option(help="With --engine URL: the name the server serves the base model "
+                             "under (default: --model).")
+]
+EngineKeyOption = Annotated[
+    str | None, typer.Option(help="With --engine URL: the environment variable holding its key.")
+]
+
+
+def _settings(model: type, settings: dict[str, Any], command: str) -> Any:
+    """The command's config from its options; a refused value ends the command naming them."""
+    try:
+        return build(model, settings, command)
+    except SettingsError as error:
+        _fail(str(error))
+
+
 @app.command()
 @_ctrl_c_exits_130
+@with_settings("generate", Options(BudgetConfig))
 def generate(
     question: Annotated[str, typer.Argument(help="The question to answer.")],
+    settings: dict[str, Any],
     model: Annotated[
-        str,
-        typer.Option(
-            "--model", "-m", help="Alias, local directory, .gguf file or hub id."
-        ),
-    ] = "smollm2-135m-instruct",
-    max_thinking_tokens: Annotated[
-        int, typer.Option(help="Force the answer when thinking reaches this many tokens.")
-    ] = 256,
-    min_thinking_tokens: Annotated[
-        int, typer.Option(help="Replace an earlier end of thinking with the wait text.")
-    ] = 0,
-    num_waits: Annotated[
-        int, typer.Option(help="Replace this many ends of thinking with the wait text.")
-    ] = 0,
-    wait_text: Annotated[str, typer.Option(help="Appended when an end is refused.")] = "Wait",
-    answer_prefix: Annotated[
-        str, typer.Option(help="Forced after a forced end of thinking.")
-    ] = "Final Answer:",
-    max_answer_tokens: Annotated[int, typer.Option(help="Cap on answer tokens.")] = 128,
-    temperature: Annotated[float, typer.Option(help="0 means greedy.")] = 0.0,
-    top_p: Annotated[float, typer.Option(help="Nucleus sampling mass.")] = 1.0,
-    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+        str, typer.Option("--model", "-m", help="Alias, local directory, .gguf file or hub id.")
+    ] = DEFAULT_MODEL,
     system: Annotated[str | None, typer.Option(help="Optional system prompt.")] = None,
     reference: Annotated[
         str | None, typer.Option(help="A reference answer: grade the model's answer against it.")
@@ -102,24 +135,11 @@ def generate(
 ) -> None:
     """Answer one question with budget forcing; print the thinking and the answer apart."""
     from frugal.endpoint_config import endpoint_option
-    from frugal.generation import BudgetConfig, BudgetForcingEngine, Engine
+    from frugal.generation import BudgetForcingEngine, Engine
     from frugal.grading import grade
     from frugal.models import ModelNotFoundError, load_model, load_tokenizer
 
-    try:
-        budget = BudgetConfig(
-            max_thinking_tokens=max_thinking_tokens,
-            min_thinking_tokens=min_thinking_tokens,
-            num_waits=num_waits,
-            wait_text=wait_text,
-            answer_prefix=answer_prefix,
-            max_answer_tokens=max_answer_tokens,
-            temperature=temperature,
-            top_p=top_p,
-            seed=seed,
-        )
-    except ValidationError as error:
-        _fail("; ".join(f"--{'-'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()))
+    budget = _settings(BudgetConfig, settings, "generate")
     _quiet_transformers()
     status = errors if as_json else console  # keep stdout one JSON object with --json
     engine: Engine
@@ -184,93 +204,20 @@ def generate(
         console.print(f"Extracted answer: {graded.extracted!r}; reference {reference!r}: {verdict}")
 
 
-def _run_dir(value: Path | None) -> Path | None:
-    """Refuse a run directory ending in '.', '..' or nothing before any stage starts: every
-    clean-up inside it would reach the parent's or the current directory's files."""
-    from frugal.names import UnsafeNameError, check_run_dir
-
-    try:
-        return None if value is None else check_run_dir(value)
-    except UnsafeNameError as error:
-        raise typer.BadParameter(str(error)) from None
-
-
-# --run-dir is the spelling to use after `torchrun ... -m frugal.cli`: torchrun's own parser
-# would take --run for an abbreviation of its --run-path.
-RunOption = Annotated[
-    Path,
-    typer.Option("--run", "-r", "--run-dir", help="The run directory (created when missing).",
-                 callback=_run_dir),
-]
-EngineOption = Annotated[
-    str, typer.Option("--engine", help="local (frugal's own decode loop), the URL of an "
-                      "OpenAI-compatible completions server up to /v1 (vLLM, llama.cpp's "
-                      "server), or vllm to start one for `frugal eval`; budget forcing is kept "
-                      "either way.")
-]
-EngineModelOption = Annotated[
-    str | None, typer.Option(help="With --engine URL: the name the server serves the base model "
-                             "under (default: --model).")
-]
-EngineKeyOption = Annotated[
-    str | None, typer.Option(help="With --engine URL: the environment variable holding its key.")
-]
-
-
-def _csv(value: str | None, cast: type = str) -> list | None:
-    return [cast(v.strip()) for v in value.split(",") if v.strip()] if value else None
-
-
 @app.command()
 @_ctrl_c_exits_130
-def pool(
-    run: RunOption = Path("runs/default"),
-    source: Annotated[
-        str, typer.Option(help="'tasks', 'gsm8k', or a JSONL/Parquet/CSV file or hub dataset.")
-    ] = "tasks",
-    families: Annotated[
-        str | None, typer.Option(help="Comma-separated task families (default: all).")
-    ] = None,
-    per_family: Annotated[int, typer.Option(help="Questions per task family.")] = 200,
-    difficulties: Annotated[
-        str | None, typer.Option(help="Comma-separated difficulty levels (default: all).")
-    ] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the task generators.")] = 0,
-    limit: Annotated[int | None, typer.Option(help="Keep at most this many questions.")] = None,
-    question_field: Annotated[str, typer.Option(help="Column holding the question.")] = "question",
-    answer_field: Annotated[str, typer.Option(help="Column holding the answer.")] = "answer",
-    id_field: Annotated[str | None, typer.Option(help="Column holding ids (else hashed).")] = None,
-    domain_field: Annotated[str | None, typer.Option(help="Column holding the domain.")] = None,
-    solution_field: Annotated[
-        str | None, typer.Option(help="Column holding a worked solution.")
-    ] = None,
-    answer_format: Annotated[
-        str | None, typer.Option(help="'plain', or 'gsm8k' for answers ending in '#### N'.")
-    ] = None,
-    split: Annotated[str, typer.Option(help="Split of a hub dataset.")] = "train",
-    config_name: Annotated[str | None, typer.Option(help="Config of a hub dataset.")] = None,
-) -> None:
+@with_settings("pool", Options(PoolConfig, rename={
+    "fields.question": "--question-field", "fields.answer": "--answer-field",
+    "fields.id": "--id-field", "fields.domain": "--domain-field",
+    "fields.solution": "--solution-field"}))
+def pool(settings: dict[str, Any], run: RunOption = Path("runs/default")) -> None:
     """Build the question pool (pool.jsonl) of a run directory."""
     from frugal import pool as pool_stage
-    from frugal.questions import FieldMap, QuestionDataError
+    from frugal.questions import QuestionDataError
 
+    config = _settings(PoolConfig, settings, "pool")
     try:
-        config = pool_stage.PoolConfig(
-            source=source,
-            families=_csv(families),
-            per_family=per_family,
-            difficulties=_csv(difficulties, int),
-            seed=seed,
-            limit=limit,
-            fields=FieldMap(
-                question=question_field, answer=answer_field, id=id_field,
-                domain=domain_field, solution=solution_field,
-            ),
-            answer_format=answer_format,
-            split=split,
-            config_name=config_name,
-        )
-        with console.status(f"Building the pool from {source}…"):
+        with console.status(f"Building the pool from {config.source}…"):
             result = pool_stage.run(config, run)
     except (ValidationError, QuestionDataError, ValueError, OSError) as error:
         _fail(str(error))
@@ -283,95 +230,46 @@ def pool(
 
 @app.command()
 @_ctrl_c_exits_130
+@with_settings("distill", Options(DistillConfig, rename={
+    "openai.base_url": "--base-url", "openai.api_key_env": "--api-key-env",
+    "openai.concurrency": "--concurrency", "openai.max_retries": "--max-retries",
+    "openai.timeout": "--timeout", "openai.max_tokens": "--max-tokens",
+    "prices.input_per_million": "--price-input", "prices.output_per_million": "--price-output",
+    "prices.cached_input_per_million": "--price-cached-input",
+    "local.budget.max_thinking_tokens": "--max-thinking-tokens",
+    "local.budget.max_answer_tokens": "--max-answer-tokens",
+    "local.batch_size": "--batch-size", "local.samples": "--samples"}))
 def distill(
+    settings: dict[str, Any],
     run: RunOption = Path("runs/default"),
-    teacher: Annotated[
-        str, typer.Option(help="program, dataset, hf, self (STaR) or openai.")
-    ] = "program",
     model: Annotated[
-        str | None,
-        typer.Option("--model", "-m", help="Teacher model: API model name, or a local spec."),
+        str | None, typer.Option("--model", "-m", help="The teacher's model: --openai-model "
+                                 "with the openai teacher, else --local-model.")
     ] = None,
-    base_url: Annotated[
-        str, typer.Option(help="OpenAI-compatible endpoint (openai teacher).")
-    ] = "https://api.openai.com/v1",
-    api_key_env: Annotated[
-        str, typer.Option(help="Environment variable holding the API key.")
-    ] = "OPENAI_API_KEY",
-    concurrency: Annotated[int, typer.Option(help="Requests in flight at once.")] = 8,
-    max_retries: Annotated[int, typer.Option(help="Retries per request.")] = 6,
-    timeout: Annotated[float, typer.Option(help="Seconds per request.")] = 600.0,
     temperature: Annotated[
-        float | None,
-        typer.Option(help="Sampling temperature (default: 0.6 for openai, greedy for hf, "
-                     "0.8 for self)."),
+        float | None, typer.Option(help="The teacher's sampling temperature: "
+                                   "--openai-temperature with the openai teacher, else "
+                                   "--local-budget-temperature.")
     ] = None,
-    max_tokens: Annotated[int, typer.Option(help="Max output tokens per API call.")] = 4096,
-    price_input: Annotated[float, typer.Option(help="Dollars per 1M input tokens.")] = 0.0,
-    price_output: Annotated[float, typer.Option(help="Dollars per 1M output tokens.")] = 0.0,
-    price_cached_input: Annotated[
-        float | None, typer.Option(help="Dollars per 1M cached input tokens.")
-    ] = None,
-    max_cost: Annotated[
-        float | None, typer.Option(help="Stop issuing calls before spending more dollars.")
-    ] = None,
-    limit: Annotated[int | None, typer.Option(help="Distill only the first N questions.")] = None,
-    retry_failed: Annotated[
-        bool, typer.Option(help="Ask again questions that failed for good with these settings.")
-    ] = False,
-    samples: Annotated[int, typer.Option(help="Answers per question (self teacher).")] = 4,
-    max_thinking_tokens: Annotated[
-        int, typer.Option(help="Thinking budget of local teachers.")
-    ] = 256,
-    max_answer_tokens: Annotated[int, typer.Option(help="Answer budget of local teachers.")] = 64,
-    batch_size: Annotated[int, typer.Option(help="Rows decoded together (local).")] = 8,
-    machine_price_per_hour: Annotated[
-        float, typer.Option(help="Dollars per hour of this machine (local teachers).")
-    ] = 0.0,
 ) -> None:
     """Distill graded reasoning traces (traces.jsonl) from a teacher; nothing is paid twice."""
     _quiet_transformers()
     from frugal import distill as distill_stage
-    from frugal.generation import BudgetConfig
-    from frugal.ledger import TokenPrices
     from frugal.models import ModelNotFoundError
     from frugal.questions import QuestionDataError
-    from frugal.teachers.local import LocalTeacherConfig
-    from frugal.teachers.openai_teacher import OpenAITeacherConfig
 
+    openai = settings.get("teacher") == "openai"
+    teacher = settings.setdefault("openai" if openai else "local", {})
+    if model is not None:
+        teacher["model"] = model
+    if temperature is not None:
+        (teacher if openai else teacher.setdefault("budget", {}))["temperature"] = temperature
+    if openai and "model" not in teacher:
+        _fail("the openai teacher needs --model (the endpoint's model name)")
+    if not openai and settings.get("openai"):
+        _fail("--base-url, --max-tokens and the other openai settings need --teacher openai")
+    config = _settings(DistillConfig, settings, "distill")
     try:
-        openai_config = None
-        if teacher == "openai":
-            if not model:
-                _fail("the openai teacher needs --model (the endpoint's model name)")
-            openai_config = OpenAITeacherConfig(
-                base_url=base_url, model=model, api_key_env=api_key_env,
-                concurrency=concurrency, max_retries=max_retries, timeout=timeout,
-                max_tokens=max_tokens,
-                **({} if temperature is None else {"temperature": temperature}),
-            )
-        local = LocalTeacherConfig(
-            model=model or "smollm2-135m-instruct",
-            budget=BudgetConfig(
-                max_thinking_tokens=max_thinking_tokens, max_answer_tokens=max_answer_tokens,
-                temperature=temperature or 0.0,
-            ),
-            batch_size=batch_size,
-            samples=samples,
-        )
-        config = distill_stage.DistillConfig(
-            teacher=teacher,
-            openai=openai_config,
-            local=local,
-            prices=TokenPrices(
-                input_per_million=price_input, output_per_million=price_output,
-                cached_input_per_million=price_cached_input,
-            ),
-            machine_price_per_hour=machine_price_per_hour,
-            max_cost=max_cost,
-            limit=limit,
-            retry_failed=retry_failed,
-        )
         result = distill_stage.run(config, run, console=console)
     except (ValidationError, QuestionDataError, ModelNotFoundError, ValueError, OSError) as error:
         _fail(str(error))
@@ -395,65 +293,19 @@ def distill(
 
 @app.command()
 @_ctrl_c_exits_130
-def curate(
-    run: RunOption = Path("runs/default"),
-    target: Annotated[int, typer.Option(help="How many items to select (s1: 1000).")] = 1000,
-    strategy: Annotated[
-        str, typer.Option(help="s1, or an ablation baseline: random, longest, diverse.")
-    ] = "s1",
-    seed: Annotated[int, typer.Option(help="Seed of the sampler.")] = 0,
-    tokenizer: Annotated[
-        str, typer.Option(help="Model whose tokenizer counts trace tokens.")
-    ] = "smollm2-135m-instruct",
-    max_trace_tokens: Annotated[int, typer.Option(help="Drop longer traces.")] = 4096,
-    keep_incorrect: Annotated[
-        bool, typer.Option(help="Keep traces graded incorrect.")
-    ] = False,
-    format_pattern: Annotated[
-        list[str] | None,
-        typer.Option(help="Regex marking a broken item (repeatable; replaces the defaults)."),
-    ] = None,
-    near_duplicates: Annotated[
-        float | None, typer.Option(help="Drop questions at this embedding cosine or above.")
-    ] = None,
-    eval_set: Annotated[
-        list[str] | None, typer.Option(help="Decontaminate against this question file or "
-                                       "hub dataset (repeatable).")
-    ] = None,
-    reference_model: Annotated[
-        list[str] | None, typer.Option(help="Drop what this model solves (repeatable).")
-    ] = None,
-    reference_thinking_tokens: Annotated[
-        int, typer.Option(help="Thinking budget of the reference models.")
-    ] = 256,
-    pass_rate_band: Annotated[
-        str | None, typer.Option(help="Keep self-teacher pass rates in LOW,HIGH (e.g. 0.2,0.8).")
-    ] = None,
-    clusters: Annotated[int, typer.Option(help="k-means clusters for questions without domain.")]
-    = 8,
-) -> None:
+@with_settings("curate", Options(CurateConfig, skip=frozenset({"format_patterns"}), rename={
+    "near_duplicate_threshold": "--near-duplicates", "eval_sets": "--eval-set",
+    "reference_models": "--reference-model",
+    "reference_budget.max_thinking_tokens": "--reference-thinking-tokens"}))
+def curate(settings: dict[str, Any], run: RunOption = Path("runs/default")) -> None:
     """Select the training set (selected.jsonl) the s1K way, with a reason for every drop."""
     _quiet_transformers()
     from frugal import curate as curate_stage
-    from frugal.generation import BudgetConfig
     from frugal.models import ModelNotFoundError
     from frugal.questions import QuestionDataError
 
+    config = _settings(CurateConfig, settings, "curate")
     try:
-        band = _csv(pass_rate_band, float)
-        settings = {
-            "target": target, "strategy": strategy, "seed": seed, "tokenizer": tokenizer,
-            "max_trace_tokens": max_trace_tokens, "require_correct": not keep_incorrect,
-            "near_duplicate_threshold": near_duplicates, "eval_sets": eval_set or [],
-            "reference_models": reference_model or [],
-            "reference_budget": BudgetConfig(
-                max_thinking_tokens=reference_thinking_tokens, max_answer_tokens=64
-            ),
-            "pass_rate_band": tuple(band) if band else None, "clusters": clusters,
-        }
-        if format_pattern:
-            settings["format_patterns"] = format_pattern
-        config = curate_stage.CurateConfig(**settings)
         result = curate_stage.run(config, run, console=console)
     except (
         ValidationError, QuestionDataError, ModelNotFoundError, ValueError, OSError, RuntimeError
@@ -474,64 +326,20 @@ def curate(
 
 @app.command("train")
 @_ctrl_c_exits_130
+@with_settings("train", Options(TrainConfig, short={"model": "-m"}, rename={
+    "lora.target_modules": "--target-modules"}))
 def train_command(
+    settings: dict[str, Any],
     run: RunOption = Path("runs/default"),
-    model: Annotated[str, typer.Option("--model", "-m", help="Base model spec.")]
-    = "smollm2-135m-instruct",
-    method: Annotated[str, typer.Option(help="lora, full or qlora (CUDA only).")] = "lora",
-    base_dtype: Annotated[
-        str, typer.Option(help="LoRA's frozen base: auto (bfloat16 on GPUs, else float32), "
-                          "float32 or bfloat16.")
-    ] = "auto",
-    name: Annotated[str, typer.Option(help="Adapter name: adapters/<name>/.")] = "default",
-    lora_r: Annotated[int, typer.Option(help="LoRA rank.")] = 16,
-    lora_alpha: Annotated[int, typer.Option(help="LoRA alpha.")] = 32,
-    lora_dropout: Annotated[float, typer.Option(help="LoRA dropout.")] = 0.05,
-    target_modules: Annotated[
-        str, typer.Option(help="Comma-separated module names, or all-linear.")
-    ] = "all-linear",
-    learning_rate: Annotated[float, typer.Option(help="Peak learning rate.")] = 2e-4,
-    epochs: Annotated[float, typer.Option(help="Passes over the data.")] = 3.0,
-    max_steps: Annotated[int, typer.Option(help="Stop after N steps (-1: epochs).")] = -1,
-    batch_size: Annotated[
-        int, typer.Option(help="Examples per optimizer step (bfd: packed rows).")
-    ] = 8,
-    gradient_accumulation_steps: Annotated[
-        int, typer.Option(help="Batches per optimizer update.")
-    ] = 1,
-    max_seq_length: Annotated[
-        int, typer.Option(help="Longest example; longer ones are left out, never cut.")
-    ] = 2048,
-    packing: Annotated[
-        str, typer.Option(help="padding-free (default), bfd (pack rows of max-seq-length) or none.")
-    ] = "padding-free",
-    save_steps: Annotated[int, typer.Option(help="Checkpoint every N steps.")] = 50,
-    seed: Annotated[int, typer.Option(help="Seed.")] = 0,
-    system: Annotated[str | None, typer.Option(help="System prompt of every example.")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the last checkpoint.")] = False,
-    machine_price_per_hour: Annotated[
-        float, typer.Option(help="Dollars per hour of this machine, for the ledger.")
-    ] = 0.0,
 ) -> None:
     """Fine-tune on selected.jsonl with TRL (LoRA by default); works under torchrun."""
     _quiet_transformers()
     from frugal import train as train_stage
     from frugal.models import ModelNotFoundError
 
-    modules: list[str] | str = target_modules
-    if target_modules != "all-linear":
-        modules = _csv(target_modules) or "all-linear"
+    config = _settings(TrainConfig, settings, "train")
     try:
-        config = train_stage.TrainConfig(
-            model=model, method=method, base_dtype=base_dtype, name=name, system=system,
-            lora=train_stage.LoraSettings(
-                r=lora_r, alpha=lora_alpha, dropout=lora_dropout, target_modules=modules
-            ),
-            learning_rate=learning_rate, epochs=epochs, max_steps=max_steps,
-            batch_size=batch_size, gradient_accumulation_steps=gradient_accumulation_steps,
-            max_seq_length=max_seq_length, packing=packing, save_steps=save_steps, seed=seed,
-            machine_price_per_hour=machine_price_per_hour,
-        )
         result = train_stage.run(config, run, resume=resume)
     except (ValidationError, ModelNotFoundError, ValueError, OSError, RuntimeError) as error:
         _fail(str(error))
@@ -548,39 +356,11 @@ def train_command(
 
 @app.command("eval")
 @_ctrl_c_exits_130
+@with_settings("eval", Options(EvalConfig, skip=frozenset({"engine"}), short={
+    "model": "-m", "benchmark": "-b"}))
 def eval_command(
+    settings: dict[str, Any],
     run: RunOption = Path("runs/default"),
-    model: Annotated[
-        str | None, typer.Option("--model", "-m", help="Base model; default: the adapter's base.")
-    ] = None,
-    adapter: Annotated[
-        str | None, typer.Option(help="An adapter of the run (name) or an adapter directory.")
-    ] = None,
-    label: Annotated[
-        str | None, typer.Option(help="Name under eval/ (default: the adapter's or 'base').")
-    ] = None,
-    benchmark: Annotated[
-        str, typer.Option("--benchmark", "-b", help="tasks, gsm8k, a spec .yaml, a question "
-                          "file or a hub dataset.")
-    ] = "tasks",
-    limit: Annotated[int | None, typer.Option(help="Evaluate the first N questions.")] = None,
-    max_thinking_tokens: Annotated[
-        str, typer.Option(help="Budget sweep, comma-separated.")
-    ] = "64,128,256,512",
-    num_waits: Annotated[str, typer.Option(help="Wait sweep, comma-separated.")] = "0",
-    min_thinking_tokens: Annotated[int, typer.Option(help="Minimum thinking.")] = 0,
-    max_answer_tokens: Annotated[int, typer.Option(help="Cap on answer tokens.")] = 64,
-    samples: Annotated[int, typer.Option(help="Samples per question (maj@k, pass@k).")] = 1,
-    temperature: Annotated[float, typer.Option(help="0 means greedy.")] = 0.0,
-    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
-    batch_size: Annotated[int, typer.Option(help="Rows decoded together.")] = 8,
-    system: Annotated[str | None, typer.Option(help="Optional system prompt.")] = None,
-    machine_price_per_hour: Annotated[
-        float, typer.Option(help="Dollars per hour of this machine, for the ledger.")
-    ] = 0.0,
-    dtype: Annotated[
-        str, typer.Option(help="auto (bfloat16 on GPUs and AMX CPUs), float32 or bfloat16.")
-    ] = "auto",
     engine_url: EngineOption = "local",
     engine_model: EngineModelOption = None,
     engine_key_env: EngineKeyOption = None,
@@ -594,15 +374,14 @@ def eval_command(
     from frugal.questions import QuestionDataError
 
     try:
-        config = eval_stage.EvalConfig(
-            model=model, adapter=adapter, label=label, benchmark=benchmark, limit=limit,
-            max_thinking_tokens=_csv(max_thinking_tokens, int),
-            num_waits=_csv(num_waits, int), min_thinking_tokens=min_thinking_tokens,
-            max_answer_tokens=max_answer_tokens, samples=samples, temperature=temperature,
-            seed=seed, batch_size=batch_size, system=system,
-            machine_price_per_hour=machine_price_per_hour, dtype=dtype,
-            engine=endpoint_option(engine_url, engine_model or model, engine_key_env, vllm=True),
-        )
+        engine = endpoint_option(engine_url, engine_model or settings.get("model"),
+                                 engine_key_env, vllm=True)
+    except ValueError as error:
+        _fail(str(error))
+    if engine is not None:
+        settings["engine"] = engine if isinstance(engine, str) else engine.model_dump()
+    config = _settings(EvalConfig, settings, "eval")
+    try:
         result = eval_stage.run_with_progress(config, run, console)
     except (
         ValidationError, QuestionDataError, ModelNotFoundError, ValueError, OSError, RuntimeError
@@ -631,87 +410,21 @@ def eval_command(
 
 
 @app.command("serve")
+@with_settings("serve", Options(ServeConfig, skip=frozenset({"target"}), short={"model": "-m"},
+                                rename={"served_name": "--name", "adapters": "--adapter",
+                                        "allowed_hosts": "--allowed-host",
+                                        "request_timeout_s": "--request-timeout"}))
 def serve_command(
     target: Annotated[str, typer.Argument(help="A run directory, or a model spec.")],
-    model: Annotated[
-        str | None, typer.Option("--model", "-m", help="Base model (default: the run's).")
-    ] = None,
-    adapter: Annotated[
-        list[str] | None, typer.Option(help="Serve another adapter: NAME=PATH (repeatable).")
-    ] = None,
-    name: Annotated[str | None, typer.Option(help="The base model's name in /v1/models.")]
-    = None,
-    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port.")] = 8000,
-    api_key: Annotated[
-        str | None, typer.Option(help="Require this key (default: $FRUGAL_API_KEY if set).")
-    ] = None,
-    max_batch_size: Annotated[int, typer.Option(help="Rows decoded together.")] = 16,
-    batch_window_ms: Annotated[
-        float, typer.Option(help="How long an idle server waits to batch arrivals.")
-    ] = 10.0,
-    max_answer_tokens: Annotated[int, typer.Option(help="Cap on max_tokens.")] = 512,
-    max_thinking_tokens: Annotated[int, typer.Option(help="Cap on thinking budgets.")] = 2048,
-    default_thinking_tokens: Annotated[
-        int, typer.Option(help="Thinking budget of requests that set none.")
-    ] = 256,
-    max_prompt_tokens: Annotated[int, typer.Option(help="Longer prompts get a 400.")] = 2048,
-    machine_price_per_hour: Annotated[
-        float, typer.Option(help="Dollars per hour of this machine: prices every token.")
-    ] = 0.0,
-    dtype: Annotated[
-        str, typer.Option(help="auto (bfloat16 on GPUs and AMX CPUs), float32 or bfloat16.")
-    ] = "auto",
-    engine_url: Annotated[
-        str, typer.Option("--engine", help="local, vllm (started here with every adapter and "
-                          "stopped on exit), or the URL of an OpenAI-compatible completions "
-                          "server up to /v1; budget forcing is kept either way.")
-    ] = "local",
-    engine_model: EngineModelOption = None,
-    max_waiting: Annotated[
-        int, typer.Option(help="Requests that may wait for a batch slot; more get 429.")
-    ] = 64,
-    request_timeout: Annotated[
-        float, typer.Option(help="Seconds a non-streamed request may take (504 after).")
-    ] = 600.0,
-    max_connections: Annotated[
-        int, typer.Option(help="Open connections accepted; beyond it uvicorn answers 503.")
-    ] = 512,
-    allowed_host: Annotated[
-        list[str] | None, typer.Option(help="A Host name clients may use besides the loopback "
-                                       "names and --host (repeatable; '*': any).")
-    ] = None,
-    allow_no_key: Annotated[
-        bool, typer.Option(help="Serve a non-loopback --host without an API key.")
-    ] = False,
-    docs: Annotated[bool, typer.Option(help="Serve /docs and /openapi.json.")] = False,
-    public_metrics: Annotated[
-        bool, typer.Option(help="Serve /metrics without the API key.")
-    ] = False,
+    settings: dict[str, Any],
 ) -> None:
     """Serve an OpenAI-compatible API with thinking budgets, adapters and a price per token."""
     _quiet_transformers()
     from frugal import serve as serve_stage
     from frugal.models import ModelNotFoundError
 
-    extra = {}
-    for item in adapter or []:
-        key, sep, path = item.partition("=")
-        if not sep or not key or not path:
-            _fail(f"--adapter {item!r}: expected NAME=PATH")
-        extra[key] = path
+    config = _settings(ServeConfig, settings | {"target": target}, "serve")
     try:
-        config = serve_stage.ServeConfig(
-            target=target, model=model, adapters=extra, served_name=name, host=host, port=port,
-            api_key=api_key, max_batch_size=max_batch_size, batch_window_ms=batch_window_ms,
-            max_answer_tokens=max_answer_tokens, max_thinking_tokens=max_thinking_tokens,
-            default_thinking_tokens=default_thinking_tokens,
-            max_prompt_tokens=max_prompt_tokens, machine_price_per_hour=machine_price_per_hour,
-            dtype=dtype, engine=engine_url, engine_model=engine_model,
-            max_waiting=max_waiting, request_timeout_s=request_timeout,
-            max_connections=max_connections, allowed_hosts=allowed_host or [],
-            allow_no_key=allow_no_key, docs=docs, public_metrics=public_metrics,
-        )
         with console.status(f"Loading {target}…"):
             server = serve_stage.build(config)
     except (ValidationError, ModelNotFoundError, ValueError, OSError, RuntimeError) as error:
@@ -719,8 +432,8 @@ def serve_command(
     import uvicorn
 
     names = ", ".join(card.id for card in server.serving.models().data)
-    console.print(f"Serving {names} on http://{host}:{port}/v1 "
-                  f"(metrics: http://{host}:{port}/metrics)")
+    where = f"http://{config.host}:{config.port}"
+    console.print(f"Serving {names} on {where}/v1 (metrics: {where}/metrics)")
     uvicorn.Server(serve_stage.uvicorn_config(server, config)).run()
 
 
@@ -882,45 +595,23 @@ def export_command(
 
 @app.command("experts")
 @_ctrl_c_exits_130
-def experts_command(
-    run: RunOption = Path("runs/default"),
-    model: Annotated[str, typer.Option("--model", "-m", help="Base model spec.")]
-    = "smollm2-135m-instruct",
-    epochs: Annotated[float, typer.Option(help="Passes over each adapter's data.")] = 3.0,
-    max_steps: Annotated[int, typer.Option(help="Stop each adapter after N steps (-1: epochs).")]
-    = -1,
-    batch_size: Annotated[int, typer.Option(help="Examples per optimizer step.")] = 8,
-    learning_rate: Annotated[float, typer.Option(help="Peak learning rate.")] = 2e-4,
-    lora_r: Annotated[int, typer.Option(help="LoRA rank (the same for every adapter).")] = 16,
-    min_examples: Annotated[int, typer.Option(help="Smaller domains get no expert.")] = 4,
-    merges: Annotated[str, typer.Option(help="Merged contenders: linear,ties.")] = "linear,ties",
-    benchmark: Annotated[str, typer.Option("--benchmark", "-b", help="Held-out questions.")]
-    = "tasks",
-    max_thinking_tokens: Annotated[str, typer.Option(help="Budgets, comma-separated.")] = "64",
-    max_answer_tokens: Annotated[int, typer.Option(help="Cap on answer tokens.")] = 32,
-    compare: Annotated[bool, typer.Option(help="Evaluate every contender.")] = True,
-    machine_price_per_hour: Annotated[
-        float, typer.Option(help="Dollars per hour of this machine, for the ledger.")
-    ] = 0.0,
-) -> None:
+@with_settings("experts", Options(ExpertsConfig, short={"train.model": "-m", "benchmark": "-b"},
+                                  rename={"train.model": "--model", "train.epochs": "--epochs",
+                                          "train.max_steps": "--max-steps",
+                                          "train.batch_size": "--batch-size",
+                                          "train.learning_rate": "--learning-rate",
+                                          "train.lora.r": "--lora-r",
+                                          "batch_size": "--eval-batch-size"},
+                                  skip=frozenset({"engine"})))
+def experts_command(settings: dict[str, Any], run: RunOption = Path("runs/default")) -> None:
     """One LoRA expert per domain, a router, merged adapters, and the comparison with one
     generalist trained on the same tokens."""
     _quiet_transformers()
     from frugal.experts import stage
     from frugal.models import ModelNotFoundError
-    from frugal.train import LoraSettings, TrainConfig
 
+    config = _settings(ExpertsConfig, settings, "experts")
     try:
-        config = stage.ExpertsConfig(
-            train=TrainConfig(model=model, epochs=epochs, max_steps=max_steps,
-                              batch_size=batch_size, learning_rate=learning_rate,
-                              lora=LoraSettings(r=lora_r, alpha=2 * lora_r),
-                              machine_price_per_hour=machine_price_per_hour),
-            min_examples=min_examples, merges=_csv(merges) or [], benchmark=benchmark,
-            max_thinking_tokens=_csv(max_thinking_tokens, int),
-            max_answer_tokens=max_answer_tokens, compare=compare,
-            machine_price_per_hour=machine_price_per_hour,
-        )
         result = stage.run(config, run, console=console)
     except (ValidationError, ModelNotFoundError, ValueError, OSError, RuntimeError) as error:
         _fail(str(error))
@@ -968,9 +659,8 @@ def _quiet_transformers() -> None:
                             category=FutureWarning)
 
 
-def _fail(message: str) -> typer.Exit:
-    errors.print(f"[red]error:[/red] {message}", soft_wrap=True)
-    raise typer.Exit(1)
+def _fail(message: str) -> NoReturn:
+    fail(message)
 
 
 if __name__ == "__main__":

@@ -22,68 +22,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
 
-from frugal.curation.diversity import Candidate, Strategy, select
+from frugal.curation.diversity import Candidate, select
 from frugal.curation.text_filters import (
-    DEFAULT_FORMAT_PATTERNS,
     Decontaminator,
     FormattingFilter,
     exact_duplicates,
 )
-from frugal.endpoint_config import EndpointConfig
-from frugal.generation import BudgetConfig
 from frugal.grading import reference_answer
 from frugal.pool import read_pool
 from frugal.questions import DEFAULT_FIELDS, Question, read_questions
 from frugal.run_files import SELECTED, SELECTION, TRACES, write_json, write_jsonl
 from frugal.run_lock import locks_run_dir
-
-
-class CurateConfig(BaseModel):
-    """What a training example must pass, and how many to select."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    target: int = Field(1000, ge=1, description="How many items to select (s1: 1,000).")
-    strategy: Strategy = Field("s1", description="s1, or an ablation: random, longest, diverse.")
-    seed: int = Field(0, description="Seed of the sampler.")
-    tokenizer: str = Field(
-        "smollm2-135m-instruct", description="Model whose tokenizer counts trace tokens."
-    )
-    max_trace_tokens: int | None = Field(
-        4096, ge=1, description="Drop traces longer than this (they would be truncated)."
-    )
-    require_correct: bool = Field(True, description="Drop traces graded incorrect.")
-    format_patterns: list[str] = Field(
-        default_factory=lambda: list(DEFAULT_FORMAT_PATTERNS),
-        description="Regexes marking broken items (figures referenced but absent, ...).",
-    )
-    near_duplicate_threshold: float | None = Field(
-        None, gt=0, le=1,
-        description="Embedding cosine at or above which a question is a near-duplicate; off by "
-        "default, because in math a changed number is a different question.",
-    )
-    eval_sets: list[str] = Field(
-        default_factory=list, description="Question files or hub datasets to decontaminate from."
-    )
-    reference_models: list[str] = Field(
-        default_factory=list, description="Drop questions any of these solves (greedy)."
-    )
-    reference_budget: BudgetConfig = Field(
-        default_factory=lambda: BudgetConfig(max_thinking_tokens=256, max_answer_tokens=64),
-        description="Thinking budget of the reference models.",
-    )
-    engine: EndpointConfig | None = Field(
-        None, description="A completions server that serves each reference model under its "
-        "own name (its `model` is ignored); None: the local engine.",
-    )
-    pass_rate_band: tuple[float, float] | None = Field(
-        None, description="Keep self-teacher pass rates within [low, high] (open-r1 style)."
-    )
-    clusters: int = Field(8, ge=1, description="k-means clusters for questions without domain.")
-    embedder: str = Field("all-minilm-l6-v2", description="Sentence embedding model.")
+from frugal.settings.curate import CurateConfig
 
 
 @dataclass

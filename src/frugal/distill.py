@@ -18,9 +18,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -45,6 +44,7 @@ from frugal.pool import read_pool
 from frugal.questions import Question
 from frugal.run_files import TEACHER_CACHE, TRACES, write_jsonl
 from frugal.run_lock import locks_run_dir
+from frugal.settings.distill import DistillConfig
 from frugal.teacher_cache import (
     BILLED,
     NOT_BILLED,
@@ -55,50 +55,6 @@ from frugal.teacher_cache import (
     cache_key,
 )
 from frugal.teachers.base import Teacher, TeacherResponse, TeacherStopped, Usage
-from frugal.teachers.local import LocalTeacherConfig
-from frugal.teachers.openai_teacher import OpenAITeacherConfig
-
-TeacherKind = Literal["openai", "hf", "program", "dataset", "self"]
-
-
-class DistillConfig(BaseModel):
-    """Which teacher answers, what it costs, and when to stop paying."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    teacher: TeacherKind = Field("program", description="Who writes the traces.")
-    openai: OpenAITeacherConfig | None = Field(
-        None, description="Endpoint, model and retries of the openai teacher."
-    )
-    local: LocalTeacherConfig = Field(
-        default_factory=LocalTeacherConfig, description="Model of the hf and self teachers."
-    )
-    prices: TokenPrices = Field(default_factory=TokenPrices, description="Teacher token prices.")
-    machine_price_per_hour: float = Field(
-        0.0, ge=0, description="Dollars per hour of this machine, for local teachers' compute."
-    )
-    max_cost: float | None = Field(
-        None, ge=0, description="Dollars this run directory may pay its teacher, in all; no call "
-        "is sent whose worst case would cross it. Needs the teacher's prices."
-    )
-    limit: int | None = Field(None, ge=1, description="Distill only the first N pool questions.")
-    retry_failed: bool = Field(
-        False, description="Ask again questions that failed for good with these same settings "
-        "(an empty reply at the output cap, a program that cannot solve them).",
-    )
-
-    @model_validator(mode="after")
-    def _cap_needs_prices(self) -> DistillConfig:
-        prices = self.prices
-        if self.max_cost is not None and not (
-            prices.input_per_million or prices.output_per_million
-        ):
-            raise ValueError(
-                "max_cost is set but the teacher's token prices are zero, so it would limit "
-                "nothing. Fix: set prices.input_per_million and prices.output_per_million "
-                "(--price-input / --price-output) to what the provider charges, or drop max_cost"
-            )
-        return self
 
 
 @dataclass

@@ -19,19 +19,18 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-from frugal.endpoint_config import EndpointConfig
 from frugal.evaluation import metrics
 from frugal.evaluation.benchmarks import BenchmarkSpec, load_questions, resolve, same_answer
 from frugal.evaluation.contamination import Overlap, find_overlaps
 from frugal.ledger import append_entry, compute_cost
-from frugal.names import SafeName, check_name, path_inside
+from frugal.names import check_name, path_inside
 from frugal.questions import Question
 from frugal.run_files import POOL, SELECTED, RunFileError, read_json, write_json
 from frugal.run_lock import locks_run_dir
+from frugal.settings import DEFAULT_MODEL
+from frugal.settings.evaluate import EvalConfig
 
 EVAL_DIR = "eval"
 RESULTS = "results.jsonl"
@@ -40,68 +39,6 @@ PROMPT_TOKENS_BOUND = 2048
 SUMMARY = "summary.json"
 SETTINGS = "settings.json"
 SCALING_PLOT = "plots/test-time-scaling.png"
-
-
-class EvalConfig(BaseModel):
-    """What to evaluate, on which benchmark, at which budgets."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    model: str | None = Field(
-        None, description="Base model spec; default: the adapter's base, else SmolLM2."
-    )
-    # Not a SafeName: a path to an adapter directory is fine too; find_adapter checks a name.
-    adapter: str | None = Field(
-        None, min_length=1, description="An adapter of the run (name) or a path."
-    )
-    route: bool = Field(
-        False, description="Experts + router: each question goes to the expert the run's "
-        "router picks (all expert-* adapters loaded; rows of different experts share batches).",
-    )
-    label: SafeName | None = Field(
-        None, description="Name under eval/; default: adapter or 'base'."
-    )
-    benchmark: str | BenchmarkSpec = Field("tasks", description="Built-in name, spec or data.")
-    limit: int | None = Field(None, ge=1, description="Evaluate the first N questions.")
-    max_thinking_tokens: list[int] = Field(
-        default_factory=lambda: [64, 128, 256, 512], description="Budget sweep (maximum)."
-    )
-    num_waits: list[int] = Field(default_factory=lambda: [0], description="Wait sweep.")
-    min_thinking_tokens: int = Field(0, ge=0)
-    max_answer_tokens: int = Field(64, ge=1)
-    samples: int = Field(1, ge=1, description="Samples per question (maj@k, pass@k).")
-    temperature: float = Field(0.0, ge=0.0, description="Needed above 0 with samples > 1.")
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    seed: int = 0
-    batch_size: int = Field(8, ge=1)
-    system: str | None = None
-    machine_price_per_hour: float = Field(0.0, ge=0.0, description="For the ledger.")
-    dtype: Literal["auto", "float32", "bfloat16"] = Field(
-        "auto", description="Weights: auto is bfloat16 on GPUs and AMX CPUs, else float32."
-    )
-    engine: EndpointConfig | Literal["vllm"] | None = Field(
-        None, description="An OpenAI-compatible completions server that generates, budget "
-        "forcing driven from here; 'vllm' starts one for this evaluation (the base model and "
-        "its adapters) and stops it after; None: frugal's local engine.",
-    )
-
-    @model_validator(mode="after")
-    def _check(self) -> EvalConfig:
-        if not self.max_thinking_tokens or min(self.max_thinking_tokens) < 1:
-            raise ValueError("max_thinking_tokens needs at least one budget, each >= 1")
-        if not self.num_waits or min(self.num_waits) < 0:
-            raise ValueError("num_waits needs at least one value, each >= 0")
-        if self.min_thinking_tokens > min(self.max_thinking_tokens):
-            raise ValueError(
-                f"min_thinking_tokens {self.min_thinking_tokens} is above the smallest budget "
-                f"{min(self.max_thinking_tokens)}"
-            )
-        if self.samples > 1 and self.temperature == 0:
-            raise ValueError(
-                f"samples={self.samples} with temperature 0 gives {self.samples} identical "
-                "greedy answers. Fix: set a temperature such as 0.7."
-            )
-        return self
 
 
 @dataclass(frozen=True)
@@ -163,7 +100,7 @@ def run(
 
         adapters = expert_adapters(run_dir)
     model = config.model or (
-        base_model_of(next(iter(adapters.values()))) if adapters else "smollm2-135m-instruct"
+        base_model_of(next(iter(adapters.values()))) if adapters else DEFAULT_MODEL
     )
     label = config.label or ("experts" if config.route else
                              next(iter(adapters)) if adapters else "base")

@@ -73,7 +73,7 @@ NOT_IN_KEY = frozenset({
     "distill.openai.concurrency", "distill.openai.max_retries",
     "distill.openai.max_consecutive_failures", "distill.openai.backoff_base",
     "distill.openai.backoff_max", "distill.openai.timeout", "distill.local.batch_size",
-    "train.machine_price_per_hour", "eval.batch_size",
+    "train.machine_price_per_hour", "eval.batch_size", "eval.machine_price_per_hour",
     "experts.batch_size", "experts.machine_price_per_hour", "experts.train.machine_price_per_hour",
 })
 
@@ -280,14 +280,11 @@ def _eval(recipe: Recipe, run_dir: Path, console: Console, resume: bool) -> Any:
             model, adapter = str(run_dir / "models" / label), None
         else:
             model, adapter = recipe.train.model, label
-        config = evaluate.EvalConfig(
-            model=model, adapter=adapter, label=label,
-            benchmark=settings.benchmark, max_thinking_tokens=settings.max_thinking_tokens,
-            num_waits=settings.num_waits, max_answer_tokens=settings.max_answer_tokens,
-            samples=settings.samples, temperature=settings.temperature,
-            batch_size=settings.batch_size, system=recipe.train.system,
-            machine_price_per_hour=recipe.machine_price_per_hour, engine=settings.engine,
-        )
+        system = settings.system if "system" in settings.model_fields_set else \
+            recipe.train.system  # what the model was trained with
+        config = evaluate.EvalConfig.model_validate(
+            settings.model_dump(exclude={"base"}) | {"model": model, "adapter": adapter,
+                                                      "label": label, "system": system})
         results.append(evaluate.run_with_progress(config, run_dir, console))
     return results
 

@@ -14,13 +14,11 @@ import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from frugal.questions import GSM8K_FIELDS, FieldMap, Question, read_questions
+from frugal.questions import GSM8K_FIELDS, Question, read_questions
 from frugal.run_files import POOL, write_jsonl
 from frugal.run_lock import locks_run_dir
+from frugal.settings.pool import PoolConfig
 
 DATA_DIR_ENV = "FRUGAL_DATA_DIR"  # a directory holding gsm8k/train.jsonl
 _CHECKOUT = Path(__file__).resolve().parents[2]  # the repository, when run from its src/
@@ -50,28 +48,6 @@ GSM8K_DEV_BUCKETS = 16
 def in_gsm8k_dev_split(question: Question) -> bool:
     """Whether a question of the local GSM8K file belongs to the held-out dev split."""
     return int(question.id, 16) % GSM8K_DEV_BUCKETS == 0
-
-
-class PoolConfig(BaseModel):
-    """Where the questions come from and how many."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    source: str = Field(
-        "tasks",
-        description="'tasks' (built-in families), 'gsm8k', or a file path / hub dataset name.",
-    )
-    families: list[str] | None = Field(None, description="Task families; all when unset.")
-    per_family: int = Field(200, ge=1, description="Questions per task family.")
-    difficulties: list[int] | None = Field(None, description="Task difficulty levels; all.")
-    seed: int = Field(0, description="Seed of the task generators.")
-    limit: int | None = Field(None, ge=1, description="Keep at most this many questions.")
-    fields: FieldMap = Field(default_factory=FieldMap, description="Column names of a file.")
-    answer_format: Literal["plain", "gsm8k"] | None = Field(
-        None, description="Override the file's answer format (gsm8k: '#### N' answers)."
-    )
-    split: str = Field("train", description="Split of a hub dataset.")
-    config_name: str | None = Field(None, description="Configuration of a hub dataset.")
 
 
 @dataclass

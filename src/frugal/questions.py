@@ -74,15 +74,19 @@ class FieldMap(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    question: str = Field(default="question", min_length=1)
-    answer: str = Field(default="answer", min_length=1)
-    id: str | None = Field(default=None, min_length=1)
-    domain: str | None = Field(default=None, min_length=1)
-    solution: str | None = Field(default=None, min_length=1)
+    question: str = Field("question", min_length=1, description="Column holding the question.")
+    answer: str = Field("answer", min_length=1, description="Column holding the answer.")
+    id: str | None = Field(None, min_length=1, description="Column holding ids (else hashed).")
+    domain: str | None = Field(None, min_length=1, description="Column holding the domain.")
+    solution: str | None = Field(None, min_length=1,
+                                 description="Column holding a worked solution.")
     # Per-row source name; lets files written by write_questions round-trip exactly.
-    source: str | None = Field(default=None, min_length=1)
-    meta: str | None = Field(default=None, min_length=1)
-    answer_format: Literal["plain", "gsm8k"] = "plain"
+    source: str | None = Field(default=None, min_length=1, description="Column holding each "
+                               "row's source name.")
+    meta: str | None = Field(default=None, min_length=1, description="Column holding each row's "
+                             "generator parameters (JSON).")
+    answer_format: Literal["plain", "gsm8k"] = Field(
+        "plain", description="gsm8k: the answer column ends in '#### N'.")
 
     @model_validator(mode="after")
     def _check_solution_not_doubled(self) -> FieldMap:

@@ -18,11 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from frugal.curate import CurateConfig
 from frugal.distill import DistillConfig
 from frugal.endpoint_config import EndpointConfig
-from frugal.evaluation.benchmarks import BenchmarkSpec
 from frugal.experts.stage import ExpertsConfig
 from frugal.names import SafeName
 from frugal.pool import PoolConfig
 from frugal.run_files import RunFileError, read_yaml
+from frugal.settings import DEFAULT_MODEL
+from frugal.settings.evaluate import RunEvalConfig
 from frugal.train import TrainConfig
 
 RECIPES_DIR = Path(__file__).resolve().parent / "builtin_recipes"  # shipped as package data
@@ -33,24 +34,6 @@ class RecipeError(ValueError):
     pass
 
 
-class RecipeEval(BaseModel):
-    """The evaluation of `frugal run`: the base model and the trained one on one benchmark."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    benchmark: str | BenchmarkSpec = Field("tasks", description="Built-in name, spec or data.")
-    max_thinking_tokens: list[int] = Field(default_factory=lambda: [32, 64, 128, 256])
-    num_waits: list[int] = Field(default_factory=lambda: [0])
-    max_answer_tokens: int = Field(32, ge=1)
-    samples: int = Field(1, ge=1)
-    temperature: float = Field(0.0, ge=0.0)
-    batch_size: int = Field(16, ge=1)
-    base: bool = Field(True, description="Also evaluate the untrained base model.")
-    engine: EndpointConfig | None = Field(
-        None, description="Generate on this completions server; default: the recipe's engine."
-    )
-
-
 class Recipe(BaseModel):
     """Every stage's settings; sections are the stages' own config models."""
 
@@ -58,7 +41,7 @@ class Recipe(BaseModel):
 
     name: SafeName = Field(..., description="The run's name: runs/<name>/ by default.")
     description: str = ""
-    model: str = Field("smollm2-135m-instruct", description="The base model of every stage.")
+    model: str = Field(DEFAULT_MODEL, description="The base model of every stage.")
     machine_price_per_hour: float = Field(0.0, ge=0.0, description="Dollars per hour here.")
     engine: EndpointConfig | None = Field(
         None, description="An OpenAI-compatible completions server serving `model` (vLLM, "
@@ -69,7 +52,7 @@ class Recipe(BaseModel):
     distill: DistillConfig = Field(default_factory=DistillConfig)
     curate: CurateConfig = Field(default_factory=CurateConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
-    eval: RecipeEval = Field(default_factory=RecipeEval)
+    eval: RunEvalConfig = Field(default_factory=RunEvalConfig)
     experts: ExpertsConfig | None = Field(
         None, description="Train domain experts and compare them instead of train + eval."
     )
@@ -88,7 +71,7 @@ class Recipe(BaseModel):
                 self.distill.local.engine = self.engine
             if self.experts is not None and "engine" not in self.experts.model_fields_set:
                 self.experts.engine = self.engine
-        stages: list[BaseModel] = [self.distill, self.train]
+        stages: list[BaseModel] = [self.distill, self.train, self.eval]
         if self.experts is not None:
             if "model" not in self.experts.train.model_fields_set:
                 self.experts.train.model = self.model

@@ -20,68 +20,13 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
 
 from frugal.ledger import append_entry, compute_cost
-from frugal.names import SafeName, check_run_dir
+from frugal.names import check_run_dir
+from frugal.settings.serve import API_KEY_ENV, ServeConfig
 
-API_KEY_ENV = "FRUGAL_API_KEY"
 logger = logging.getLogger("frugal.serve")
-
-
-class ServeConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    target: str = Field(..., description="A run directory, or a model spec.")
-    model: str | None = Field(None, description="Base model; default: the run's.")
-    adapters: dict[SafeName, str] = Field(
-        default_factory=dict, description="Extra name=path (names as for adapters/<name>/)."
-    )
-    served_name: str | None = Field(None, description="Name of the base model in /v1/models.")
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=0, le=65535)
-    api_key: str | None = Field(None, description=f"Required key; else ${API_KEY_ENV}.")
-    max_batch_size: int = Field(16, ge=1)
-    batch_window_ms: float = Field(10.0, ge=0.0)
-    max_answer_tokens: int = Field(512, ge=1)
-    max_thinking_tokens: int = Field(2048, ge=1)
-    default_thinking_tokens: int = Field(256, ge=1)
-    max_prompt_tokens: int = Field(2048, ge=1)
-    machine_price_per_hour: float = Field(0.0, ge=0.0)
-    dtype: Literal["auto", "float32", "bfloat16"] = Field(
-        "auto", description="Weights: auto is bfloat16 on GPUs and AMX CPUs, else float32."
-    )
-    engine: str = Field(
-        "local", description="local (frugal's decode loop), vllm (a vLLM server started here "
-        "with every adapter, stopped on exit), or the URL of an OpenAI-compatible completions "
-        "server up to /v1 that serves the base model and each adapter under its name.",
-    )
-    engine_model: str | None = Field(
-        None, description="With an engine URL: the base model's name there (default: the "
-        "model spec)."
-    )
-    max_waiting: int = Field(
-        64, ge=0, description="Requests that may wait for a batch slot; more get 429 with "
-        "Retry-After.")
-    request_timeout_s: float = Field(
-        600.0, gt=0, description="Deadline of a non-streamed request (504 after it).")
-    max_connections: int = Field(
-        512, ge=1, description="Open connections uvicorn accepts; beyond it, 503.")
-    # Longer than the 5 s after which httpx (and so the openai client) drops an idle pooled
-    # connection: the client always closes first, never reuses one the server is closing.
-    keep_alive_s: float = Field(15.0, gt=0, description="Idle keep-alive connections close "
-                                "after this.")
-    body_timeout_s: float = Field(30.0, gt=0, description="A body must arrive within this.")
-    max_body_bytes: int = Field(2 << 20, ge=1024, description="Larger bodies get 413.")
-    allowed_hosts: list[str] = Field(
-        default_factory=list, description="Host names clients may use besides the loopback "
-        "names and the bind address (DNS-rebinding guard); '*' allows any.")
-    allow_no_key: bool = Field(
-        False, description="Serve a non-loopback address without an API key.")
-    docs: bool = Field(False, description="Serve /docs and /openapi.json.")
-    public_metrics: bool = Field(False, description="Serve /metrics without the API key.")
 
 
 @dataclass
@@ -107,7 +52,7 @@ def build(config: ServeConfig) -> Server:
     from frugal.serving.app import LOOPBACK_HOSTS, HttpPolicy, create_app
     from frugal.serving.engine import ServingEngine
     from frugal.serving.metrics import ServerMetrics
-    from frugal.serving.openai_serving import OpenAIServing, ServerLimits
+    from frugal.serving.openai_serving import OpenAIServing
 
     api_key = config.api_key or os.environ.get(API_KEY_ENV) or None
     if api_key is None and not is_loopback(config.host) and not config.allow_no_key:
@@ -154,14 +99,7 @@ def build(config: ServeConfig) -> Server:
             engine, decode.format,
             base_name=config.served_name or Path(model).name or model,
             adapters=list(adapters), router=router,
-            limits=ServerLimits(
-                max_answer_tokens=config.max_answer_tokens,
-                max_thinking_tokens=config.max_thinking_tokens,
-                default_thinking_tokens=min(config.default_thinking_tokens,
-                                            config.max_thinking_tokens),
-                max_prompt_tokens=config.max_prompt_tokens,
-                request_timeout_s=config.request_timeout_s,
-            ),
+            limits=config,
             metrics=metrics,
         )
         started = time.time()

@@ -17,7 +17,7 @@ from frugal.experts import stage
 from frugal.experts.router import Router, load_router
 from frugal.generation import BudgetConfig, BudgetForcingEngine
 from frugal.questions import FieldMap
-from frugal.train import LoraSettings, TrainConfig
+from frugal.settings.train import LoraSettings, TrainConfig
 
 TEMPLATES = {
     "baking": [

@@ -12,9 +12,8 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
-Strategy = Literal["s1", "random", "longest", "diverse"]
+from frugal.settings.curate import Strategy
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,8 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
+from frugal.settings.curate import DEFAULT_FORMAT_PATTERNS
+
 __all__ = [
     "DEFAULT_FORMAT_PATTERNS",
     "Decontaminator",
@@ -215,19 +217,6 @@ class Decontaminator:
 # Questions that depend on material a text-only model never sees (s1 drops "broken formatting").
 # Deliberately narrow: "the table below" is often followed by the table written out in text, so
 # only phrases that point at a picture-like object above/below, and raw picture markup, count.
-DEFAULT_FORMAT_PATTERNS: tuple[str, ...] = (
-    # "As shown in the figure below", "see the diagram above", "from the graph below".
-    r"\b(?:see|shown in|in|from) (?:the )?(?:figure|diagram|image|graph|picture|table) "
-    r"(?:above|below)\b",
-    # "Figure 3" / "Fig. 2" style references to a numbered figure that is not in the text.
-    r"\b(?:see|in|shown in|refer to) (?:figure|fig\.) ?\d+\b",
-    # Asymptote drawing code (MATH / AoPS): a picture the model would have to render.
-    r"\[asy\]",
-    # HTML and Markdown images, LaTeX graphics.
-    r"<img\b",
-    r"!\[[^\]]*\]\(",
-    r"\\includegraphics\b",
-)
 
 
 class FormattingFilter:

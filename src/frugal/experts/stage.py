@@ -15,43 +15,20 @@ import json
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from frugal.endpoint_config import EndpointConfig
 from frugal.evaluation import metrics
 from frugal.evaluation.benchmarks import BenchmarkSpec, load_questions, resolve
 from frugal.experts.naming import expert_names
 from frugal.experts.router import ROUTER_DIR, ROUTER_FILE, Router
 from frugal.run_files import write_json
 from frugal.run_lock import locks_run_dir
-from frugal.train import TrainConfig, read_selected
+from frugal.settings.experts import ExpertsConfig
+from frugal.train import read_selected
 
 GENERALIST = "generalist"
 COMPARISON = "experts/comparison.json"
 PLOT = "plots/experts.png"
-
-
-class ExpertsConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    train: TrainConfig = Field(default_factory=TrainConfig, description="Every adapter's recipe.")
-    min_examples: int = Field(4, ge=1, description="Domains with fewer examples get no expert.")
-    merges: list[str] = Field(default_factory=lambda: ["linear", "ties"])
-    benchmark: str | BenchmarkSpec = Field("tasks", description="Held-out questions.")
-    max_thinking_tokens: list[int] = Field(default_factory=lambda: [64])
-    max_answer_tokens: int = Field(32, ge=1)
-    batch_size: int = Field(16, ge=1)
-    compare: bool = Field(True, description="Evaluate every contender.")
-    machine_price_per_hour: float = Field(0.0, ge=0.0)
-    dtype: Literal["auto", "float32", "bfloat16"] = Field(
-        "auto", description="Evaluation weights: auto is bfloat16 on GPUs and AMX CPUs."
-    )
-    engine: EndpointConfig | None = Field(
-        None, description="Evaluate the contenders on this completions server (serving the "
-        "base model and every adapter by name); None: the local engine.",
-    )
 
 
 @dataclass

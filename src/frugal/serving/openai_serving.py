@@ -51,6 +51,7 @@ from frugal.serving.protocol import (
     new_id,
 )
 from frugal.serving.text_stream import TextStream
+from frugal.settings.serve import ServeConfig
 
 logger = logging.getLogger("frugal.serve")
 
@@ -58,17 +59,6 @@ BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter" in a mixed batch
 AUTO = "auto"
 FINISH = {"end_of_turn": "stop", "max_answer_tokens": "length", "length": "length"}
 UNKNOWN_FIELD_LOG_EVERY_S = 10.0  # a client cannot flood the log with made-up field names
-
-
-@dataclass(frozen=True)
-class ServerLimits:
-    """Caps every request is held to, whatever it asks."""
-
-    max_answer_tokens: int = 512
-    max_thinking_tokens: int = 2048
-    default_thinking_tokens: int = 256
-    max_prompt_tokens: int = 2048
-    request_timeout_s: float = 600.0  # a non-streamed request ends with 504 after this
 
 
 class RequestError(Exception):
@@ -123,7 +113,7 @@ class OpenAIServing:
         base_name: str,
         adapters: list[str],
         router: Callable[[str], str] | None = None,
-        limits: ServerLimits | None = None,
+        limits: ServeConfig,
         metrics: ServerMetrics | None = None,
     ) -> None:
         self.engine = engine
@@ -131,7 +121,7 @@ class OpenAIServing:
         self.base_name = base_name
         self.adapters = list(adapters)
         self.router = router
-        self.limits = limits or ServerLimits()
+        self.limits = limits  # the per-request caps of the server's settings
         self.metrics = metrics or ServerMetrics(0.0)
         vocab = fmt.tokenizer.get_vocab()
         self._vocab_size = max(len(fmt.tokenizer), max(vocab.values()) + 1)

@@ -13,11 +13,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from frugal.endpoint_config import EndpointConfig
-from frugal.generation import BudgetConfig, BudgetForcingEngine, Engine, GenerationResult
+from frugal.generation import BudgetForcingEngine, Engine, GenerationResult
 from frugal.questions import Question
+from frugal.settings.teachers import LocalTeacherConfig
 from frugal.teachers.base import (
     SYSTEM_PROMPT,
     Completion,
@@ -25,24 +23,6 @@ from frugal.teachers.base import (
     Teacher,
     TeacherResponse,
 )
-
-
-class LocalTeacherConfig(BaseModel):
-    """A local model answering through the budget-forcing engine."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    model: str = Field("smollm2-135m-instruct", description="Model spec (alias, dir, .gguf, id).")
-    budget: BudgetConfig = Field(
-        default_factory=lambda: BudgetConfig(max_thinking_tokens=256, max_answer_tokens=64),
-        description="Thinking budget and sampling of each answer.",
-    )
-    batch_size: int = Field(8, ge=1, description="Rows decoded together.")
-    samples: int = Field(4, ge=1, description="Answers per question (self teacher only).")
-    engine: EndpointConfig | None = Field(
-        None, description="A completions server serving `model` (vLLM, llama.cpp's server); "
-        "None: the local engine.",
-    )
 
 
 class HFTeacher(Teacher):

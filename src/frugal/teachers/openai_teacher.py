@@ -44,13 +44,13 @@ import signal
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import openai
 from openai.types.chat import ChatCompletion
-from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from frugal.questions import Question
+from frugal.settings.teachers import PLACEHOLDER_KEY, OpenAITeacherConfig
 from frugal.teacher_cache import Reservation
 from frugal.teachers.base import (
     Completion,
@@ -64,9 +64,6 @@ from frugal.teachers.base import (
 
 __all__ = ["OpenAITeacher", "OpenAITeacherConfig", "max_input_tokens", "split_reasoning"]
 
-# The key sent when the configured variable is unset: local servers (vLLM, Ollama) need none,
-# but the client refuses to start without one.
-PLACEHOLDER_KEY = "EMPTY"
 # Statuses worth another try besides 5xx: 429 (rate limit), 408 (request timeout) and 409
 # (lock conflict) are transient; the official client retries the same set.
 _RETRY_STATUSES = frozenset({408, 409, 429})
@@ -76,88 +73,6 @@ _STOP_STATUSES = frozenset({401, 403, 404})
 _NEVER_SENT = frozenset({"ConnectError", "ConnectTimeout", "PoolTimeout"})
 _THINK_OPEN, _THINK_CLOSE = "<think>", "</think>"
 
-
-class OpenAITeacherConfig(BaseModel):
-    """Where the teacher is, how to sample it, and how hard to try."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    base_url: str = Field(
-        default="https://api.openai.com/v1",
-        description="Root of the OpenAI-compatible API, up to and including /v1 "
-        "(e.g. http://localhost:8000/v1 for vLLM, https://api.deepseek.com/v1).",
-    )
-    model: str = Field(description="Model name sent with each request and recorded with traces.")
-    api_key_env: str = Field(
-        default="OPENAI_API_KEY",
-        description="NAME of the environment variable holding the API key (never the key "
-        f"itself). If it is unset, the placeholder key {PLACEHOLDER_KEY!r} is sent, which local "
-        "servers such as vLLM and Ollama accept.",
-    )
-    concurrency: int = Field(default=8, ge=1, description="Requests in flight at once.")
-    max_retries: int = Field(
-        default=6,
-        ge=0,
-        description="Retries per question after its first attempt, for transient failures "
-        "(429, 5xx, timeouts, connection errors, malformed or empty replies).",
-    )
-    max_consecutive_failures: int = Field(
-        default=20,
-        ge=1,
-        description="Run-wide breaker: stop every call after this many failed attempts in a "
-        "row, across all questions (a dead or misconfigured endpoint, a max_tokens too low).",
-    )
-    backoff_base: float = Field(
-        default=1.0,
-        ge=0,
-        description="Seconds; retry n waits uniform(0, backoff_base * 2**n) (full jitter), "
-        "unless the server says how long with Retry-After / retry-after-ms.",
-    )
-    backoff_max: float = Field(
-        default=60.0, ge=0, description="Seconds; cap on any single wait, Retry-After included."
-    )
-    timeout: float = Field(
-        default=600.0,
-        gt=0,
-        description="Seconds allowed per request; long reasoning traces take minutes.",
-    )
-    temperature: float | None = Field(
-        default=0.6,
-        ge=0,
-        description="Sampling temperature. 0.6 is what DeepSeek-R1 and Qwen3 recommend for "
-        "thinking: greedy decoding (0) makes reasoning models loop. None omits it, for APIs "
-        "that reject it (OpenAI o-series).",
-    )
-    max_tokens: int = Field(
-        default=4096,
-        ge=1,
-        description="Output-token limit per answer, thinking included: sent with each request "
-        "and given to the cost cap as the worst case.",
-    )
-    max_tokens_param: Literal["max_tokens", "max_completion_tokens"] = Field(
-        default="max_tokens",
-        description="Request field that carries max_tokens: most servers take max_tokens; "
-        "OpenAI's reasoning models accept only max_completion_tokens.",
-    )
-    extra_body: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Extra JSON merged into each request body, passed through unchanged "
-        '(e.g. {"top_p": 0.95} or vLLM options such as {"top_k": 20}).',
-    )
-
-
-    @field_validator("extra_body")
-    @classmethod
-    def _no_cost_keys(cls, value: dict[str, Any]) -> dict[str, Any]:
-        # The cost cap reserves max_tokens for one completion; these would change that.
-        refused = sorted({"max_tokens", "max_completion_tokens", "n"} & set(value))
-        if refused:
-            raise ValueError(
-                f"extra_body may not set {', '.join(refused)}: the cost cap reserves each "
-                "call's worst case from max_tokens and one completion. Fix: set max_tokens "
-                "(and max_tokens_param) instead"
-            )
-        return value
 
 def max_input_tokens(messages: Sequence[Mapping[str, str]]) -> int:
     """An upper bound on a prompt's billed tokens: its UTF-8 bytes, plus 8 per message and 8.
