@@ -1,6 +1,6 @@
 """`frugal curate`: from a pool with traces to a small training set, the way s1 built s1K.
 
-Stages, in order (DESIGN.md section 3), each recording why it dropped every item it dropped:
+Stages, in order (docs/design.md, "Curation"), each recording why it dropped every item it dropped:
 1. quality: a reference the grader can parse, a trace, graded correct, within the token limit,
    no formatting problem, not an exact (or, optionally, near) duplicate, and no word 8-gram shared
    with an evaluation set (decontamination);

@@ -1,4 +1,6 @@
-"""`ledger.json`: every cost of a run, with the prices it assumed (DESIGN.md section 3).
+"""`ledger.json`: every cost of a run, with the prices it assumed.
+
+See docs/design.md, "Ledger and money".
 
 Each stage appends one entry per invocation with what that invocation spent: teacher tokens and
 dollars (input, cached input and output tokens times the per-million prices), compute seconds and

@@ -1,10 +1,11 @@
 """Safe names, and paths that stay inside a run directory.
 
-DESIGN.md section 3: names never escape the run directory. Run, adapter, expert and evaluation
-names become directory names (`adapters/<name>/`, `checkpoints/<name>/`, `eval/<label>/`), so a
-name such as `..` or `a/b` would point training, evaluation or a clean-up at the run directory
-itself or somewhere outside it. Every name is checked against one pattern, declared here once,
-and every path that is deleted is checked to resolve inside its run directory first.
+Names never escape the run directory (docs/design.md, "Run directory"). Run, adapter, expert
+and evaluation names become directory names (`adapters/<name>/`, `checkpoints/<name>/`,
+`eval/<label>/`), so a name such as `..` or `a/b` would point training, evaluation or a clean-up
+at the run directory itself or somewhere outside it. Every name is checked against one pattern,
+declared here once, and every path that is deleted is checked to resolve inside its run
+directory first.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The reasoning format: where thinking starts and ends and where the answer goes, per tokenizer.
 
 One `ReasoningFormat` per tokenizer owns the delimiters; nothing else in frugal hard-codes them.
-Three layouts (DESIGN.md section 3):
+Three layouts (docs/design.md, "Reasoning format"):
 - native: the tokenizer has `<think>`/`</think>` tokens ->
   `<think>\\n{thinking}\\n</think>\\n\\n{answer}`
 - chatml-s1: a ChatML tokenizer (Qwen, SmolLM2) -> s1's

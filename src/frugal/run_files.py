@@ -1,4 +1,5 @@
-"""File names inside a run directory (DESIGN.md section 2), and how stages write and read them.
+"""File names inside a run directory, and how stages write and read them (docs/design.md,
+"Run directory").
 
 Writes are atomic: the new content goes to a unique temporary name in the same directory, is
 fsynced, and is renamed over the old file (then the directory is fsynced, so the rename itself

@@ -15,7 +15,6 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from frugal.grading import extract_answer, grade, is_correct
 from frugal.pool import in_gsm8k_dev_split, local_gsm8k
 from frugal.questions import GSM8K_FIELDS, FieldMap, Question, read_questions
 from frugal.run_files import RunFileError, read_yaml
@@ -71,6 +70,8 @@ class BenchmarkSpec(BaseModel):
 
     def extract(self, answer_text: str) -> str | None:
         if self.answer_pattern is None:
+            from frugal.grading import extract_answer  # math-verify: only when scoring
+
             return extract_answer(answer_text)
         matches = list(re.finditer(self.answer_pattern, answer_text))
         return matches[-1].group(1).strip() if matches else None
@@ -78,6 +79,8 @@ class BenchmarkSpec(BaseModel):
     def score(self, answer_text: str, reference: str) -> tuple[str | None, bool]:
         """The extracted answer and whether it is right."""
         if self.answer_pattern is None and self.metric == "math":
+            from frugal.grading import grade
+
             graded = grade(answer_text, reference)  # also handles multiple-choice letters
             return graded.extracted, graded.correct
         extracted = self.extract(answer_text)
@@ -89,6 +92,8 @@ def same_answer(answer: str | None, reference: str, metric: str = "math") -> boo
         return False
     if metric == "exact":
         return answer.strip().casefold() == reference.strip().casefold()
+    from frugal.grading import is_correct
+
     return is_correct(answer, reference)
 
 

@@ -1,1 +1,2 @@
-"""Teachers: whatever writes reasoning traces for the pool's questions (DESIGN.md section 2)."""
+"""Teachers: whatever writes reasoning traces for the pool's questions (docs/design.md,
+"Run directory")."""
