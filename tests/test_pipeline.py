@@ -15,6 +15,7 @@ from frugal import pipeline
 from frugal.cli import app
 from frugal.ledger import read_ledger
 from frugal.recipes import load_recipe
+from frugal.run_files import STAGES_FILE
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -92,7 +93,7 @@ def test_an_interrupted_stage_resumes(tmp_path: Path, tiny_dir: Path) -> None:
             pipeline.run(recipe, run_dir)
     finally:
         pipeline._STAGE_RUNNERS["eval"] = original
-    state = json.loads((run_dir / pipeline.STATE).read_text())
+    state = json.loads((run_dir / STAGES_FILE).read_text())
     assert state["train"]["status"] == "done" and state["eval"]["status"] == "partial"
     assert "interrupted" in state["eval"]["missing"]
     resumed = pipeline.run(recipe, run_dir)
@@ -181,7 +182,7 @@ def test_a_corrupt_stage_record_stops_the_run_with_the_fix(tmp_path: Path, tiny_
                                                            content: str, where: str) -> None:
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    state = run_dir / pipeline.STATE
+    state = run_dir / STAGES_FILE
     state.write_text(content)
     shown = CliRunner().invoke(app, ["run", str(tiny_recipe(tmp_path, tiny_dir)), "--run",
                                      str(run_dir)])
@@ -227,7 +228,7 @@ def test_a_capped_distill_is_partial_stops_the_run_and_resumes_with_a_raised_cap
         with pytest.raises(pipeline.StagePartial, match="raise distill.max_cost") as partial:
             pipeline.run(capped, run_dir, until="curate")
         assert not partial.value.interrupted
-        state = json.loads((run_dir / pipeline.STATE).read_text())
+        state = json.loads((run_dir / STAGES_FILE).read_text())
         assert state["distill"]["status"] == "partial"
         assert "not asked" in state["distill"]["missing"]
         assert "curate" not in state and not (run_dir / "selected.jsonl").exists()
@@ -238,7 +239,7 @@ def test_a_capped_distill_is_partial_stops_the_run_and_resumes_with_a_raised_cap
         resumed = pipeline.run(raised, run_dir, until="curate")
         assert resumed.ran == ["distill", "curate"]  # the same key: distill resumed, not redone
         assert server.total_calls == 12 and max(server.answered.values()) == 1
-    state = json.loads((run_dir / pipeline.STATE).read_text())
+    state = json.loads((run_dir / STAGES_FILE).read_text())
     assert state["distill"]["status"] == "done"
 
 
@@ -264,5 +265,5 @@ def test_cli_run_exits_1_on_a_partial_stage_and_names_the_fix(
     assert result.exit_code == 1, result.output
     assert "distill is partial" in result.output and "max_tokens" in result.output
     assert "retry_failed" in result.output and "did not run" in result.output
-    state = json.loads((tmp_path / "run" / pipeline.STATE).read_text())
+    state = json.loads((tmp_path / "run" / STAGES_FILE).read_text())
     assert state["distill"]["status"] == "partial" and "curate" not in state

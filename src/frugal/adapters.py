@@ -14,10 +14,9 @@ from typing import Any
 
 from frugal.models import LoadedModel, load_model
 from frugal.names import RULE, is_safe_name
+from frugal.run_files import ADAPTERS, TRAIN_RECORD
 
-ADAPTERS = "adapters"
 ADAPTER_CONFIG = "adapter_config.json"
-TRAIN_RECORD = "frugal-train.json"
 
 
 def run_adapters(run_dir: Path) -> dict[str, Path]:

@@ -18,7 +18,7 @@ from rich.table import Table
 
 from frugal import __version__
 from frugal.cli_options import Options, SettingsError, build, fail, with_settings
-from frugal.run_files import LEDGER
+from frugal.run_files import COMPARISON, LEDGER, RESULTS, SUMMARY, TRAIN_LOG
 from frugal.settings import DEFAULT_MODEL
 from frugal.settings.budget import BudgetConfig
 from frugal.settings.curate import CurateConfig
@@ -351,7 +351,7 @@ def train_command(
             f"{result.seconds:.1f} s ({result.tokens / max(result.seconds, 1e-9):,.0f} tok/s), "
             f"final loss {loss}"
         )
-        console.print(f"Wrote {result.output_path} (log: {run / train_stage.TRAIN_LOG})")
+        console.print(f"Wrote {result.output_path} (log: {run / TRAIN_LOG})")
 
 
 @app.command("eval")
@@ -404,8 +404,8 @@ def eval_command(
     console.print(table)
     resumed = result.summary["questions"] * len(result.summary["points"]) * config.samples
     console.print(f"{result.generated} generations made, {resumed - result.generated} resumed")
-    console.print(f"Wrote {result.directory / eval_stage.RESULTS}, "
-                  f"{result.directory / eval_stage.SUMMARY}"
+    console.print(f"Wrote {result.directory / RESULTS}, "
+                  f"{result.directory / SUMMARY}"
                   + (f" and {result.plot}" if result.plot else ""))
 
 
@@ -617,7 +617,7 @@ def experts_command(settings: dict[str, Any], run: RunOption = Path("runs/defaul
         _fail(str(error))
     print_experts(result.routing, result.comparison)
     console.print(f"Wrote adapters/expert-*, adapters/generalist, adapters/merged-*, router/ "
-                  f"and {run / stage.COMPARISON} in {run}")
+                  f"and {run / COMPARISON} in {run}")
 
 
 def print_experts(routing: dict, comparison: dict | None) -> None:

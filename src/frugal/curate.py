@@ -33,7 +33,7 @@ from frugal.curation.text_filters import (
 from frugal.grading import reference_answer
 from frugal.pool import read_pool
 from frugal.questions import DEFAULT_FIELDS, Question, read_questions
-from frugal.run_files import SELECTED, SELECTION, TRACES, write_json, write_jsonl
+from frugal.run_files import CURATION_PLOT, SELECTED, SELECTION, TRACES, write_json, write_jsonl
 from frugal.run_lock import locks_run_dir
 from frugal.settings.curate import CurateConfig
 
@@ -332,5 +332,5 @@ def _write_outputs(
     write_json(selection_path, selection)
     from frugal.curation.plots import plot_selection
 
-    plot_path = plot_selection(run_dir / "plots" / "curation.png", pool, candidates, selected)
+    plot_path = plot_selection(run_dir / CURATION_PLOT, pool, candidates, selected)
     return CurateResult(selected, funnel, selected_path, selection_path, plot_path)

@@ -27,18 +27,24 @@ from frugal.evaluation.contamination import Overlap, find_overlaps
 from frugal.ledger import append_entry, compute_cost
 from frugal.names import check_name, path_inside
 from frugal.questions import Question
-from frugal.run_files import POOL, SELECTED, RunFileError, read_json, write_json
+from frugal.run_files import (
+    EVAL_DIR,
+    EVAL_SETTINGS,
+    POOL,
+    RESULTS,
+    SCALING_PLOT,
+    SELECTED,
+    SUMMARY,
+    RunFileError,
+    read_json,
+    write_json,
+)
 from frugal.run_lock import locks_run_dir
 from frugal.settings import DEFAULT_MODEL
 from frugal.settings.evaluate import EvalConfig
 
-EVAL_DIR = "eval"
-RESULTS = "results.jsonl"
 # The longest prompt a vLLM started for an evaluation must hold (benchmark questions are short).
 PROMPT_TOKENS_BOUND = 2048
-SUMMARY = "summary.json"
-SETTINGS = "settings.json"
-SCALING_PLOT = "plots/test-time-scaling.png"
 
 
 @dataclass(frozen=True)
@@ -410,7 +416,7 @@ def _settings(
 
 
 def _check_settings(directory: Path, settings: dict[str, Any], label: str) -> None:
-    path = directory / SETTINGS
+    path = directory / EVAL_SETTINGS
     if path.is_file():
         before = read_json(path, default={}, fix=f"delete {path.parent} to evaluate afresh")
         changed = sorted(k for k in settings.keys() | before.keys()

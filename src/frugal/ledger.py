@@ -27,9 +27,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from frugal.run_files import LEDGER, RunFileError, read_json, write_json
-
-LEDGER_LOCK = ".ledger.lock"
+from frugal.run_files import LEDGER, LEDGER_LOCK, RunFileError, read_json, write_json
 
 
 class TokenPrices(BaseModel):

@@ -24,8 +24,12 @@ from rich.console import Console
 from frugal.ledger import append_entry, compute_cost
 from frugal.recipes import Recipe, dump_recipe
 from frugal.run_files import (
+    EVAL_DIR,
     POOL,
+    RECIPE,
     SELECTED,
+    STAGES_FILE,
+    SUMMARY,
     TRACES,
     RunFileError,
     read_json,
@@ -41,8 +45,6 @@ EXPERT_STAGES = ("pool", "distill", "curate", "experts", "report")
 def stages_of(recipe: Recipe) -> tuple[str, ...]:
     """An experts recipe trains and compares its adapters in one stage instead of train + eval."""
     return EXPERT_STAGES if recipe.experts is not None else STAGES
-STATE = "stages.json"
-RECIPE = "recipe.yaml"
 
 
 @dataclass
@@ -104,7 +106,7 @@ def stage_key(recipe: Recipe, stage: str, upstream: str) -> str:
 
 
 def outputs_exist(recipe: Recipe, run_dir: Path, stage: str) -> bool:
-    from frugal.evaluate import EVAL_DIR, SUMMARY
+    from frugal.run_files import EVAL_DIR
 
     if stage == "pool":
         return (run_dir / POOL).is_file()
@@ -120,7 +122,7 @@ def outputs_exist(recipe: Recipe, run_dir: Path, stage: str) -> bool:
         return all((run_dir / EVAL_DIR / label / SUMMARY).is_file()
                    for label in eval_labels(recipe))
     if stage == "experts":
-        from frugal.experts.stage import COMPARISON
+        from frugal.run_files import COMPARISON
 
         return (run_dir / COMPARISON).is_file()
     return False  # the report is always redrawn: it is cheap and reads everything else
@@ -273,7 +275,7 @@ def _eval(recipe: Recipe, run_dir: Path, console: Console, resume: bool) -> Any:
         if not resume:  # results of another model or other settings: start clean
             from frugal.names import remove_inside
 
-            remove_inside(run_dir, run_dir / evaluate.EVAL_DIR / label)
+            remove_inside(run_dir, run_dir / EVAL_DIR / label)
         if label == "base":
             model, adapter = recipe.model, None
         elif recipe.train.method == "full":  # a whole model under models/, not an adapter
@@ -331,8 +333,8 @@ _STAGE_RUNNERS: dict[str, Callable[[Recipe, Path, Console, bool], Any]] = {
 def _read_state(run_dir: Path) -> dict[str, Any]:
     """Which stages finished, with which settings; a corrupt file is an error, not a fresh
     start, so a damaged run is never silently recomputed."""
-    path = run_dir / STATE
-    fix = (f"correct {STATE} by hand, or delete it: `frugal run` then runs every stage again "
+    path = run_dir / STAGES_FILE
+    fix = (f"correct {STAGES_FILE} by hand, or delete it: `frugal run` then runs every stage again "
            "(paid teacher calls come from the teacher cache, so none is paid twice)")
     state = read_json(path, default={}, fix=fix)
     if not isinstance(state, dict) or not all(isinstance(v, dict) for v in state.values()):
@@ -341,4 +343,4 @@ def _read_state(run_dir: Path) -> dict[str, Any]:
 
 
 def _write_state(run_dir: Path, state: dict[str, Any]) -> None:
-    write_json(run_dir / STATE, state)
+    write_json(run_dir / STAGES_FILE, state)

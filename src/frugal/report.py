@@ -17,16 +17,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from frugal.evaluate import SCALING_PLOT, read_summaries
+from frugal.evaluate import read_summaries
 from frugal.evaluation.table import comparison
 from frugal.ledger import read_ledger
 from frugal.recipes import Recipe, dump_recipe
-from frugal.run_files import SELECTION, read_json, write_text_atomic
-
-REPORT_MD = "report.md"
-REPORT_HTML = "report.html"
-LOSS_PLOT = "plots/training-loss.png"
-CURATION_PLOT = "plots/curation.png"
+from frugal.run_files import (
+    COMPARISON,
+    CURATION_PLOT,
+    EXPERTS_PLOT,
+    LOSS_PLOT,
+    REPORT_HTML,
+    REPORT_MD,
+    ROUTER_DIR,
+    ROUTER_FILE,
+    SCALING_PLOT,
+    SELECTION,
+    STAGES_FILE,
+    TRAIN_LOG,
+    TRAIN_SUMMARY,
+    read_json,
+    write_text_atomic,
+)
 
 
 @dataclass
@@ -129,7 +140,7 @@ def sections(recipe: Recipe, run_dir: Path) -> list[Section]:
         f"{recipe.train.epochs} epoch(s) at learning rate {recipe.train.learning_rate}; "
         f"evaluation budgets {recipe.eval.max_thinking_tokens} thinking tokens."
     )
-    stages = _read_json(run_dir / "stages.json") or {}
+    stages = _read_json(run_dir / STAGES_FILE) or {}
     settings.tables.append((["stage", "seconds", "finished"], [
         [name, f"{info.get('seconds', 0):.1f}", info.get("finished", "(this report)")]
         for name, info in stages.items()
@@ -155,7 +166,7 @@ def sections(recipe: Recipe, run_dir: Path) -> list[Section]:
         found.append(funnel)
 
     training = Section("Training")
-    record = _read_json(run_dir / "train.json")
+    record = _read_json(run_dir / TRAIN_SUMMARY)
     if record:
         rate = record["tokens"] / max(record["seconds"], 1e-9)
         training.paragraphs.append(
@@ -223,7 +234,6 @@ def sections(recipe: Recipe, run_dir: Path) -> list[Section]:
 
 
 def _experts_section(run_dir: Path) -> Section | None:
-    from frugal.experts.stage import COMPARISON, PLOT
 
     comparison = _read_json(run_dir / COMPARISON)
     if not comparison:
@@ -245,15 +255,15 @@ def _experts_section(run_dir: Path) -> Section | None:
             if d in row["by_domain"] else "-" for d in domains
         ), f"{100 * row['overall']['accuracy']:.1f}% [{100 * low:.1f}-{100 * high:.1f}]"])
     section.tables.append((["contender", *domains, "overall [95% CI]"], rows))
-    routing = _read_json(run_dir / "router" / "router.json")
+    routing = _read_json(run_dir / ROUTER_DIR / ROUTER_FILE)
     if routing:
         section.tables.append((["router", "held-out routing accuracy", "n"], [
             [kind + (" (chosen)" if kind == routing["chosen"] else ""),
              f"{100 * score['accuracy']:.1f}%", str(score["n"])]
             for kind, score in routing["routers"].items()
         ]))
-    if (run_dir / PLOT).is_file():
-        section.images.append((PLOT, "Experts comparison per domain"))
+    if (run_dir / EXPERTS_PLOT).is_file():
+        section.images.append((EXPERTS_PLOT, "Experts comparison per domain"))
     return section
 
 
@@ -272,7 +282,7 @@ def _domain_table(summaries: dict[str, Any]) -> tuple[list[str], list[list[str]]
 
 
 def plot_loss(run_dir: Path) -> Path | None:
-    log = run_dir / "train-log.jsonl"
+    log = run_dir / TRAIN_LOG
     if not log.is_file():
         return None
     points = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]

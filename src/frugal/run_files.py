@@ -21,12 +21,34 @@ from typing import Any
 
 import yaml
 
+# Every name inside a run directory (docs/design.md, "Run directory"); no other module spells one.
+RECIPE = "recipe.yaml"  # the resolved recipe of `frugal run`
+STAGES_FILE = "stages.json"  # `frugal run`'s record of each stage: done or partial, settings key
 POOL = "pool.jsonl"
 TRACES = "traces.jsonl"
 TEACHER_CACHE = "teacher-cache.sqlite"
 LEDGER = "ledger.json"
+LEDGER_LOCK = ".ledger.lock"  # held while an entry is appended
+LOCK_FILE = ".frugal.lock"  # the one writer of the run directory holds it
 SELECTED = "selected.jsonl"
 SELECTION = "selection.json"
+ADAPTERS = "adapters"  # adapters/<name>/: PEFT's files and TRAIN_RECORD
+TRAIN_RECORD = "frugal-train.json"  # inside an adapter or model: how it was trained
+TRAIN_SUMMARY = "train.json"  # the run's last `frugal train`
+TRAIN_LOG = "train-log.jsonl"
+ROUTER_DIR = "router"
+ROUTER_FILE = "router.json"
+EVAL_DIR = "eval"  # eval/<label>/ holds RESULTS, SUMMARY and EVAL_SETTINGS
+RESULTS = "results.jsonl"
+SUMMARY = "summary.json"
+EVAL_SETTINGS = "settings.json"
+COMPARISON = "experts/comparison.json"
+SCALING_PLOT = "plots/test-time-scaling.png"
+LOSS_PLOT = "plots/training-loss.png"
+CURATION_PLOT = "plots/curation.png"
+EXPERTS_PLOT = "plots/experts.png"
+REPORT_MD = "report.md"
+REPORT_HTML = "report.html"
 
 
 

@@ -25,8 +25,7 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 from frugal.names import check_run_dir
-
-LOCK_FILE = ".frugal.lock"
+from frugal.run_files import LOCK_FILE
 
 _held: dict[Path, tuple[int, int]] = {}  # resolved run dir -> (file descriptor, depth)
 _guard = threading.Lock()

@@ -28,11 +28,9 @@ from typing import Any
 from frugal.ledger import append_entry, compute_cost
 from frugal.names import check_name, check_run_dir, path_inside
 from frugal.reasoning_format import ReasoningFormat
-from frugal.run_files import SELECTED, write_json
+from frugal.run_files import SELECTED, TRAIN_LOG, TRAIN_RECORD, TRAIN_SUMMARY, write_json
 from frugal.run_lock import locks_run_dir_on_main_rank
 from frugal.settings.train import TrainConfig
-
-TRAIN_LOG = "train-log.jsonl"
 
 
 @dataclass
@@ -321,9 +319,9 @@ def _record(
         "final_loss": _final_loss(trainer),
         "seconds": round(seconds, 3),
     }
-    write_json(output_path / "frugal-train.json", summary)
+    write_json(output_path / TRAIN_RECORD, summary)
     if main:  # the run's own training, not one expert of many
-        write_json(run_dir / "train.json", summary)
+        write_json(run_dir / TRAIN_SUMMARY, summary)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     dollars = compute_cost(seconds * world, config.machine_price_per_hour)
     append_entry(run_dir, {

@@ -132,7 +132,7 @@ def test_comparison_names_a_winner_with_intervals(experts_run: tuple[Path, Any])
         assert 0 <= low <= row["overall"]["accuracy"] <= high <= 1
         assert set(row["by_domain"]) == {"astronomy", "baking", "football"}
     assert comparison["winner"] in comparison["contenders"] and "wins" in comparison["verdict"]
-    assert (run_dir / stage.PLOT).stat().st_size > 1000
+    assert (run_dir / stage.EXPERTS_PLOT).stat().st_size > 1000
 
 
 def test_server_routes_model_auto_to_the_named_expert(experts_run: tuple[Path, Any]) -> None:

@@ -18,10 +18,8 @@ from typing import Literal
 import numpy as np
 
 from frugal.curation.embeddings import DEFAULT_EMBEDDER, embed
-from frugal.run_files import RunFileError, read_json, write_json
+from frugal.run_files import ROUTER_DIR, ROUTER_FILE, RunFileError, read_json, write_json
 
-ROUTER_DIR = "router"
-ROUTER_FILE = "router.json"
 Kind = Literal["centroid", "logistic"]
 
 

@@ -20,15 +20,21 @@ from typing import Any
 from frugal.evaluation import metrics
 from frugal.evaluation.benchmarks import BenchmarkSpec, load_questions, resolve
 from frugal.experts.naming import expert_names
-from frugal.experts.router import ROUTER_DIR, ROUTER_FILE, Router
-from frugal.run_files import write_json
+from frugal.experts.router import Router
+from frugal.run_files import (
+    ADAPTERS,
+    COMPARISON,
+    EXPERTS_PLOT,
+    ROUTER_DIR,
+    ROUTER_FILE,
+    TRAIN_RECORD,
+    write_json,
+)
 from frugal.run_lock import locks_run_dir
 from frugal.settings.experts import ExpertsConfig
 from frugal.train import read_selected
 
 GENERALIST = "generalist"
-COMPARISON = "experts/comparison.json"
-PLOT = "plots/experts.png"
 
 
 @dataclass
@@ -81,7 +87,7 @@ def run(config: ExpertsConfig, run_dir: Path, *, console: Any = None) -> Experts
 def _train(train: Any, config: ExpertsConfig, run_dir: Path, name: str,
            records: list[dict[str, Any]], existing: dict[str, Path], console: Any,
            max_steps: int | None = None) -> int:
-    record = run_dir / "adapters" / name / "frugal-train.json"
+    record = run_dir / ADAPTERS / name / TRAIN_RECORD
     if name in existing and record.is_file():  # finished before: keep it
         return int(json.loads(record.read_text()).get("tokens", 0))
     if console:
@@ -166,7 +172,7 @@ def compare(config: ExpertsConfig, run_dir: Path, benchmark: BenchmarkSpec,
     path = run_dir / COMPARISON
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, comparison)
-    plot_comparison(table, run_dir / PLOT)
+    plot_comparison(table, run_dir / EXPERTS_PLOT)
     return comparison
 
 
