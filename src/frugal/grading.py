@@ -3,17 +3,17 @@
 Later stages (distillation filtering, evaluation) need one question answered many times: *did
 this completion get the right final answer?*  This module answers it in three steps:
 
-1. :func:`extract_answer` pulls the final answer out of free-form model text
-   (last ``\\boxed{}``, else an ``Answer:`` line, else the last number).
-2. :func:`reference_answer` normalises a dataset reference (e.g. GSM8K's ``#### 72`` trailer).
-3. :func:`is_correct` compares the two with ``math-verify`` (symbolic / numeric equivalence),
+1. `extract_answer` pulls the final answer out of free-form model text
+   (last `\\boxed{}`, else an `Answer:` line, else the last number).
+2. `reference_answer` normalises a dataset reference (e.g. GSM8K's `#### 72` trailer).
+3. `is_correct` compares the two with `math-verify` (symbolic / numeric equivalence),
    after stripping the surface noise math-verify does not know about (currency symbols, unit
    words, thousands separators).  Single-letter references are graded as multiple choice.
 
-:func:`grade` chains them and returns a :class:`Grade`.
+`grade` chains them and returns a `Grade`.
 
 Everything here is safe to call from worker threads: math-verify's own timeouts use
-``signal.alarm``, which only works in the main thread, so they are switched off elsewhere and
+`signal.alarm`, which only works in the main thread, so they are switched off elsewhere and
 a cheap pre-screen rejects the known expression "bombs" (towers of exponents, huge factorials)
 that would otherwise make sympy spin forever.
 """
@@ -125,7 +125,7 @@ _EXPLOSIVE_RE = re.compile(
 
 
 def _braced_content(text: str, start: int) -> str | None:
-    """Return the text from ``start`` up to the matching ``}``; None if it never closes."""
+    """Return the text from `start` up to the matching `}`; None if it never closes."""
     depth = 1
     i = start
     while i < len(text):
@@ -144,7 +144,7 @@ def _braced_content(text: str, start: int) -> str | None:
 
 
 def _last_boxed(text: str) -> str | None:
-    """Content of the last complete, non-empty ``\\boxed{...}`` / ``\\fbox{...}``."""
+    """Content of the last complete, non-empty `\\boxed{...}` / `\\fbox{...}`."""
     last: str | None = None
     for match in _BOXED_RE.finditer(text):
         if match.group("brace"):
@@ -175,7 +175,7 @@ def _tidy_answer_text(text: str) -> str:
 
 
 def _after_answer_marker(text: str) -> str | None:
-    """Rest of the line after the last ``Answer:`` / ``Final Answer:`` marker."""
+    """Rest of the line after the last `Answer:` / `Final Answer:` marker."""
     markers = list(_ANSWER_MARKER_RE.finditer(text))
     if not markers:
         return None
@@ -190,7 +190,7 @@ def _after_answer_marker(text: str) -> str | None:
 
 
 def _last_number(text: str) -> str | None:
-    """The last number in ``text``, normalised (no thousands separators, ``a/b`` fractions)."""
+    """The last number in `text`, normalised (no thousands separators, `a/b` fractions)."""
     matches = list(_NUMBER_RE.finditer(text))
     if not matches:
         return None
@@ -207,8 +207,8 @@ def _last_number(text: str) -> str | None:
 def extract_answer(text: str) -> str | None:
     """Extract the final answer from a model completion.
 
-    Priority: the content of the last ``\\boxed{}`` / ``\\fbox{}`` (nested braces handled),
-    else the rest of the line after the last ``Final Answer:`` / ``Answer:``, else the last
+    Priority: the content of the last `\\boxed{}` / `\\fbox{}` (nested braces handled),
+    else the rest of the line after the last `Final Answer:` / `Answer:`, else the last
     number in the text.  Returns None when none of these is present.
     """
     if not text:
@@ -225,8 +225,8 @@ def extract_answer(text: str) -> str | None:
 def reference_answer(text: str) -> str:
     """Normalise a dataset reference answer.
 
-    GSM8K references end in ``#### <answer>`` after the worked solution; only that answer is
-    kept, without thousands separators (``#### 1,234`` gives ``"1234"``).  Anything else is
+    GSM8K references end in `#### <answer>` after the worked solution; only that answer is
+    kept, without thousands separators (`#### 1,234` gives `"1234"`).  Anything else is
     returned stripped.
     """
     if "####" in text:
@@ -291,7 +291,7 @@ def _math_equal(reference: str, prediction: str) -> bool:
 
 
 def _reference_choice(reference: str) -> str | None:
-    """The option letter if ``reference`` is a multiple-choice answer such as "B" or "(b)"."""
+    """The option letter if `reference` is a multiple-choice answer such as "B" or "(b)"."""
     match = _REFERENCE_CHOICE_RE.fullmatch(_TEXT_WRAPPER_RE.sub(r"\1", reference).strip())
     return match.group(1).upper() if match else None
 
@@ -324,10 +324,10 @@ def _choice_letter(text: str, reference_letter: str) -> str | None:
 
 
 def is_correct(prediction: str | None, reference: str) -> bool:
-    """Whether ``prediction`` (an extracted answer) matches ``reference``.
+    """Whether `prediction` (an extracted answer) matches `reference`.
 
-    Numbers and expressions are compared with math-verify, so ``72`` = ``72.00`` = ``$72`` =
-    ``72 dollars`` and ``0.5`` = ``1/2`` = ``\\frac{1}{2}``.  A single-letter reference is a
+    Numbers and expressions are compared with math-verify, so `72` = `72.00` = `$72` =
+    `72 dollars` and `0.5` = `1/2` = `\\frac{1}{2}`.  A single-letter reference is a
     multiple-choice option and matches "B", "(B)", "b)" or "The answer is B".  Identical
     normalised strings always match, which is also the fallback when math-verify fails.
     """
@@ -370,7 +370,7 @@ class Grade:
 
 
 def grade(completion: str, reference: str) -> Grade:
-    """Extract the answer from ``completion`` and check it against ``reference``."""
+    """Extract the answer from `completion` and check it against `reference`."""
     ref = reference_answer(reference)
     extracted = extract_answer(completion)
     letter = _reference_choice(ref)

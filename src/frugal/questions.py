@@ -1,9 +1,9 @@
 """Read questions from JSONL, Parquet, CSV or a Hugging Face hub dataset into one schema.
 
-Every later stage (pool building, distillation, evaluation) works on :class:`Question`
+Every later stage (pool building, distillation, evaluation) works on `Question`
 objects, so this module is the single place that knows about source formats and column
-names. It is deliberately strict: every non-blank row either becomes a ``Question`` or
-raises a :class:`QuestionDataError` that names the file, the line (or row index) and the
+names. It is deliberately strict: every non-blank row either becomes a `Question` or
+raises a `QuestionDataError` that names the file, the line (or row index) and the
 field, and says how to fix it. Silently dropping rows would make evaluation numbers lie.
 
 Typical use::
@@ -64,12 +64,12 @@ class Question(BaseModel):
 
 
 class FieldMap(BaseModel):
-    """Which source column holds each :class:`Question` field.
+    """Which source column holds each `Question` field.
 
-    ``id=None`` means the source has no ids: each question gets :func:`question_id` of its
-    text. ``domain``/``solution``/``source`` of ``None`` mean the source has no such column.
-    ``answer_format="gsm8k"`` means the answer column holds a GSM8K worked solution that
-    ends in a ``#### N`` line; N becomes the answer and the rest becomes ``solution``.
+    `id=None` means the source has no ids: each question gets `question_id` of its
+    text. `domain`/`solution`/`source` of `None` mean the source has no such column.
+    `answer_format="gsm8k"` means the answer column holds a GSM8K worked solution that
+    ends in a `#### N` line; N becomes the answer and the rest becomes `solution`.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -154,10 +154,10 @@ def question_id(question: str) -> str:
 def split_gsm8k_answer(text: str) -> tuple[str, str | None]:
     """Split a GSM8K answer into (final answer, worked solution or None).
 
-    The final answer is taken from the last ``#### N`` line with thousands separators
+    The final answer is taken from the last `#### N` line with thousands separators
     removed ("#### 1,234" -> "1234"). The solution is everything else, with calculator
-    annotations like ``<<48/2=24>>`` removed. Raises ``ValueError`` when there is no
-    ``####`` line or it is empty.
+    annotations like `<<48/2=24>>` removed. Raises `ValueError` when there is no
+    `####` line or it is empty.
     """
     lines = text.splitlines()
     marker = None
@@ -191,15 +191,15 @@ def read_questions(
 ) -> list[Question]:
     """Read questions from a local file or a Hugging Face hub dataset.
 
-    ``source`` is a local ``.jsonl``/``.json`` (JSON Lines), ``.parquet`` or ``.csv`` file,
-    or a hub dataset name such as ``"openai/gsm8k"`` (loaded with ``split`` and
-    ``config_name``). A ``Path`` is always treated as a local file. Each question's
-    ``source`` is ``source_name`` if given, else the row's mapped source column, else the
-    file stem or hub name. ``limit`` keeps only the first ``limit`` questions.
+    `source` is a local `.jsonl`/`.json` (JSON Lines), `.parquet` or `.csv` file,
+    or a hub dataset name such as `"openai/gsm8k"` (loaded with `split` and
+    `config_name`). A `Path` is always treated as a local file. Each question's
+    `source` is `source_name` if given, else the row's mapped source column, else the
+    file stem or hub name. `limit` keeps only the first `limit` questions.
 
-    Raises :class:`QuestionDataError` for a bad row, ``FileNotFoundError`` for a missing
-    local file, :class:`HubOfflineError` when the hub cannot be reached, and
-    :class:`QuestionSourceError` for other failures to open the source.
+    Raises `QuestionDataError` for a bad row, `FileNotFoundError` for a missing
+    local file, `HubOfflineError` when the hub cannot be reached, and
+    `QuestionSourceError` for other failures to open the source.
     """
     if limit is not None and limit < 0:
         raise ValueError(f"limit must be >= 0, got {limit}")
@@ -223,7 +223,7 @@ def read_questions(
 
 
 def write_questions(path: str | Path, questions: Iterable[Question]) -> None:
-    """Write questions as JSONL, one ``model_dump`` per line (UTF-8, non-ASCII kept)."""
+    """Write questions as JSONL, one `model_dump` per line (UTF-8, non-ASCII kept)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", encoding="utf-8", newline="\n") as f:
@@ -235,8 +235,8 @@ def write_questions(path: str | Path, questions: Iterable[Question]) -> None:
 def _looks_like_path(source: str) -> bool:
     """Whether a string that may not exist is meant as a local path rather than a hub name.
 
-    Hub names are ``name`` or ``org/name``; one ``/`` alone is therefore not enough to call
-    something a path (that would send every ``org/name`` to the file reader).
+    Hub names are `name` or `org/name`; one `/` alone is therefore not enough to call
+    something a path (that would send every `org/name` to the file reader).
     """
     if os.path.exists(source):
         return True

@@ -1,8 +1,8 @@
 """Pure-text quality filters of the s1K curation: duplicates, decontamination, formatting.
 
-Each filter takes items, identified by string ids, and returns ``{dropped_id: reason}``; the
+Each filter takes items, identified by string ids, and returns `{dropped_id: reason}`; the
 caller records the reasons (docs/design.md, "Curation": record why every item was dropped).
-Items are ``(id, text)`` pairs, except for `near_duplicates`, which works on precomputed
+Items are `(id, text)` pairs, except for `near_duplicates`, which works on precomputed
 sentence embeddings.
 
 - `exact_duplicates`: the same text after case folding and collapsing white space; the first

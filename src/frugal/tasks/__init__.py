@@ -2,10 +2,10 @@
 
 Each family (arithmetic, linear equations, unit conversion, dates, percentages, sequences)
 generates word problems with exact reference answers and correct worked solutions from
-``(seed, difficulty)`` alone. This module turns them into pools of
-:class:`~frugal.questions.Question` objects and back: a question's ``meta`` records family,
-difficulty and seed, and :func:`rebuild` regenerates the problem from it, which is how the
-``program`` teacher writes traces without calling any model.
+`(seed, difficulty)` alone. This module turns them into pools of
+`frugal.questions.Question` objects and back: a question's `meta` records family,
+difficulty and seed, and `rebuild` regenerates the problem from it, which is how the
+`program` teacher writes traces without calling any model.
 
 Typical use::
 
@@ -68,14 +68,14 @@ def generate_problems(
     difficulties: Sequence[int] | None = None,
     seed: int = 0,
 ) -> list[Problem]:
-    """``per_family`` distinct problems from each family, spread evenly over the difficulties.
+    """`per_family` distinct problems from each family, spread evenly over the difficulties.
 
-    ``families`` defaults to all of :data:`FAMILIES` (a single name is accepted too; repeated
-    names count once) and ``difficulties`` to each family's own levels. Problem ``i`` of a
-    family gets level ``difficulties[i % len(difficulties)]``, so the counts per level differ
+    `families` defaults to all of `FAMILIES` (a single name is accepted too; repeated
+    names count once) and `difficulties` to each family's own levels. Problem `i` of a
+    family gets level `difficulties[i % len(difficulties)]`, so the counts per level differ
     by at most one. Problem seeds are drawn from a generator seeded by
-    ``(seed, family)``; a draw whose question text repeats an earlier one is skipped, so the
-    result has no exact duplicates. Raises ``ValueError`` for an unknown family, a level a family
+    `(seed, family)`; a draw whose question text repeats an earlier one is skipped, so the
+    result has no exact duplicates. Raises `ValueError` for an unknown family, a level a family
     does not have, or a request larger than a family can fill with distinct questions.
     """
     if isinstance(per_family, bool) or not isinstance(per_family, int) or per_family < 0:
@@ -120,7 +120,7 @@ def generate_problems(
 
 
 def problem_to_question(problem: Problem) -> Question:
-    """The pool record for a problem; its ``meta`` is enough for :func:`rebuild`."""
+    """The pool record for a problem; its `meta` is enough for `rebuild`."""
     return Question(
         id=question_id(problem.question),
         question=problem.question,
@@ -133,9 +133,9 @@ def problem_to_question(problem: Problem) -> Question:
 
 
 def rebuild(meta: Mapping[str, object] | None) -> Problem:
-    """Regenerate the problem a question was made from, given the question's ``meta``.
+    """Regenerate the problem a question was made from, given the question's `meta`.
 
-    Raises ``ValueError`` naming what is wrong: no meta, a missing key, an unknown family, or a
+    Raises `ValueError` naming what is wrong: no meta, a missing key, an unknown family, or a
     difficulty or seed that is not an integer.
     """
     if meta is None:

@@ -1,13 +1,13 @@
 """The interface every synthetic task family implements, and the helpers they share.
 
-A task family turns ``(seed, difficulty)`` into a :class:`Problem`: a word problem, its exact
+A task family turns `(seed, difficulty)` into a `Problem`: a word problem, its exact
 reference answer and a correct worked solution. Generation is a pure function of its inputs so
-a question's ``meta`` (family, difficulty, seed) is enough to rebuild it later, which is what the
-``program`` teacher relies on to produce a trace without any model.
+a question's `meta` (family, difficulty, seed) is enough to rebuild it later, which is what the
+`program` teacher relies on to produce a trace without any model.
 
-Every family shares one ``generate`` (the level check, the seeded random stream, the Problem
-with its ``Final Answer`` line); a family only declares how it composes one problem from that
-stream (``compose``).
+Every family shares one `generate` (the level check, the seeded random stream, the Problem
+with its `Final Answer` line); a family only declares how it composes one problem from that
+stream (`compose`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class Problem:
-    """One generated problem; ``solution`` ends with the line ``Final Answer: {answer}``."""
+    """One generated problem; `solution` ends with the line `Final Answer: {answer}`."""
 
     family: str
     difficulty: int
@@ -69,21 +69,21 @@ class TaskFamily(ABC):
 def family_rng(name: str, seed: int, difficulty: int) -> random.Random:
     """A random generator determined by (family, difficulty, seed) alone.
 
-    Seeding with a string hashes it with SHA-512 inside ``random`` (not the salted ``hash()``),
+    Seeding with a string hashes it with SHA-512 inside `random` (not the salted `hash()`),
     so the stream is identical across Python runs and platforms.
     """
     return random.Random(f"{name}:{difficulty}:{seed}")
 
 
 def check_difficulty(name: str, difficulties: Sequence[int], difficulty: int) -> None:
-    """Raise ``ValueError`` naming the valid levels when ``difficulty`` is not one of them."""
+    """Raise `ValueError` naming the valid levels when `difficulty` is not one of them."""
     if isinstance(difficulty, bool) or difficulty not in difficulties:
         valid = ", ".join(str(d) for d in difficulties)
         raise ValueError(f"{name}: difficulty must be one of {valid}, got {difficulty!r}")
 
 
 def is_terminating(value: Fraction) -> bool:
-    """Whether ``value`` has a finite decimal expansion (denominator only has factors 2 and 5)."""
+    """Whether `value` has a finite decimal expansion (denominator only has factors 2 and 5)."""
     den = value.denominator
     for prime in (2, 5):
         while den % prime == 0:
@@ -92,9 +92,9 @@ def is_terminating(value: Fraction) -> bool:
 
 
 def format_number(value: Fraction | int) -> str:
-    """Exact decimal text: ``2500``, ``0.75``, ``-3.125``; never scientific, no trailing zeros.
+    """Exact decimal text: `2500`, `0.75`, `-3.125`; never scientific, no trailing zeros.
 
-    Raises ``ValueError`` for a value with no finite decimal expansion (such as 1/3): answers must
+    Raises `ValueError` for a value with no finite decimal expansion (such as 1/3): answers must
     be exact, and silently rounding would make the reference wrong.
     """
     value = Fraction(value)
@@ -113,12 +113,12 @@ def format_number(value: Fraction | int) -> str:
 
 
 def format_fraction(value: Fraction) -> str:
-    """Lowest-terms text ``7/12`` (``Fraction`` always reduces), or ``3`` for a whole number."""
+    """Lowest-terms text `7/12` (`Fraction` always reduces), or `3` for a whole number."""
     if value.denominator == 1:
         return str(value.numerator)
     return f"{value.numerator}/{value.denominator}"
 
 
 def make_solution(steps: Sequence[str], answer: str) -> str:
-    """Join the worked steps and append the ``Final Answer:`` line graders and teachers read."""
+    """Join the worked steps and append the `Final Answer:` line graders and teachers read."""
     return "\n".join([*steps, f"Final Answer: {answer}"])

@@ -3,7 +3,7 @@
 Level 1 asks for the weekday N days after a weekday, or a date a few days later; level 2 moves
 up to about five months forward or back, or counts days between two dates; level 3 spans years
 (leap days included) and asks for the weekday of a date given the weekday of another. Answers
-come from ``datetime``; the worked solution walks the calendar in whole years, then month by
+come from `datetime`; the worked solution walks the calendar in whole years, then month by
 month, the way a person would count.
 """
 
@@ -66,7 +66,7 @@ _TEMPLATES = {
 
 
 def _fmt(day: date) -> str:
-    """``March 5, 2024``: unambiguous, and graded as text (ISO dates would read as arithmetic)."""
+    """`March 5, 2024`: unambiguous, and graded as text (ISO dates would read as arithmetic)."""
     return f"{_MONTHS[day.month - 1]} {day.day}, {day.year}"
 
 
@@ -79,7 +79,7 @@ def _month_end(day: date) -> date:
 
 
 def _shift_year(day: date, years: int) -> date | None:
-    """The same date ``years`` later, or None for February 29 (it has no same date)."""
+    """The same date `years` later, or None for February 29 (it has no same date)."""
     if (day.month, day.day) == (2, 29):
         return None
     return day.replace(year=day.year + years)
@@ -90,7 +90,7 @@ def _year_note(span: int) -> str:
 
 
 def _walk_forward(start: date, n: int) -> tuple[date, list[str]]:
-    """Count ``n`` days forward from ``start`` in whole years, then month ends."""
+    """Count `n` days forward from `start` in whole years, then month ends."""
     steps: list[str] = []
     cur, left = start, n
     while (nxt := _shift_year(cur, 1)) is not None and (span := (nxt - cur).days) <= left:
@@ -127,7 +127,7 @@ def _walk_forward(start: date, n: int) -> tuple[date, list[str]]:
 
 
 def _walk_backward(start: date, n: int) -> tuple[date, list[str]]:
-    """Count ``n`` days back from ``start`` in whole years, then month by month."""
+    """Count `n` days back from `start` in whole years, then month by month."""
     steps: list[str] = []
     cur, left = start, n
     while (prev := _shift_year(cur, -1)) is not None and (span := (cur - prev).days) <= left:
@@ -152,7 +152,7 @@ def _walk_backward(start: date, n: int) -> tuple[date, list[str]]:
 
 
 def _count_between(start: date, end: date) -> list[str]:
-    """Steps that count the days from ``start`` to a later ``end`` in whole years and months."""
+    """Steps that count the days from `start` to a later `end` in whole years and months."""
     steps: list[str] = []
     pieces: list[int] = []
     cur = start
@@ -190,7 +190,7 @@ def _count_between(start: date, end: date) -> list[str]:
 
 
 def _weekday_steps(weekday: int, n: int) -> tuple[int, list[str]]:
-    """Steps that move ``n`` days forward from ``weekday`` (0 = Monday)."""
+    """Steps that move `n` days forward from `weekday` (0 = Monday)."""
     weeks, extra = divmod(n, 7)
     steps = [f"The weekday repeats every 7 days, and {n} = 7 × {weeks} + {extra}."]
     result = (weekday + extra) % 7

@@ -1,8 +1,8 @@
 """Linear equations in one unknown with an integer solution.
 
-Level 1 needs one step (``x + b = c`` or ``a x = c``), level 2 two steps (``a x + b = c``),
-level 3 has the unknown on both sides (``a x + b = c x + d``), sometimes behind brackets
-(``a(x + p) = c x + d``). The solution is drawn first and the constants are computed from it,
+Level 1 needs one step (`x + b = c` or `a x = c`), level 2 two steps (`a x + b = c`),
+level 3 has the unknown on both sides (`a x + b = c x + d`), sometimes behind brackets
+(`a(x + p) = c x + d`). The solution is drawn first and the constants are computed from it,
 so every equation has exactly one integer solution.
 """
 
@@ -25,12 +25,12 @@ _TEMPLATES = (
 
 
 def _nonzero(rng: random.Random, low: int, high: int) -> int:
-    """A random integer with ``low <= |n| <= high`` and a random sign."""
+    """A random integer with `low <= |n| <= high` and a random sign."""
     return rng.randint(low, high) * rng.choice((1, -1))
 
 
 def _term(coef: int, var: str) -> str:
-    """``3x``, ``x``, ``-x``: a coefficient of one is not written."""
+    """`3x`, `x`, `-x`: a coefficient of one is not written."""
     if coef == 1:
         return var
     if coef == -1:
@@ -39,7 +39,7 @@ def _term(coef: int, var: str) -> str:
 
 
 def _linear(coef: int, const: int, var: str) -> str:
-    """``3x + 5``, ``-x - 7``, ``2x``, ``12``: a linear expression written the usual way."""
+    """`3x + 5`, `-x - 7`, `2x`, `12`: a linear expression written the usual way."""
     if coef == 0:
         return str(const)
     text = _term(coef, var)
@@ -66,7 +66,7 @@ def _move_term(c: int, var: str) -> str:
 
 
 def _solve_steps(a: int, b: int, c: int, d: int, var: str, x: int) -> list[str]:
-    """Steps that turn ``a v + b = c v + d`` into ``v = x``."""
+    """Steps that turn `a v + b = c v + d` into `v = x`."""
     steps = []
     coef = a - c
     if c:
@@ -85,7 +85,7 @@ def _solve_steps(a: int, b: int, c: int, d: int, var: str, x: int) -> list[str]:
 
 
 class LinearEquations(TaskFamily):
-    """Solve ``a x + b = c`` style equations; harder levels need more steps."""
+    """Solve `a x + b = c` style equations; harder levels need more steps."""
 
     name = "linear_equations"
     description = "Solve linear equations in one unknown with an integer solution."

@@ -4,7 +4,7 @@ Level 1 takes a round percentage of a number and adds fractions with related den
 level 2 uses any whole percentage, asks for a percent change, and adds or subtracts unlike
 fractions; level 3 chains two percentage changes, undoes a discount or raise, and combines three
 fractions. Numbers are drawn so every answer is exact: a whole number, a terminating decimal, a
-percentage, or a fraction in lowest terms such as ``7/12``.
+percentage, or a fraction in lowest terms such as `7/12`.
 """
 
 from __future__ import annotations
@@ -78,12 +78,12 @@ _FRACTION_WORDED = (
 
 
 def _multiplier(percent: int, direction: str) -> Fraction:
-    """Factor that applies a ``percent`` increase or decrease: 1.25 for +25%, 0.8 for -20%."""
+    """Factor that applies a `percent` increase or decrease: 1.25 for +25%, 0.8 for -20%."""
     return 1 + Fraction(percent, 100) * (1 if direction == "increase" else -1)
 
 
 def _step_base(percent: int) -> int:
-    """Smallest whole base whose ``percent``% is whole: 4 for 25%, 20 for 5%."""
+    """Smallest whole base whose `percent`% is whole: 4 for 25%, 20 for 5%."""
     return 100 // math.gcd(percent, 100)
 
 
@@ -170,7 +170,7 @@ def _reverse_percent(rng: random.Random) -> tuple[str, str, list[str]]:
 
 
 def _proper_fraction(rng: random.Random, den: int) -> Fraction:
-    """A fraction strictly between 0 and 1 written in lowest terms with denominator ``den``."""
+    """A fraction strictly between 0 and 1 written in lowest terms with denominator `den`."""
     return Fraction(rng.choice([n for n in range(1, den) if math.gcd(n, den) == 1]), den)
 
 

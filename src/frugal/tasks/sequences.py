@@ -1,8 +1,8 @@
 """Number sequences: the next term, a far term, or the sum of the first terms.
 
 Level 1 continues an arithmetic sequence; level 2 continues a geometric one or asks for a far
-term of an arithmetic one (``a + (n - 1) d``); level 3 continues a sequence whose differences
-grow steadily (constant second differences) or sums the first ``n`` terms of an arithmetic
+term of an arithmetic one (`a + (n - 1) d`); level 3 continues a sequence whose differences
+grow steadily (constant second differences) or sums the first `n` terms of an arithmetic
 sequence. Every answer is a whole number.
 """
 

@@ -3,7 +3,7 @@
 Units of one system form a ladder (mm < cm < m < km) with a whole-number factor between
 neighbours. Level 1 converts one rung down (km -> m), so the answer is a whole number; level 2
 converts one rung either way with decimals; level 3 crosses two rungs, one
-multiplication or division per rung. All arithmetic is on ``Fraction``s: a question's number is
+multiplication or division per rung. All arithmetic is on `Fraction`s: a question's number is
 drawn as a short decimal on whichever side keeps both sides terminating decimals.
 """
 

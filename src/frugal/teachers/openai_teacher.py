@@ -3,28 +3,28 @@
 One class serves OpenAI itself, DeepSeek, OpenRouter and local servers (vLLM, Ollama, llama.cpp):
 they differ only in `base_url`, the key, and where they put the reasoning, which is read from
 
-1. ``message.reasoning_content`` (DeepSeek, vLLM with a reasoning parser), else
-2. ``message.reasoning`` (newer vLLM, OpenRouter), else
-3. a ``<think>...</think>`` block at the start of ``content`` (servers without a reasoning
-   parser); a ``</think>`` with no opening tag also counts, because chat templates such as
-   Qwen3's and DeepSeek-R1's put the opening ``<think>`` in the prompt, not in the output.
+1. `message.reasoning_content` (DeepSeek, vLLM with a reasoning parser), else
+2. `message.reasoning` (newer vLLM, OpenRouter), else
+3. a `<think>...</think>` block at the start of `content` (servers without a reasoning
+   parser); a `</think>` with no opening tag also counts, because chat templates such as
+   Qwen3's and DeepSeek-R1's put the opening `<think>` in the prompt, not in the output.
 
-Calls run concurrently (an ``asyncio.Semaphore`` of `concurrency`) with the official
-``openai.AsyncOpenAI`` client, its own retries off (``max_retries=0``) so that every attempt is one
+Calls run concurrently (an `asyncio.Semaphore` of `concurrency`) with the official
+`openai.AsyncOpenAI` client, its own retries off (`max_retries=0`) so that every attempt is one
 HTTP request that this module reserves, charges and counts. The rules, which exist because every
 attempt a provider answers is billed whether or not its reply is usable:
 
 - Each attempt reserves its worst case (the prompt's UTF-8 bytes as tokens, plus `max_tokens`)
   with the sink before it is sent; the sink refuses when the cap would be crossed.
-- A reply with a body is charged at its ``usage``, usable or not; without ``usage`` (or with a body
+- A reply with a body is charged at its `usage`, usable or not; without `usage` (or with a body
   that cannot be read) it is charged at the worst case, with one warning per run.
-- An empty reply that stopped at the output cap (``finish_reason: "length"``, what reasoning APIs
-  return when hidden reasoning uses up ``max_tokens``) is not retried: asking again with the same
+- An empty reply that stopped at the output cap (`finish_reason: "length"`, what reasoning APIs
+  return when hidden reasoning uses up `max_tokens`) is not retried: asking again with the same
   limit pays for the same nothing. The question fails with the limit to raise.
 - Timeouts and connections lost after the request was sent are charged at the worst case
   (possibly billed), then retried; refused connections and error statuses cost nothing.
 - 429, 408, 409 and 5xx are retried with backoff; a 429 pauses every worker (the rate limit is the
-  account's, not the request's), honouring ``Retry-After``. 401, 403 and 404 stop the whole run at
+  account's, not the request's), honouring `Retry-After`. 401, 403 and 404 stop the whole run at
   once with the fix. A run-wide breaker stops after `max_consecutive_failures` failed attempts in a
   row. Other statuses (400, 422, ...) fail their question at once.
 - The first Ctrl-C stops issuing calls and waits for those in flight (their replies are cached and
@@ -79,7 +79,7 @@ def max_input_tokens(messages: Sequence[Mapping[str, str]]) -> int:
 
     Byte-level BPE tokenizers (GPT, Llama, Qwen, DeepSeek) never make more tokens than bytes; the
     per-message and final terms cover the chat template's role markers and the reply's priming.
-    The cap needs a bound, not a guess: the real count comes back in ``usage`` and is what the
+    The cap needs a bound, not a guess: the real count comes back in `usage` and is what the
     ledger records.
     """
     content = sum(len((m.get("content") or "").encode("utf-8")) for m in messages)
@@ -87,7 +87,7 @@ def max_input_tokens(messages: Sequence[Mapping[str, str]]) -> int:
 
 
 def split_reasoning(content: str) -> tuple[str | None, str]:
-    """Split ``<think>...</think>`` off the start of `content`: (thinking or None, answer).
+    """Split `<think>...</think>` off the start of `content`: (thinking or None, answer).
 
     A missing close tag means the output stopped mid-thought (all thinking, no answer); a close
     tag with no opening tag means the template opened the block in the prompt.
