@@ -243,7 +243,7 @@ def _near_duplicates(items: list[Item], config: CurateConfig) -> dict[str, str]:
 
 
 def _embed(items: list[Item], config: CurateConfig) -> None:
-    from frugal.curation.embeddings import embed
+    from frugal.embeddings import embed
 
     todo = [i for i in items if i.embedding is None]
     if todo:
@@ -268,7 +268,7 @@ def _assign_domains(items: list[Item], config: CurateConfig) -> None:
     for item in items:
         item.domain = item.question.domain or ""
     if missing:
-        from frugal.curation.embeddings import cluster
+        from frugal.embeddings import cluster
 
         _embed(missing, config)
         vectors = np.stack([i.embedding for i in missing])

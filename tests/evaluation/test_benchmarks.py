@@ -72,7 +72,7 @@ def test_contamination_guard_ignores_template_wording() -> None:
                       "river bank?", answer="x", source="t")
     found = find_overlaps([fresh, leaked], training)
     assert [o.question_id for o in found] == ["b"]
-    assert "fox jumps over the lazy dog" in found[0].shared
+    assert found[0].shared == "the quick brown fox jumps over the lazy"  # its earliest 8-gram
 
 
 @pytest.mark.parametrize(("content", "where", "problem"), [

@@ -7,11 +7,10 @@ on data that was never checked against this benchmark.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from frugal.curation.text_filters import word_ngrams
+from frugal.ngrams import Decontaminator
 from frugal.questions import Question
 
 
@@ -26,23 +25,10 @@ class Overlap:
 
 def find_overlaps(
     questions: Iterable[Question], training_texts: Iterable[str], n: int = 8,
-    boilerplate_share: float = 0.01,
 ) -> list[Overlap]:
-    """Evaluation questions sharing a word n-gram with any training text, in question order.
-
-    An n-gram found in more than `boilerplate_share` of the training texts (and in more than
-    two) is template wording ("days later on what date does it end"), not a leaked question,
-    and is ignored: a copied question shows up in one or two training texts, a template in all.
-    """
-    texts = list(training_texts)
-    counts: Counter[tuple[str, ...]] = Counter()
-    for text in texts:
-        counts.update(word_ngrams(text, n))
-    limit = max(2, boilerplate_share * len(texts))
-    seen = {gram for gram, count in counts.items() if count <= limit}
-    overlaps = []
-    for question in questions:
-        shared = sorted(word_ngrams(question.question, n) & seen)
-        if shared:
-            overlaps.append(Overlap(question.id, question.question, " ".join(shared[0])))
-    return overlaps
+    """Evaluation questions sharing a word n-gram with any training text, in question order,
+    by curation's own rule (`frugal.ngrams.Decontaminator`: template wording ignored)."""
+    found = list(questions)
+    index = Decontaminator({"training data": list(training_texts)}, n=n)
+    shared = index.first_shared([q.question for q in found])
+    return [Overlap(q.id, q.question, shared[i][0]) for i, q in enumerate(found) if i in shared]

@@ -17,7 +17,7 @@ from typing import Literal
 
 import numpy as np
 
-from frugal.curation.embeddings import DEFAULT_EMBEDDER, embed
+from frugal.embeddings import DEFAULT_EMBEDDER, embed
 from frugal.run_files import ROUTER_DIR, ROUTER_FILE, RunFileError, read_json, write_json
 
 Kind = Literal["centroid", "logistic"]
