@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shutil
@@ -77,22 +78,22 @@ def test_a_rerun_skips_finished_stages_and_a_change_reruns_what_follows(
     assert [p["max_thinking_tokens"] for p in summary["points"]] == [4]
 
 
-def test_an_interrupted_stage_resumes(tmp_path: Path, tiny_dir: Path) -> None:
+def test_an_interrupted_stage_resumes(tmp_path: Path, tiny_dir: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
     recipe = load_recipe(str(tiny_recipe(tmp_path, tiny_dir)))
     run_dir = tmp_path / "run"
     calls: list[str] = []
-    original = pipeline._STAGE_RUNNERS["eval"]
 
     def crash(*args: object) -> None:
         calls.append("eval")
         raise KeyboardInterrupt
 
-    pipeline._STAGE_RUNNERS["eval"] = crash
-    try:
+    crashing = tuple(dataclasses.replace(stage, run=crash) if stage.name == "eval" else stage
+                     for stage in pipeline.RUN)
+    with monkeypatch.context() as patched:
+        patched.setattr(pipeline, "RUN", crashing)
         with pytest.raises(KeyboardInterrupt):
             pipeline.run(recipe, run_dir)
-    finally:
-        pipeline._STAGE_RUNNERS["eval"] = original
     state = json.loads((run_dir / STAGES_FILE).read_text())
     assert state["train"]["status"] == "done" and state["eval"]["status"] == "partial"
     assert "interrupted" in state["eval"]["missing"]
@@ -198,8 +199,8 @@ def test_stage_keys_leave_settings_out_by_full_path(tmp_path: Path, tiny_dir: Pa
 
     def keys(*overrides: str) -> dict[str, str]:
         recipe, upstream, found = load_recipe(path, list(overrides)), "", {}
-        for stage in pipeline.STAGES:
-            found[stage] = upstream = pipeline.stage_key(recipe, stage, upstream)
+        for stage in pipeline.RUN:
+            found[stage.name] = upstream = pipeline.stage_key(recipe, stage, upstream)
         return found
 
     base = keys()

@@ -24,6 +24,8 @@ from rich.console import Console
 from frugal.ledger import append_entry, compute_cost
 from frugal.recipes import Recipe, dump_recipe
 from frugal.run_files import (
+    ADAPTERS,
+    COMPARISON,
     EVAL_DIR,
     POOL,
     RECIPE,
@@ -38,13 +40,23 @@ from frugal.run_files import (
 )
 from frugal.run_lock import locks_run_dir
 
-STAGES = ("pool", "distill", "curate", "train", "eval", "report")
-EXPERT_STAGES = ("pool", "distill", "curate", "experts", "report")
 
-
-def stages_of(recipe: Recipe) -> tuple[str, ...]:
+def stages_of(recipe: Recipe) -> tuple[Stage, ...]:
     """An experts recipe trains and compares its adapters in one stage instead of train + eval."""
-    return EXPERT_STAGES if recipe.experts is not None else STAGES
+    return EXPERT_RUN if recipe.experts is not None else RUN
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of `frugal run`: its name, the part of the recipe it runs with (its key), the
+    run-directory files that mean it is done (none: it always runs), how it runs, and whether
+    the pipeline books its compute time (the others write their own ledger entries)."""
+
+    name: str
+    settings: Callable[[Recipe], Any]
+    outputs: Callable[[Recipe], list[str]]
+    run: Callable[[Recipe, Path, Console, bool], Any]
+    books_compute: bool = False
 
 
 @dataclass
@@ -54,14 +66,6 @@ class PipelineResult:
     skipped: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     report: Path | None = None
-
-
-def stage_settings(recipe: Recipe, stage: str) -> Any:
-    return {
-        "pool": recipe.pool, "distill": recipe.distill, "curate": recipe.curate,
-        "train": recipe.train, "eval": [recipe.model, recipe.eval], "report": None,
-        "experts": recipe.experts,
-    }[stage]
 
 
 # Settings, by full path, that change what a stage costs or how fast it runs, never what it
@@ -99,33 +103,16 @@ def _settings_json(value: Any, path: str) -> Any:
     return value
 
 
-def stage_key(recipe: Recipe, stage: str, upstream: str) -> str:
-    text = json.dumps([upstream, stage, _settings_json(stage_settings(recipe, stage), stage)],
-                      sort_keys=True, default=str)
+def stage_key(recipe: Recipe, stage: Stage, upstream: str) -> str:
+    settings = _settings_json(stage.settings(recipe), stage.name)
+    text = json.dumps([upstream, stage.name, settings], sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def outputs_exist(recipe: Recipe, run_dir: Path, stage: str) -> bool:
-    from frugal.run_files import EVAL_DIR
-
-    if stage == "pool":
-        return (run_dir / POOL).is_file()
-    if stage == "distill":
-        return (run_dir / TRACES).is_file()
-    if stage == "curate":
-        return (run_dir / SELECTED).is_file()
-    if stage == "train":
-        kind = "models" if recipe.train.method == "full" else "adapters"
-        return (run_dir / kind / recipe.train.name / "config.json").is_file() or (
-            run_dir / kind / recipe.train.name / "adapter_config.json").is_file()
-    if stage == "eval":
-        return all((run_dir / EVAL_DIR / label / SUMMARY).is_file()
-                   for label in eval_labels(recipe))
-    if stage == "experts":
-        from frugal.run_files import COMPARISON
-
-        return (run_dir / COMPARISON).is_file()
-    return False  # the report is always redrawn: it is cheap and reads everything else
+def outputs_exist(recipe: Recipe, run_dir: Path, stage: Stage) -> bool:
+    """Whether a finished stage's files are all still there (a report is always redrawn)."""
+    outputs = stage.outputs(recipe)
+    return bool(outputs) and all((run_dir / path).is_file() for path in outputs)
 
 
 def eval_labels(recipe: Recipe) -> list[str]:
@@ -138,8 +125,9 @@ def run(recipe: Recipe, run_dir: Path, *, console: Console | None = None,
         until: str | None = None) -> PipelineResult:
     """Run every stage that is not complete, stopping after `until` when given;
     `on_stage(stage, "run" | "skip")` is told first."""
-    if until is not None and until not in stages_of(recipe):
-        raise ValueError(f"--until {until!r}: choose one of {', '.join(stages_of(recipe))}")
+    names = [stage.name for stage in stages_of(recipe)]
+    if until is not None and until not in names:
+        raise ValueError(f"--until {until!r}: choose one of {', '.join(names)}")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise RuntimeError(
             "frugal run drives every stage from one process; under torchrun or accelerate "
@@ -157,58 +145,59 @@ def run(recipe: Recipe, run_dir: Path, *, console: Console | None = None,
     for stage in stages_of(recipe):
         key = stage_key(recipe, stage, upstream)
         upstream = key
-        recorded = state.get(stage, {})
+        name = stage.name
+        recorded = state.get(name, {})
         if (recorded.get("key") == key and recorded.get("status") == "done"
                 and outputs_exist(recipe, run_dir, stage)):
-            result.skipped.append(stage)
+            result.skipped.append(name)
             if on_stage:
-                on_stage(stage, "skip")
-            if stage == until:
+                on_stage(name, "skip")
+            if name == until:
                 break
             continue
         if on_stage:
-            on_stage(stage, "run")
+            on_stage(name, "run")
         # Same settings as an interrupted attempt: resume it; else start the stage afresh.
         resume = recorded.get("key") == key
         if recorded.get("status") == "partial":
-            console.print(f"[yellow]{stage} was partial ({recorded.get('missing', '?')}): "
+            console.print(f"[yellow]{name} was partial ({recorded.get('missing', '?')}): "
                           "running it again[/yellow]")
-        state[stage] = {"key": key, "status": "running"}
+        state[name] = {"key": key, "status": "running"}
         _write_state(run_dir, state)
         started = time.perf_counter()
         try:
-            outcome = _STAGE_RUNNERS[stage](recipe, run_dir, console, resume)
+            outcome = stage.run(recipe, run_dir, console, resume)
         except BaseException as error:
             # Whatever stopped it (Ctrl-C, a crash, bad input), the stage is not done.
             interrupted = isinstance(error, KeyboardInterrupt)
             why = "interrupted" if interrupted else f"stopped by an error: {error}"
-            state[stage] = _partial_record(key, started, f"{why}; re-run to resume")
+            state[name] = _partial_record(key, started, f"{why}; re-run to resume")
             _write_state(run_dir, state)
             raise
         seconds = time.perf_counter() - started
         missing = _missing(outcome)
         if missing is not None:
-            state[stage] = _partial_record(key, started, missing)
+            state[name] = _partial_record(key, started, missing)
             _write_state(run_dir, state)
-            raise StagePartial(stage, missing, interrupted=getattr(outcome, "interrupted", False))
-        state[stage] = {"key": key, "status": "done", "seconds": round(seconds, 3),
+            raise StagePartial(name, missing, interrupted=getattr(outcome, "interrupted", False))
+        state[name] = {"key": key, "status": "done", "seconds": round(seconds, 3),
                         "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
         _write_state(run_dir, state)
         if getattr(outcome, "interrupted", False):
             # Ctrl-C came while the last calls were in flight and they all finished: the stage
             # is complete, but the user asked to stop.
             raise KeyboardInterrupt
-        if stage in ("pool", "curate", "report"):  # the others write their own ledger entries
+        if stage.books_compute:  # the others write their own ledger entries
             append_entry(run_dir, {
-                "stage": stage, "kind": "compute", "compute_seconds": round(seconds, 3),
+                "stage": name, "kind": "compute", "compute_seconds": round(seconds, 3),
                 "machine_price_per_hour": recipe.machine_price_per_hour,
                 "dollars": round(compute_cost(seconds, recipe.machine_price_per_hour), 6),
             })
-        result.ran.append(stage)
-        result.seconds[stage] = seconds
-        if stage == "report":
+        result.ran.append(name)
+        result.seconds[name] = seconds
+        if name == "report":
             result.report = outcome
-        if stage == until:
+        if name == until:
             break
     return result
 
@@ -324,10 +313,30 @@ def _report(recipe: Recipe, run_dir: Path, console: Console, resume: bool) -> An
     return report.write(recipe, run_dir)
 
 
-_STAGE_RUNNERS: dict[str, Callable[[Recipe, Path, Console, bool], Any]] = {
-    "pool": _pool, "distill": _distill, "curate": _curate, "train": _train, "eval": _eval,
-    "experts": _experts, "report": _report,
-}
+def _trained_files(recipe: Recipe) -> list[str]:
+    if recipe.train.method == "full":  # a whole model under models/, not an adapter
+        return [f"models/{recipe.train.name}/config.json"]
+    return [f"{ADAPTERS}/{recipe.train.name}/adapter_config.json"]
+
+
+def _summaries(recipe: Recipe) -> list[str]:
+    return [f"{EVAL_DIR}/{label}/{SUMMARY}" for label in eval_labels(recipe)]
+
+
+POOL_STAGE = Stage("pool", lambda r: r.pool, lambda r: [POOL], _pool, books_compute=True)
+DISTILL_STAGE = Stage("distill", lambda r: r.distill, lambda r: [TRACES], _distill)
+CURATE_STAGE = Stage("curate", lambda r: r.curate, lambda r: [SELECTED], _curate,
+                     books_compute=True)
+REPORT_STAGE = Stage("report", lambda r: None, lambda r: [], _report, books_compute=True)
+RUN = (POOL_STAGE, DISTILL_STAGE, CURATE_STAGE,
+       Stage("train", lambda r: r.train, _trained_files, _train),
+       Stage("eval", lambda r: [r.model, r.eval], _summaries, _eval),
+       REPORT_STAGE)
+EXPERT_RUN = (POOL_STAGE, DISTILL_STAGE, CURATE_STAGE,
+              Stage("experts", lambda r: r.experts, lambda r: [COMPARISON], _experts),
+              REPORT_STAGE)
+STAGES = tuple(stage.name for stage in RUN)
+EXPERT_STAGES = tuple(stage.name for stage in EXPERT_RUN)
 
 
 def _read_state(run_dir: Path) -> dict[str, Any]:
