@@ -39,6 +39,7 @@ from rich.console import Console
 from rich.table import Table
 
 from frugal.curate import CurateConfig, run
+from frugal.events import RichEvents
 from frugal.questions import Question, write_questions
 from frugal.run_files import POOL, TRACES
 
@@ -300,7 +301,7 @@ def bench(args: argparse.Namespace, run_dir: Path, console: Console) -> None:
         clusters=args.clusters,
     )
     started = time.perf_counter()
-    result = run(config, run_dir, console=console)
+    result = run(config, run_dir, RichEvents(console))
     total = time.perf_counter() - started
 
     table = Table(title=f"frugal curate on {args.items} synthetic items (wall clock per stage)")

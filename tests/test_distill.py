@@ -10,6 +10,7 @@ import pytest
 
 from frugal import distill
 from frugal.distill import DistillConfig
+from frugal.events import RecordedEvents
 from frugal.ledger import TokenPrices, read_ledger
 from frugal.pool import PoolConfig, local_gsm8k
 from frugal.pool import run as build_pool
@@ -142,9 +143,15 @@ def test_cost_cap_stops_issuing_calls_before_crossing_it(tmp_path: Path) -> None
             prices=prices,
             max_cost=0.5,
         )
-        result = distill.run(config, tmp_path)
+        events = RecordedEvents()
+        result = distill.run(config, tmp_path, events)
         calls, billed = server.total_calls, server.billed_dollars
     assert result.stopped_by_cost
+    # What it said went through the events channel: the bar's dollars are what was paid,
+    # and the cap is a warning note.
+    (bar,) = events.bars
+    assert bar.closed and bar.total == 24 and bar.figures["dollars"] == pytest.approx(billed)
+    assert any("max_cost" in message and warning for message, warning in events.notes)
     assert billed <= 0.5 and read_ledger(tmp_path)["total_dollars"] == pytest.approx(billed)
     assert 1 <= calls < len(result.traces) + 1 < 21 and result.calls == calls
     assert len(result.traces) == calls  # every call issued was paid and kept

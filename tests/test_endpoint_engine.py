@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from frugal.endpoint_engine import EndpointConfig, EndpointEngine
+from frugal.events import RecordedEvents
 from frugal.generation import BudgetConfig, BudgetForcingEngine, GenerationResult
 from frugal.serve import ServeConfig
 
@@ -155,7 +156,6 @@ def test_eval_on_an_endpoint_writes_what_a_local_eval_writes(
 def test_curation_reference_models_and_teachers_run_on_an_endpoint(
     early_stopper: Any, smollm2_tokenizer: Any, early_dir: Any, tmp_path: Any
 ) -> None:
-    from rich.console import Console
 
     from frugal.curation.difficulty import solved_by
     from frugal.questions import Question
@@ -163,16 +163,18 @@ def test_curation_reference_models_and_teachers_run_on_an_endpoint(
     questions = [Question(id=f"q{i}", question=q, answer=str(4 * i + 1), source="test")
                  for i, q in enumerate(QUESTIONS)]
     budget = BudgetConfig(max_thinking_tokens=16, max_answer_tokens=6)
-    quiet = Console(quiet=True)
+    quiet = RecordedEvents()
     local = solved_by(questions, str(early_dir), budget, tmp_path / "local", batch_size=1,
-                      console=quiet)
+                      events=quiet)
     # A server that serves the reference model under its own name (the spec).
     with CompletionsServer(early_stopper, smollm2_tokenizer, name=str(early_dir)) as server:
         engine = EndpointConfig(base_url=server.base_url, model="ignored")
         remote = solved_by(questions, str(early_dir), budget, tmp_path / "remote",
-                           console=quiet, engine=engine)
+                           events=quiet, engine=engine)
         assert server.requests and {r["model"] for r in server.requests} == {str(early_dir)}
     assert remote == local and len(local) == len(questions)
+    # Both passes reported through the events channel: one bar each, every question counted.
+    assert [bar.done for bar in quiet.bars] == [len(questions)] * 2
 
     def answers(run_dir: Any) -> list[tuple[str, str]]:
         from frugal.teacher_cache import TeacherCache

@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file
 
 from frugal import train
+from frugal.events import RecordedEvents
 from frugal.ledger import read_ledger
 from frugal.reasoning_format import ReasoningFormat
 from frugal.tasks import generate_problems
@@ -281,7 +282,7 @@ def test_resume_with_other_data_or_settings_is_refused(tmp_path: Path, tiny_dir:
 
 @pytest.mark.parametrize("lost", ["trainer_state.json", "adapter_model.safetensors"])
 def test_resume_skips_a_half_written_checkpoint(
-    tmp_path: Path, tiny_dir: Path, capsys: pytest.CaptureFixture[str], lost: str
+    tmp_path: Path, tiny_dir: Path, lost: str
 ) -> None:
     run_dir = make_run(tmp_path)
     first = train.run(settings(tiny_dir), run_dir)  # 4 steps: checkpoint-2 and checkpoint-4
@@ -290,10 +291,13 @@ def test_resume_skips_a_half_written_checkpoint(
     (output / "checkpoint-4" / lost).unlink()  # as if killed while checkpoint-4 was saved
     shutil.rmtree(first.output_path)
     kept = (output / "checkpoint-2" / "trainer_state.json").stat().st_mtime_ns
-    capsys.readouterr()
-    resumed = train.run(settings(tiny_dir), run_dir, resume=True)
-    said = capsys.readouterr().out
+    events = RecordedEvents()
+    resumed = train.run(settings(tiny_dir), run_dir, resume=True, events=events)
+    said = " ".join(message for message, _ in events.notes)
     assert "checkpoint-4 is incomplete" in said and "resuming from checkpoint-2" in said
+    # The training bar went through the same channel, from checkpoint-2 to the last step.
+    (bar,) = events.bars
+    assert bar.label == "train" and bar.total == 4 and bar.done == 4 and bar.closed
     assert resumed.steps == 4
     # Continued from checkpoint-2 (not saved again, so steps 1-2 were not retrained) to the
     # weights of the uninterrupted training.

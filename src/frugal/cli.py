@@ -18,6 +18,7 @@ from rich.table import Table
 
 from frugal import __version__
 from frugal.cli_options import Options, SettingsError, build, fail, with_settings
+from frugal.events import RichEvents
 from frugal.run_files import COMPARISON, LEDGER, RESULTS, SUMMARY, TRAIN_LOG
 from frugal.settings import DEFAULT_MODEL
 from frugal.settings.budget import BudgetConfig
@@ -270,7 +271,7 @@ def distill(
         _fail("--base-url, --max-tokens and the other openai settings need --teacher openai")
     config = _settings(DistillConfig, settings, "distill")
     try:
-        result = distill_stage.run(config, run, console=console)
+        result = distill_stage.run(config, run, RichEvents(errors))
     except (ValidationError, QuestionDataError, ModelNotFoundError, ValueError, OSError) as error:
         _fail(str(error))
     table = Table("traces", "correct", "failed", "calls paid now", "dollars now", "seconds",
@@ -306,7 +307,7 @@ def curate(settings: dict[str, Any], run: RunOption = Path("runs/default")) -> N
 
     config = _settings(CurateConfig, settings, "curate")
     try:
-        result = curate_stage.run(config, run, console=console)
+        result = curate_stage.run(config, run, RichEvents(errors))
     except (
         ValidationError, QuestionDataError, ModelNotFoundError, ValueError, OSError, RuntimeError
     ) as error:
@@ -340,7 +341,7 @@ def train_command(
 
     config = _settings(TrainConfig, settings, "train")
     try:
-        result = train_stage.run(config, run, resume=resume)
+        result = train_stage.run(config, run, resume=resume, events=RichEvents(console))
     except (ValidationError, ModelNotFoundError, ValueError, OSError, RuntimeError) as error:
         _fail(str(error))
     if result.rank == 0:
@@ -382,7 +383,7 @@ def eval_command(
         settings["engine"] = engine if isinstance(engine, str) else engine.model_dump()
     config = _settings(EvalConfig, settings, "eval")
     try:
-        result = eval_stage.run_with_progress(config, run, console)
+        result = eval_stage.run(config, run, RichEvents(console))
     except (
         ValidationError, QuestionDataError, ModelNotFoundError, ValueError, OSError, RuntimeError
     ) as error:
@@ -478,7 +479,8 @@ def run_command(
             console.rule(f"[bold]{stage}")
 
     try:
-        result = pipeline.run(loaded, run_dir, console=console, on_stage=announce, until=until)
+        result = pipeline.run(loaded, run_dir, events=RichEvents(console), on_stage=announce,
+                              until=until)
     except pipeline.StagePartial as partial:
         errors.print(f"[yellow]{partial}[/yellow]\nThe stages after it did not run.",
                      soft_wrap=True)
@@ -612,7 +614,7 @@ def experts_command(settings: dict[str, Any], run: RunOption = Path("runs/defaul
 
     config = _settings(ExpertsConfig, settings, "experts")
     try:
-        result = stage.run(config, run, console=console)
+        result = stage.run(config, run, RichEvents(console))
     except (ValidationError, ModelNotFoundError, ValueError, OSError, RuntimeError) as error:
         _fail(str(error))
     print_experts(result.routing, result.comparison)

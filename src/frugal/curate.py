@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from rich.console import Console
 
 from frugal.curation.diversity import Candidate, select
 from frugal.curation.text_filters import (
@@ -30,6 +29,7 @@ from frugal.curation.text_filters import (
     FormattingFilter,
     exact_duplicates,
 )
+from frugal.events import Events, QuietEvents
 from frugal.grading import reference_answer
 from frugal.pool import read_pool
 from frugal.questions import DEFAULT_FIELDS, Question, read_questions
@@ -80,8 +80,8 @@ class CurateResult:
 
 
 @locks_run_dir
-def run(config: CurateConfig, run_dir: Path, *, console: Console | None = None) -> CurateResult:
-    console = console or Console(stderr=True)
+def run(config: CurateConfig, run_dir: Path, events: Events | None = None) -> CurateResult:
+    events = events or QuietEvents()
     run_dir = Path(run_dir)
     items = _join(read_pool(run_dir), _read_traces(run_dir))
     funnel = Funnel()
@@ -99,7 +99,7 @@ def run(config: CurateConfig, run_dir: Path, *, console: Console | None = None) 
         started = time.perf_counter()
         solved = solved_by(
             [i.question for i in items], model, config.reference_budget, run_dir,
-            console=console, engine=config.engine,
+            events=events, engine=config.engine,
         )
         reasons = {
             i.question.id: f"solved by reference model {model}"

@@ -20,17 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TaskProgressColumn,
-    TextColumn,
-    TimeRemainingColumn,
-)
-
+from frugal.events import Bar, Events, QuietEvents
 from frugal.grading import grade
 from frugal.ledger import (
     TokenPrices,
@@ -141,13 +131,12 @@ class _CachingSink:
         params: dict[str, Any],
         prices: TokenPrices,
         max_cost: float | None,
-        progress: Progress,
-        task: Any,
-        console: Console,
+        bar: Bar,
+        events: Events,
     ) -> None:
         self.teacher, self.cache, self.keys, self.params = teacher, cache, keys, params
         self.prices, self.max_cost = prices, max_cost
-        self.progress, self.task, self.console = progress, task, console
+        self.bar, self.events = bar, events
         self.paid_before = cache.total_cost()
         self.paid_elsewhere = 0.0  # in the ledger, no longer in the cache: still paid
         self.admitted: dict[str, float] = {}  # free teachers' per-question reservations
@@ -240,16 +229,13 @@ class _CachingSink:
         self._advance()
 
     def notice(self, message: str) -> None:
-        self.console.print(f"[yellow]{message}[/yellow]")
+        self.events.note(message, warning=True)
 
     def _advance(self) -> None:
-        self.progress.update(self.task, advance=1)
-        self._refresh()
+        self.bar.advance(1, tokens=self.tokens, dollars=self.spent, failed=len(self.failed))
 
     def _refresh(self) -> None:
-        self.progress.update(
-            self.task, tokens=self.tokens, dollars=self.spent, failed=len(self.failed)
-        )
+        self.bar.update(tokens=self.tokens, dollars=self.spent, failed=len(self.failed))
 
 
 @dataclass
@@ -275,7 +261,7 @@ def collect(
     *,
     prices: TokenPrices,
     max_cost: float | None,
-    console: Console,
+    events: Events,
     label: str,
     retry_failed: bool = False,
     paid_elsewhere: float = 0.0,
@@ -315,13 +301,10 @@ def collect(
         if key not in cached and key not in final_failures and key not in asked:
             todo.append(q)
             asked.add(key)
-    with _progress(console) as progress:
-        task = progress.add_task(
-            label, total=len(questions), completed=len(questions) - len(todo),
-            tokens=0, dollars=0.0, failed=len(final_failures),
-        )
-        sink = _CachingSink(teacher, cache, keys, params, prices, max_cost, progress, task,
-                            console)
+    with events.progress(label, len(questions), tokens=0, dollars=0.0,
+                         failed=len(final_failures)) as bar:
+        bar.advance(len(questions) - len(todo))  # answered before: cached or failed for good
+        sink = _CachingSink(teacher, cache, keys, params, prices, max_cost, bar, events)
         sink.paid_elsewhere = paid_elsewhere
         sink.failed.update({f.question_id: f.reason for f in final_failures.values()})
         interrupted = False
@@ -349,9 +332,9 @@ def collect(
 
 @locks_run_dir
 def run(
-    config: DistillConfig, run_dir: Path, *, console: Console | None = None
+    config: DistillConfig, run_dir: Path, events: Events | None = None
 ) -> DistillResult:
-    console = console or Console(stderr=True)
+    events = events or QuietEvents()
     run_dir = Path(run_dir)
     questions = read_pool(run_dir)
     if config.limit is not None:
@@ -360,13 +343,13 @@ def run(
     with TeacherCache(run_dir / TEACHER_CACHE) as cache:
         gap = _settle_crashed_calls(run_dir, cache)
         if gap:
-            console.print(f"[yellow]ledger: added ${gap:.6f} of teacher calls an interrupted "
-                          "run had not recorded[/yellow]")
+            events.note(f"ledger: added ${gap:.6f} of teacher calls an interrupted run had "
+                        "not recorded", warning=True)
         paid_at_start = cache.total_cost()
         try:
             got = collect(
                 teacher, questions, cache, prices=config.prices, max_cost=config.max_cost,
-                console=console, label=f"distill · {teacher.kind}",
+                events=events, label=f"distill · {teacher.kind}",
                 retry_failed=config.retry_failed,
                 paid_elsewhere=max(0.0, teacher_dollars(read_ledger(run_dir)) - paid_at_start),
             )
@@ -421,10 +404,10 @@ def run(
     )
     for line in (got.cap_message, got.stopped):
         if line:
-            console.print(f"[yellow]{line}[/yellow]")
+            events.note(line, warning=True)
     if got.interrupted:
-        console.print("[yellow]interrupted: every response received is cached and charged; "
-                      "re-run to continue[/yellow]")
+        events.note("interrupted: every response received is cached and charged; re-run to "
+                    "continue", warning=True)
     return result
 
 
@@ -487,19 +470,5 @@ def _derive_traces(
             trace["pass_rate"] = sum(g.correct for g in graded) / len(graded)
         traces.append(trace)
     return traces
-
-
-def _progress(console: Console) -> Progress:
-    return Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(bar_width=24),
-        MofNCompleteColumn(),
-        TaskProgressColumn(show_speed=True),
-        TextColumn("[cyan]{task.fields[tokens]:,} tok [green]${task.fields[dollars]:.4f}"),
-        TextColumn("[red]{task.fields[failed]} failed"),
-        TimeRemainingColumn(),
-        console=console,
-    )
 
 

@@ -15,7 +15,6 @@ import json
 import os
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 from frugal.evaluation import metrics
 from frugal.evaluation.benchmarks import BenchmarkSpec, load_questions, resolve, same_answer
 from frugal.evaluation.contamination import Overlap, find_overlaps
+from frugal.events import Events, QuietEvents
 from frugal.ledger import append_entry, compute_cost
 from frugal.names import check_name, path_inside
 from frugal.questions import Question
@@ -85,11 +85,9 @@ def points_of(config: EvalConfig) -> list[Point]:
 def run(
     config: EvalConfig,
     run_dir: Path,
-    *,
-    progress: Callable[[int, int, int], None] | None = None,
-    console: Any = None,
+    events: Events | None = None,
 ) -> EvalResult:
-    """Evaluate, resuming finished generations; `progress(done, total, correct)` after each."""
+    """Evaluate, resuming finished generations; a progress bar of `events` follows them."""
     from frugal.adapters import base_model_of, find_adapter, load_with_adapters
     from frugal.endpoint_engine import EndpointEngine
     from frugal.generation import BudgetConfig, BudgetForcingEngine, Engine, Job, ListSource
@@ -138,71 +136,73 @@ def run(
         1 for point in points for q in questions for s in range(config.samples)
         if done.get((point.key, q.id, s), {}).get("correct")
     )
-    if progress:
-        progress(finished, total, correct)
-
+    events = events or QuietEvents()
     started = time.perf_counter()
     routes: dict[str, str] = {}  # question id -> expert adapter, when routing
-    if todo:
-        if config.route:
-            routes = _route(run_dir, questions, adapters)
-        engine: Engine
-        # The adapter every row asks for by name: a server serves each adapter under its own.
-        served_adapter: str | None = None
-        resources = ExitStack()  # a vLLM server started for this evaluation
-        if config.engine is not None:
-            endpoint = config.engine
-            if endpoint == "vllm":
-                from frugal.vllm_server import context_length, serve_with_vllm
+    with events.progress(f"eval {label}", total,
+                         accuracy=_accuracy(finished, correct)) as bar:
+        bar.advance(finished)
+        if todo:
+            if config.route:
+                routes = _route(run_dir, questions, adapters)
+            engine: Engine
+            # The adapter every row asks for by name: a server serves each adapter under its own.
+            served_adapter: str | None = None
+            resources = ExitStack()  # a vLLM server started for this evaluation
+            if config.engine is not None:
+                endpoint = config.engine
+                if endpoint == "vllm":
+                    from frugal.vllm_server import context_length, serve_with_vllm
 
-                endpoint = resources.enter_context(serve_with_vllm(
-                    model, adapters, dtype="float32" if config.dtype == "auto" else config.dtype,
-                    max_model_len=context_length(
-                        PROMPT_TOKENS_BOUND, max(config.max_thinking_tokens),
-                        config.max_answer_tokens)))
-            engine = EndpointEngine(endpoint, load_tokenizer(model))
-            if adapters and not config.route:
-                served_adapter = next(iter(adapters))
-        else:
-            loaded = load_with_adapters(model, adapters, dtype=inference_dtype(config.dtype))
-            engine = BudgetForcingEngine(loaded.model, loaded.tokenizer)
-        with resources, results_path.open("a", encoding="utf-8") as sink:
-            for point in points:
-                rows = [(q, s) for p, q, s in todo if p == point]
-                if not rows:
-                    continue
-                budget = BudgetConfig(
-                    max_thinking_tokens=point.max_thinking_tokens,
-                    min_thinking_tokens=config.min_thinking_tokens,
-                    num_waits=point.num_waits,
-                    max_answer_tokens=config.max_answer_tokens,
-                    temperature=config.temperature,
-                    top_p=config.top_p,
-                    seed=config.seed,
-                )
+                    dtype = "float32" if config.dtype == "auto" else config.dtype
+                    endpoint = resources.enter_context(serve_with_vllm(
+                        model, adapters, dtype=dtype,
+                        max_model_len=context_length(
+                            PROMPT_TOKENS_BOUND, max(config.max_thinking_tokens),
+                            config.max_answer_tokens)))
+                engine = EndpointEngine(endpoint, load_tokenizer(model))
+                if adapters and not config.route:
+                    served_adapter = next(iter(adapters))
+            else:
+                loaded = load_with_adapters(model, adapters, dtype=inference_dtype(config.dtype))
+                engine = BudgetForcingEngine(loaded.model, loaded.tokenizer)
+            with resources, results_path.open("a", encoding="utf-8") as sink:
+                for point in points:
+                    rows = [(q, s) for p, q, s in todo if p == point]
+                    if not rows:
+                        continue
+                    budget = BudgetConfig(
+                        max_thinking_tokens=point.max_thinking_tokens,
+                        min_thinking_tokens=config.min_thinking_tokens,
+                        num_waits=point.num_waits,
+                        max_answer_tokens=config.max_answer_tokens,
+                        temperature=config.temperature,
+                        top_p=config.top_p,
+                        seed=config.seed,
+                    )
 
-                def record(result: Any, rows: list = rows, point: Point = point) -> None:
-                    nonlocal finished, correct
-                    question, sample = rows[result.index]
-                    row = _result_row(spec, point, question, sample, result, config)
-                    if routes:
-                        row["expert"] = routes[question.id]
-                    sink.write(json.dumps(row, ensure_ascii=False) + "\n")
-                    sink.flush()  # one line per generation: a kill loses at most the one in flight
-                    done[(row["budget"], row["id"], row["sample"])] = row
-                    finished += 1
-                    correct += row["correct"]
-                    if progress:
-                        progress(finished, total, correct)
+                    def record(result: Any, rows: list = rows, point: Point = point) -> None:
+                        nonlocal finished, correct
+                        question, sample = rows[result.index]
+                        row = _result_row(spec, point, question, sample, result, config)
+                        if routes:
+                            row["expert"] = routes[question.id]
+                        sink.write(json.dumps(row, ensure_ascii=False) + "\n")
+                        # One line per generation: a kill loses at most the one in flight.
+                        sink.flush()
+                        done[(row["budget"], row["id"], row["sample"])] = row
+                        finished += 1
+                        correct += row["correct"]
+                        bar.advance(1, accuracy=_accuracy(finished, correct))
 
-                jobs = [
-                    Job(engine.format.generation_prompt(spec.prompt(q), config.system), budget,
-                        index=i, seed=_sample_seed(config.seed, q.id, s),
-                        adapter=routes.get(q.id, served_adapter))
-                    for i, (q, s) in enumerate(rows)
-                ]
-                engine.run_jobs(ListSource(jobs, engine.format.encode), config.batch_size,
-                                record)
+                    jobs = [
+                        Job(engine.format.generation_prompt(spec.prompt(q), config.system), budget,
+                            index=i, seed=_sample_seed(config.seed, q.id, s),
+                            adapter=routes.get(q.id, served_adapter))
+                        for i, (q, s) in enumerate(rows)
+                    ]
+                    engine.run_jobs(ListSource(jobs, engine.format.encode), config.batch_size,
+                                    record)
     seconds = time.perf_counter() - started
 
     # `done`: what was read at the start plus every generation appended since.
@@ -511,30 +511,5 @@ def plot_run(run_dir: Path, benchmark: str) -> Path | None:
     )
 
 
-def run_with_progress(config: EvalConfig, run_dir: Path, console: Any) -> EvalResult:
-    """`run` under a rich progress bar: generations done, rate, accuracy so far and ETA."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        SpinnerColumn,
-        TaskProgressColumn,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
-    bar = Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=24),
-        MofNCompleteColumn(), TaskProgressColumn(show_speed=True),
-        TextColumn("[green]accuracy {task.fields[accuracy]}"), TimeRemainingColumn(),
-        console=console,
-    )
-    label = config.label or config.adapter or "base"
-    with bar:
-        task = bar.add_task(f"eval {label}", total=None, accuracy="-")
-
-        def progress(done: int, total: int, correct: int) -> None:
-            accuracy = f"{100 * correct / done:.1f}%" if done else "-"
-            bar.update(task, completed=done, total=total, accuracy=accuracy)
-
-        return run(config, run_dir, progress=progress)
+def _accuracy(done: int, correct: int) -> str:
+    return f"{100 * correct / done:.1f}%" if done else "-"

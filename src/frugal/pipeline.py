@@ -19,8 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-
+from frugal.events import Events, QuietEvents
 from frugal.ledger import append_entry, compute_cost
 from frugal.recipes import Recipe, dump_recipe
 from frugal.run_files import (
@@ -55,7 +54,7 @@ class Stage:
     name: str
     settings: Callable[[Recipe], Any]
     outputs: Callable[[Recipe], list[str]]
-    run: Callable[[Recipe, Path, Console, bool], Any]
+    run: Callable[[Recipe, Path, Events, bool], Any]
     books_compute: bool = False
 
 
@@ -120,7 +119,7 @@ def eval_labels(recipe: Recipe) -> list[str]:
 
 
 @locks_run_dir
-def run(recipe: Recipe, run_dir: Path, *, console: Console | None = None,
+def run(recipe: Recipe, run_dir: Path, *, events: Events | None = None,
         on_stage: Callable[[str, str], None] | None = None,
         until: str | None = None) -> PipelineResult:
     """Run every stage that is not complete, stopping after `until` when given;
@@ -135,7 +134,7 @@ def run(recipe: Recipe, run_dir: Path, *, console: Console | None = None,
             "`frugal run RECIPE --until curate` once, launch `frugal train --run-dir DIR` "
             "under accelerate, then `frugal eval`."
         )
-    console = console or Console()
+    events = events or QuietEvents()
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run_dir / RECIPE, dump_recipe(recipe))
@@ -160,13 +159,13 @@ def run(recipe: Recipe, run_dir: Path, *, console: Console | None = None,
         # Same settings as an interrupted attempt: resume it; else start the stage afresh.
         resume = recorded.get("key") == key
         if recorded.get("status") == "partial":
-            console.print(f"[yellow]{name} was partial ({recorded.get('missing', '?')}): "
-                          "running it again[/yellow]")
+            events.note(f"{name} was partial ({recorded.get('missing', '?')}): running it again",
+                        warning=True)
         state[name] = {"key": key, "status": "running"}
         _write_state(run_dir, state)
         started = time.perf_counter()
         try:
-            outcome = stage.run(recipe, run_dir, console, resume)
+            outcome = stage.run(recipe, run_dir, events, resume)
         except BaseException as error:
             # Whatever stopped it (Ctrl-C, a crash, bad input), the stage is not done.
             interrupted = isinstance(error, KeyboardInterrupt)
@@ -218,44 +217,44 @@ def _partial_record(key: str, started: float, missing: str) -> dict[str, Any]:
 # -- the stages ----------------------------------------------------------------------------------
 
 
-def _pool(recipe: Recipe, run_dir: Path, console: Console, resume: bool) -> Any:
+def _pool(recipe: Recipe, run_dir: Path, events: Events, resume: bool) -> Any:
     from frugal import pool
 
     result = pool.run(recipe.pool, run_dir)
-    console.print(f"pool: {len(result.questions)} questions in {result.path}")
+    events.note(f"pool: {len(result.questions)} questions in {result.path}")
     return result
 
 
-def _distill(recipe: Recipe, run_dir: Path, console: Console, resume: bool) -> Any:
+def _distill(recipe: Recipe, run_dir: Path, events: Events, resume: bool) -> Any:
     from frugal import distill
 
-    result = distill.run(recipe.distill, run_dir, console=console)
-    console.print(f"distill: {len(result.traces)} traces, {result.correct} correct, "
+    result = distill.run(recipe.distill, run_dir, events)
+    events.note(f"distill: {len(result.traces)} traces, {result.correct} correct, "
                   f"{result.calls} teacher calls, ${result.dollars:.4f}")
     return result
 
 
-def _curate(recipe: Recipe, run_dir: Path, console: Console, resume: bool) -> Any:
+def _curate(recipe: Recipe, run_dir: Path, events: Events, resume: bool) -> Any:
     from frugal import curate
 
-    result = curate.run(recipe.curate, run_dir, console=console)
-    console.print(f"curate: {len(result.selected)} selected into {result.selected_path}")
+    result = curate.run(recipe.curate, run_dir, events)
+    events.note(f"curate: {len(result.selected)} selected into {result.selected_path}")
     return result
 
 
-def _train(recipe: Recipe, run_dir: Path, console: Console, resume: bool) -> Any:
+def _train(recipe: Recipe, run_dir: Path, events: Events, resume: bool) -> Any:
     from frugal import train
 
     # Without resume (other settings than the checkpoints were made with) training itself
     # removes the earlier checkpoints before it starts.
-    result = train.run(recipe.train, run_dir, resume=resume)
+    result = train.run(recipe.train, run_dir, resume=resume, events=events)
     loss = "-" if result.final_loss is None else f"{result.final_loss:.4f}"
-    console.print(f"train: {result.steps} steps on {result.examples} examples, "
+    events.note(f"train: {result.steps} steps on {result.examples} examples, "
                   f"{result.tokens:,} tokens in {result.seconds:.0f} s, final loss {loss}")
     return result
 
 
-def _eval(recipe: Recipe, run_dir: Path, console: Console, resume: bool) -> Any:
+def _eval(recipe: Recipe, run_dir: Path, events: Events, resume: bool) -> Any:
     from frugal import evaluate
 
     settings = recipe.eval
@@ -276,11 +275,11 @@ def _eval(recipe: Recipe, run_dir: Path, console: Console, resume: bool) -> Any:
         config = evaluate.EvalConfig.model_validate(
             settings.model_dump(exclude={"base"}) | {"model": model, "adapter": adapter,
                                                       "label": label, "system": system})
-        results.append(evaluate.run_with_progress(config, run_dir, console))
+        results.append(evaluate.run(config, run_dir, events))
     return results
 
 
-def _experts(recipe: Recipe, run_dir: Path, console: Console, resume: bool) -> Any:
+def _experts(recipe: Recipe, run_dir: Path, events: Events, resume: bool) -> Any:
     from frugal.experts import stage
 
     assert recipe.experts is not None
@@ -301,13 +300,13 @@ def _experts(recipe: Recipe, run_dir: Path, console: Console, resume: bool) -> A
             if experts_own(path.name):
                 remove_inside(run_dir, path)
         remove_inside(run_dir, run_dir / "eval")
-    result = stage.run(recipe.experts, run_dir, console=console)
+    result = stage.run(recipe.experts, run_dir, events)
     if result.comparison:
-        console.print(f"experts: {result.comparison['verdict']}")
+        events.note(f"experts: {result.comparison['verdict']}")
     return result
 
 
-def _report(recipe: Recipe, run_dir: Path, console: Console, resume: bool) -> Any:
+def _report(recipe: Recipe, run_dir: Path, events: Events, resume: bool) -> Any:
     from frugal import report
 
     return report.write(recipe, run_dir)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from frugal.events import Events, QuietEvents
 from frugal.ledger import append_entry, compute_cost
 from frugal.names import check_name, check_run_dir, path_inside
 from frugal.reasoning_format import ReasoningFormat
@@ -151,18 +152,19 @@ class Prepared:
 
 def prepare(
     config: TrainConfig, run_dir: Path, records: list[dict[str, Any]] | None = None, *,
-    main: bool | None = None,
+    main: bool | None = None, events: Events | None = None,
 ) -> Prepared:
     """Load the model, build the examples and the SFTTrainer, without training. `main` (default:
-    no `records` given) marks the run's own training rather than one expert of many."""
+    no `records` given) marks the run's own training rather than one expert of many; `events`
+    (the main process's) get the notes and the training bar."""
     import datasets
     from datasets import Dataset
     from transformers.trainer_callback import PrinterCallback, ProgressCallback
     from trl import SFTTrainer
 
     from frugal.training.callbacks import (
+        EventsProgressCallback,
         JsonlLogCallback,
-        RichProgressCallback,
         StopIfFinished,
     )
     from frugal.training.setup import (
@@ -185,10 +187,11 @@ def prepare(
     fmt = ReasoningFormat.for_tokenizer(loaded.tokenizer)
     examples = build_examples(records, fmt, config.system)
     fits, too_long = split_by_length(examples, loaded.tokenizer, config.max_seq_length)
-    if too_long and rank == 0:
-        print(
+    if too_long and events is not None:
+        events.note(
             f"left out {len(too_long)} of {len(examples)} examples longer than max_seq_length="
-            f"{config.max_seq_length} (longest {max(too_long)} tokens); they are never truncated"
+            f"{config.max_seq_length} (longest {max(too_long)} tokens); they are never truncated",
+            warning=True,
         )
     if not fits:
         raise ValueError(
@@ -211,8 +214,8 @@ def prepare(
         JsonlLogCallback(path_inside(run_dir, log_name(config, main)), rank=rank)
     )
     trainer.add_callback(StopIfFinished())
-    if rank == 0:
-        trainer.add_callback(RichProgressCallback())
+    if events is not None:
+        trainer.add_callback(EventsProgressCallback(events))
     return Prepared(trainer, loaded, fmt, len(fits), too_long, output_dir)
 
 
@@ -229,6 +232,7 @@ def run(
     *,
     resume: bool = False,
     records: list[dict[str, Any]] | None = None,
+    events: Events | None = None,
 ) -> TrainResult:
     """Train on `selected.jsonl` (or on `records`, the experts' per-domain subsets).
 
@@ -240,6 +244,8 @@ def run(
 
     run_dir = check_run_dir(run_dir)
     rank = int(os.environ.get("RANK", "0"))
+    events = events or QuietEvents()
+    said = events if rank == 0 else None  # one process speaks for all
     # First: a name that escapes the run directory must stop everything, even a missing file.
     output_dir = path_inside(run_dir, "checkpoints", check_name(config.name, "train.name"))
     main = records is None  # the run's own training, not one expert of many
@@ -248,24 +254,25 @@ def run(
     source = SELECTED if main else f"the examples of {config.name}"
     # Checked before the model loads, so a refused resume costs nothing.
     checkpoint = checkpoints.resume_point(
-        run_dir, output_dir, expected, source=source, announce=rank == 0
+        run_dir, output_dir, expected, source=source, events=said
     ) if resume else None
-    prepared = prepare(config, run_dir, records, main=main)
+    prepared = prepare(config, run_dir, records, main=main, events=said)
     trainer = prepared.trainer
     if rank == 0:
         if resume:
             checkpoints.record(output_dir, expected)
         else:
-            checkpoints.start_fresh(run_dir, output_dir, expected)
+            checkpoints.start_fresh(run_dir, output_dir, expected, events)
     started = time.perf_counter()
     try:
         outcome = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
         training_loss = outcome.training_loss
     except AlreadyFinished:  # the checkpoint holds the whole training: its weights are loaded
         training_loss = None
-        if rank == 0:
-            print(f"{checkpoint.name if checkpoint else 'the checkpoint'} already holds all "
-                  f"{trainer.state.global_step} steps: saving its weights, training nothing")
+        if said is not None:
+            said.note(f"{checkpoint.name if checkpoint else 'the checkpoint'} already holds "
+                      f"all {trainer.state.global_step} steps: saving its weights, training "
+                      "nothing")
     seconds = time.perf_counter() - started
     kind = "adapters" if config.method != "full" else "models"
     output_path = path_inside(run_dir, kind, config.name)

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rich.console import Console
-
 from frugal.endpoint_config import EndpointConfig
+from frugal.events import Events
 from frugal.generation import BudgetConfig
 from frugal.grading import grade
 from frugal.ledger import TokenPrices
@@ -31,7 +30,7 @@ def solved_by(
     run_dir: Path,
     *,
     batch_size: int = 8,
-    console: Console,
+    events: Events,
     engine: EndpointConfig | None = None,
 ) -> dict[str, bool]:
     """Question id -> whether `model` answers it correctly (greedy), on the local engine or
@@ -45,7 +44,7 @@ def solved_by(
     ))
     with TeacherCache(Path(run_dir) / TEACHER_CACHE) as cache:
         got = collect(
-            teacher, questions, cache, prices=TokenPrices(), max_cost=None, console=console,
+            teacher, questions, cache, prices=TokenPrices(), max_cost=None, events=events,
             label=f"difficulty · {model}",
         )
         if got.interrupted:

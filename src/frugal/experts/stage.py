@@ -19,6 +19,7 @@ from typing import Any
 
 from frugal.evaluation import metrics
 from frugal.evaluation.benchmarks import BenchmarkSpec, load_questions, resolve
+from frugal.events import Events, QuietEvents
 from frugal.experts.naming import expert_names
 from frugal.experts.router import Router
 from frugal.run_files import (
@@ -46,12 +47,13 @@ class ExpertsResult:
 
 
 @locks_run_dir
-def run(config: ExpertsConfig, run_dir: Path, *, console: Any = None) -> ExpertsResult:
+def run(config: ExpertsConfig, run_dir: Path, events: Events | None = None) -> ExpertsResult:
     from frugal import train
     from frugal.adapters import run_adapters
     from frugal.experts.merge import merge_experts
 
     run_dir = Path(run_dir)
+    events = events or QuietEvents()
     records = read_selected(run_dir)
     by_domain: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for record in records:
@@ -66,12 +68,12 @@ def run(config: ExpertsConfig, run_dir: Path, *, console: Any = None) -> Experts
     tokens: dict[str, int] = {}
     existing = run_adapters(run_dir)
     for domain, name in experts.items():
-        tokens[name] = _train(train, config, run_dir, name, by_domain[domain], existing, console)
+        tokens[name] = _train(train, config, run_dir, name, by_domain[domain], existing, events)
     # Same epochs over the union of the experts' data: the same total training tokens. A step
     # cap is per adapter, so the generalist gets the experts' steps added up.
     union = [r for d in domains for r in by_domain[d]]
     steps = config.train.max_steps * len(experts) if config.train.max_steps > 0 else -1
-    tokens[GENERALIST] = _train(train, config, run_dir, GENERALIST, union, existing, console,
+    tokens[GENERALIST] = _train(train, config, run_dir, GENERALIST, union, existing, events,
                                 max_steps=steps)
 
     benchmark = resolve(config.benchmark)
@@ -80,23 +82,23 @@ def run(config: ExpertsConfig, run_dir: Path, *, console: Any = None) -> Experts
     adapters = run_adapters(run_dir)
     merge_experts(config.train.model, {n: adapters[n] for n in experts.values()},
                   run_dir / "adapters", config.merges)
-    comparison = compare(config, run_dir, benchmark, experts, tokens) if config.compare else None
+    comparison = compare(config, run_dir, benchmark, experts, tokens,
+                         events) if config.compare else None
     return ExpertsResult(experts, routing, comparison, tokens)
 
 
 def _train(train: Any, config: ExpertsConfig, run_dir: Path, name: str,
-           records: list[dict[str, Any]], existing: dict[str, Path], console: Any,
+           records: list[dict[str, Any]], existing: dict[str, Path], events: Events,
            max_steps: int | None = None) -> int:
     record = run_dir / ADAPTERS / name / TRAIN_RECORD
     if name in existing and record.is_file():  # finished before: keep it
         return int(json.loads(record.read_text()).get("tokens", 0))
-    if console:
-        console.print(f"training {name} on {len(records)} examples")
+    events.note(f"training {name} on {len(records)} examples")
     update: dict[str, Any] = {"name": name}
     if max_steps is not None:
         update["max_steps"] = max_steps
     settings = config.train.model_copy(update=update)
-    result = train.run(settings, run_dir, resume=True, records=records)
+    result = train.run(settings, run_dir, resume=True, records=records, events=events)
     return result.tokens
 
 
@@ -130,7 +132,7 @@ def fit_routers(run_dir: Path, by_domain: dict[str, list[dict[str, Any]]],
 
 
 def compare(config: ExpertsConfig, run_dir: Path, benchmark: BenchmarkSpec,
-            experts: dict[str, str], tokens: dict[str, int]) -> dict[str, Any]:
+            experts: dict[str, str], tokens: dict[str, int], events: Events) -> dict[str, Any]:
     from frugal import evaluate
     from frugal.tasks import FAMILIES
 
@@ -151,7 +153,7 @@ def compare(config: ExpertsConfig, run_dir: Path, benchmark: BenchmarkSpec,
             system=config.train.system, machine_price_per_hour=config.machine_price_per_hour,
             dtype=config.dtype, engine=config.engine, **how,
         )
-        result = evaluate.run(evaluation, run_dir)
+        result = evaluate.run(evaluation, run_dir, events)
         best = max(result.summary["points"], key=lambda p: p["accuracy"])
         table[label] = {"overall": {k: best[k] for k in ("accuracy", "ci95", "correct",
                                                          "generations", "budget")},

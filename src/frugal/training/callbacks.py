@@ -1,4 +1,4 @@
-"""Trainer callbacks: a rich progress bar and `train-log.jsonl`.
+"""Trainer callbacks: the training bar (on the events channel) and `train-log.jsonl`.
 
 Both read what the Trainer already tracks (`state.global_step`, `state.num_input_tokens_seen`,
 the logged loss and learning rate); tokens per second count real tokens, which with packing and
@@ -9,20 +9,13 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from transformers import TrainerCallback
 
+from frugal.events import Events
 from frugal.run_files import write_jsonl
 
 
@@ -42,46 +35,36 @@ class _Rate:
         return (tokens - self.first_tokens) / elapsed if elapsed > 0 else 0.0
 
 
-class RichProgressCallback(TrainerCallback):
-    def __init__(self) -> None:
-        self.progress: Progress | None = None
-        self.task: Any = None
+class EventsProgressCallback(TrainerCallback):
+    """The training bar, on the events channel: steps, loss, learning rate, tokens per second."""
+
+    def __init__(self, events: Events) -> None:
+        self.events = events
+        self.bar: Any = None
+        self.steps = 0
         self.rate = _Rate()
+        self._open = ExitStack()
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.progress = Progress(
-            SpinnerColumn(),
-            TextColumn("train"),
-            BarColumn(bar_width=24),
-            MofNCompleteColumn(),
-            TextColumn("loss [cyan]{task.fields[loss]}[/] lr {task.fields[lr]}"),
-            TextColumn("[magenta]{task.fields[tps]:,.0f} tok/s"),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-        )
-        self.progress.start()
-        self.task = self.progress.add_task(
-            "train", total=state.max_steps, completed=state.global_step, loss="-", lr="-", tps=0.0
-        )
+        self.bar = self._open.enter_context(self.events.progress(
+            "train", state.max_steps, loss="-", lr="-", tokens_per_second=0))
+        self.steps = state.global_step  # a resumed training starts where its checkpoint ended
+        self.bar.advance(self.steps)
         self.rate(int(state.num_input_tokens_seen))
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.progress is not None:
-            self.progress.update(
-                self.task, completed=state.global_step,
-                tps=self.rate(int(state.num_input_tokens_seen)),
-            )
+        if self.bar is not None:
+            self.bar.advance(state.global_step - self.steps,
+                             tokens_per_second=round(self.rate(int(state.num_input_tokens_seen))))
+            self.steps = state.global_step
 
     def on_log(self, args: Any, state: Any, control: Any, logs: Any = None, **kwargs: Any) -> None:
-        if self.progress is not None and logs and "loss" in logs:
-            self.progress.update(
-                self.task, loss=f"{logs['loss']:.4f}", lr=f"{logs.get('learning_rate', 0):.2e}"
-            )
+        if self.bar is not None and logs and "loss" in logs:
+            self.bar.update(loss=f"{logs['loss']:.4f}", lr=f"{logs.get('learning_rate', 0):.2e}")
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.progress is not None:
-            self.progress.stop()
-            self.progress = None
+        self._open.close()
+        self.bar = None
 
 
 class AlreadyFinished(Exception):  # noqa: N818 - a signal, not an error

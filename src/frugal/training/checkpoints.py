@@ -21,6 +21,7 @@ import re
 from pathlib import Path
 from typing import Any
 
+from frugal.events import Events
 from frugal.names import remove_inside
 from frugal.run_files import write_json
 
@@ -82,40 +83,42 @@ def missing_part(checkpoint: Path) -> str | None:
 
 
 def resume_point(run_dir: Path, output_dir: Path, expected: dict[str, Any], *, source: str,
-                 announce: bool) -> Path | None:
+                 events: Events | None) -> Path | None:
     """The last complete checkpoint, after checking it belongs to this training; incomplete
-    ones are removed (by the announcing process only, so data-parallel ranks do not race).
-    None when there is nothing to resume from."""
+    ones are removed (by the process that has `events`, rank 0, so data-parallel ranks do not
+    race). None when there is nothing to resume from."""
     found = checkpoints(output_dir)
     problems = {path: missing_part(path) for _, path in found}
     complete = [path for _, path in found if problems[path] is None]
     chosen = complete[-1] if complete else None
     if chosen is not None:
-        check_fingerprint(output_dir, expected, chosen, source=source, announce=announce)
+        check_fingerprint(output_dir, expected, chosen, source=source, events=events)
     for path, missing in problems.items():
-        if missing is not None and announce:
-            print(f"{path.name} is incomplete (no {missing}: its save was interrupted); "
-                  "skipping it")
+        if missing is not None and events is not None:
+            events.note(f"{path.name} is incomplete (no {missing}: its save was interrupted); "
+                        "skipping it", warning=True)
             remove_inside(run_dir, path)
-    if announce:
+    if events is not None:
         if chosen is None:
-            print(f"no complete checkpoint in {output_dir} yet: starting from the beginning")
+            events.note(f"no complete checkpoint in {output_dir} yet: starting from the "
+                        "beginning")
         else:
-            print(f"resuming from {chosen.name}")
+            events.note(f"resuming from {chosen.name}")
     return chosen
 
 
 def check_fingerprint(output_dir: Path, expected: dict[str, Any], checkpoint: Path, *,
-                      source: str, announce: bool) -> None:
+                      source: str, events: Events | None) -> None:
     """Refuse to resume `checkpoint` when it was made with other data or settings."""
     path = output_dir / FINGERPRINT
     fix = ("Fix: run without --resume to start this training over (its checkpoints are "
            "replaced), train under a new name (--name, or train.name in a recipe), or resume "
            "with the original data and settings.")
     if not path.is_file():  # made before fingerprints were written: nothing to compare
-        if announce:
-            print(f"warning: {output_dir} has no {FINGERPRINT}, so it cannot be checked that "
-                  f"{checkpoint.name} was made with this data and these settings")
+        if events is not None:
+            events.note(f"{output_dir} has no {FINGERPRINT}, so it cannot be checked that "
+                        f"{checkpoint.name} was made with this data and these settings",
+                        warning=True)
         return
     try:
         before = json.loads(path.read_text(encoding="utf-8"))
@@ -146,15 +149,16 @@ def _differences(before: dict[str, Any], now: dict[str, Any], source: str) -> li
     return found
 
 
-def start_fresh(run_dir: Path, output_dir: Path, expected: dict[str, Any]) -> None:
+def start_fresh(run_dir: Path, output_dir: Path, expected: dict[str, Any],
+                events: Events) -> None:
     """Before a training that does not resume: drop the checkpoints of the one it replaces
     and record what this one is made of."""
     stale = checkpoints(output_dir)
     for _, path in stale:
         remove_inside(run_dir, path)
     if stale:
-        print(f"removed {len(stale)} checkpoint(s) of an earlier training in {output_dir} "
-              "(this one starts over; pass --resume to continue instead)")
+        events.note(f"removed {len(stale)} checkpoint(s) of an earlier training in "
+                    f"{output_dir} (this one starts over; pass --resume to continue instead)")
     record(output_dir, expected)
 
 
