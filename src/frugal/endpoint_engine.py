@@ -42,8 +42,8 @@ from frugal.generation import (
     continuation_end_ids,
 )
 from frugal.reasoning_format import ReasoningFormat
+from frugal.settings.teachers import PLACEHOLDER_KEY
 
-PLACEHOLDER_KEY = "EMPTY"  # vLLM and llama.cpp accept any key when started without one
 BASE_ADAPTER = "__base__"  # what the serving layer names "no adapter" (PEFT's name)
 CANCEL_POLL_S = 0.1  # how often a row in flight checks whether its client is still there
 
@@ -212,19 +212,17 @@ class EndpointEngine(Engine):
         if remaining <= 0:
             row.finish_reason = "max_answer_tokens"
         else:
-            ids, stopped_on = await self._complete(client, row, remaining, self._end_ids)
-            row.add(ids, Section.ANSWER, forced=False)
-            if stopped_on is not None:
-                row.add([stopped_on], Section.ANSWER, forced=False)
-                row.finish_reason = "end_of_turn"
-            else:
-                row.finish_reason = "max_answer_tokens"
+            await self._answer(client, row, remaining, self._end_ids)
 
     async def _continue(self, client: openai.AsyncOpenAI, row: _Row) -> None:
         """A plain continuation (no forcing): one request, ending at the job's stops."""
         stops = sorted(continuation_end_ids(row.job, set(self._end_ids)))
-        ids, stopped_on = await self._complete(client, row, row.job.budget.max_answer_tokens,
-                                               stops)
+        await self._answer(client, row, row.job.budget.max_answer_tokens, stops)
+
+    async def _answer(self, client: openai.AsyncOpenAI, row: _Row, max_tokens: int,
+                      stops: list[int]) -> None:
+        """Generate the rest of the row as its answer, up to `max_tokens` or a stop token."""
+        ids, stopped_on = await self._complete(client, row, max_tokens, stops)
         row.add(ids, Section.ANSWER, forced=False)
         if stopped_on is not None:
             row.add([stopped_on], Section.ANSWER, forced=False)
