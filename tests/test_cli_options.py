@@ -14,7 +14,7 @@ import typer.main
 from typer.testing import CliRunner
 
 from frugal.cli import app
-from frugal.cli_options import REGISTRY, default_of, settings_of
+from frugal.cli_options import REGISTRY, settings_of
 
 COMMANDS = sorted(REGISTRY)
 
@@ -44,7 +44,7 @@ def test_every_field_has_an_option_that_agrees_with_it(command: str) -> None:
         assert param.default is None  # the model's default applies, never a second one
         assert setting.info.description, f"{setting.path}: a field needs a description"
         assert param.help.startswith(setting.info.description), setting.path
-        default = default_of(setting.info)
+        default = setting.default
         if default is not None and not isinstance(default, (list, dict)) and not hasattr(
                 default, "model_fields"):
             assert param.show_default == str(default), setting.path

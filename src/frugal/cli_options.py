@@ -11,6 +11,7 @@ reaches any field, and pydantic validates the result with errors that name the o
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import types
@@ -20,10 +21,12 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal, NoReturn
 
 import typer
+import yaml
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
-from pydantic_core import PydanticUndefined
 from rich.console import Console
+
+from frugal.settings import default_of, model_in, with_section_defaults
 
 
 @dataclass(frozen=True)
@@ -35,6 +38,7 @@ class Setting:
     parameter: str  # the Python name typer passes it under
     annotation: Any  # the field's type
     info: FieldInfo
+    default: Any = None  # the model's default here (a section's own, where it has one)
 
     @property
     def kind(self) -> str:
@@ -45,7 +49,7 @@ class Setting:
 
     def shown_default(self) -> str | bool:
         """The model's default as --help shows it (False: none worth showing)."""
-        default = default_of(self.info)
+        default = self.default
         return False if default is None or isinstance(default, BaseModel) else _show(default)
 
     def cli_annotation(self, short: str | None = None) -> Any:
@@ -69,12 +73,15 @@ class Setting:
         scalar = {"int": int, "float": float}.get(self.kind, str)
         return Annotated[scalar | None, typer.Option(*names, **shown)]
 
+    def _holds_strings(self) -> bool:
+        return _dict_values(self.annotation) is str
+
     def parse(self, value: Any) -> Any:
         """The option's value as the model expects it."""
         if self.kind == "list":
             parts = [part.strip() for item in value for part in item.split(",") if part.strip()]
-            if "str" in _arg_kinds(self.annotation) and len(value) == 1 and "," not in value[0]:
-                return parts[0]  # a field such as list[str] | str takes one word as the str
+            if "str" in _arg_kinds(self.annotation) and value == [self.default]:
+                return parts[0]  # list[str] | str: its special word (all-linear), not a list
             return parts
         if self.kind == "mapping":
             mapping = {}
@@ -82,9 +89,15 @@ class Setting:
                 name, sep, rest = item.partition("=")
                 if not sep or not name or not rest:
                     raise SettingsError(f"{self.option} {item!r}: expected NAME=VALUE")
-                mapping[name] = rest
+                # Values are YAML (numbers, lists) unless the field holds strings (paths).
+                mapping[name] = rest if self._holds_strings() else yaml.safe_load(rest)
             return mapping
         return value
+
+
+def _dict_values(annotation: Any) -> Any:
+    args = typing.get_args(_without_none(annotation))
+    return args[1] if len(args) == 2 else Any
 
 
 def kind_of(annotation: Any) -> str:
@@ -129,20 +142,6 @@ def _without_none(annotation: Any) -> Any:
     return annotation
 
 
-def _model_in(annotation: Any) -> type[BaseModel] | None:
-    """The model a field holds (itself, or inside `X | None`), for flattening."""
-    inner = _without_none(annotation)
-    if isinstance(inner, type) and issubclass(inner, BaseModel):
-        return inner
-    return None
-
-
-def default_of(info: FieldInfo) -> Any:
-    if info.default_factory is not None:
-        return info.default_factory()  # type: ignore[call-arg]
-    return None if info.default is PydanticUndefined else info.default
-
-
 def _show(value: Any) -> str:
     if isinstance(value, BaseModel):
         return ""
@@ -151,17 +150,21 @@ def _show(value: Any) -> str:
     return str(value)
 
 
-def settings_of(model: type[BaseModel], prefix: str = "") -> Iterator[Setting]:
-    """Every leaf field of `model`, nested models flattened."""
+def settings_of(model: type[BaseModel], prefix: str = "",
+                defaults: BaseModel | None = None) -> Iterator[Setting]:
+    """Every leaf field of `model`, nested models flattened; `defaults` is the section's own
+    default instance where its field has one (the local teacher's 256-token budget)."""
     for name, info in model.model_fields.items():
         path = f"{prefix}{name}"
-        nested = _model_in(info.annotation)
+        default = getattr(defaults, name) if defaults is not None else default_of(info)
+        nested = model_in(info.annotation)
         if nested is not None:
-            yield from settings_of(nested, f"{path}.")
+            yield from settings_of(nested, f"{path}.",
+                                   default if isinstance(default, BaseModel) else None)
             continue
         yield Setting(path=path, option="--" + path.replace(".", "-").replace("_", "-"),
                       parameter="setting_" + path.replace(".", "__"),
-                      annotation=info.annotation, info=info)
+                      annotation=info.annotation, info=info, default=default)
 
 
 @dataclass(frozen=True)
@@ -183,8 +186,7 @@ class Options:
                                                 for s in self.skip):
                 continue
             if setting.path in rename:
-                setting = Setting(setting.path, rename[setting.path], setting.parameter,
-                                  setting.annotation, setting.info)
+                setting = dataclasses.replace(setting, option=rename[setting.path])
             found.append(setting)
         return found
 
@@ -253,7 +255,7 @@ def _put(tree: dict[str, Any], path: str, value: Any) -> None:
 def build(model: type[BaseModel], settings: dict[str, Any], command: str) -> Any:
     """`model` from the given settings; a validation error names the options at fault."""
     try:
-        return model.model_validate(settings)
+        return model.model_validate(with_section_defaults(model, settings))
     except ValidationError as error:
         raise SettingsError(describe(error, REGISTRY.get(command))) from None
 

@@ -253,12 +253,13 @@ def _embed(items: list[Item], config: CurateConfig) -> None:
 
 
 def _eval_texts(sources: list[str]) -> dict[str, list[str]]:
-    texts = {}
+    texts: dict[str, list[str]] = {}
     for source in sources:
         questions = read_questions(source, DEFAULT_FIELDS)
-        texts[Path(source).stem if Path(source).exists() else source] = [
-            q.question for q in questions
-        ]
+        name = Path(source).stem if Path(source).exists() else source
+        if name in texts:  # a/test.jsonl and b/test.jsonl: both count, under their paths
+            name = source
+        texts[name] = [q.question for q in questions]
     return texts
 
 

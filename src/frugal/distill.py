@@ -301,9 +301,9 @@ def collect(
         if key not in cached and key not in final_failures and key not in asked:
             todo.append(q)
             asked.add(key)
-    with events.progress(label, len(questions), tokens=0, dollars=0.0,
-                         failed=len(final_failures)) as bar:
-        bar.advance(len(questions) - len(todo))  # answered before: cached or failed for good
+    # Answered before (cached, or failed for good) counts as done, not as speed.
+    with events.progress(label, len(questions), len(questions) - len(todo), tokens=0,
+                         dollars=0.0, failed=len(final_failures)) as bar:
         sink = _CachingSink(teacher, cache, keys, params, prices, max_cost, bar, events)
         sink.paid_elsewhere = paid_elsewhere
         sink.failed.update({f.question_id: f.reason for f in final_failures.values()})

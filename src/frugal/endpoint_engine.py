@@ -151,9 +151,13 @@ class EndpointEngine(Engine):
 
             try:
                 while not source.exhausted() and not failures:
+                    free = concurrency - len(running)
+                    if free <= 0:  # jobs stay in the source (a server's bounded queue) meanwhile
+                        await asyncio.wait(set(running), return_when=asyncio.FIRST_COMPLETED)
+                        continue
                     # The source may block (a server's queue waits for requests): off the loop,
                     # so the rows in flight keep going.
-                    for job in await asyncio.to_thread(source.take, concurrency, idle=True):
+                    for job in await asyncio.to_thread(source.take, free, idle=True):
                         task = asyncio.create_task(one(job))
                         running.add(task)
                         task.add_done_callback(settled)

@@ -139,9 +139,8 @@ def run(
     events = events or QuietEvents()
     started = time.perf_counter()
     routes: dict[str, str] = {}  # question id -> expert adapter, when routing
-    with events.progress(f"eval {label}", total,
+    with events.progress(f"eval {label}", total, finished,
                          accuracy=_accuracy(finished, correct)) as bar:
-        bar.advance(finished)
         if todo:
             if config.route:
                 routes = _route(run_dir, questions, adapters)

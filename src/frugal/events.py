@@ -37,9 +37,10 @@ class Events(Protocol):
         """A line worth telling the user (`warning`: something they should act on)."""
         ...
 
-    def progress(self, label: str, total: int | None, **figures: Any
+    def progress(self, label: str, total: int | None, completed: int = 0, **figures: Any
                  ) -> Any:  # a context manager yielding a Bar
-        """A bar for `total` items (None: unknown), open while the work runs."""
+        """A bar for `total` items (None: unknown), `completed` of them done before (resumed:
+        not counted in the rate), open while the work runs."""
         ...
 
 
@@ -54,12 +55,14 @@ class RichEvents:
                            soft_wrap=True)
 
     @contextmanager
-    def progress(self, label: str, total: int | None, **figures: Any) -> Iterator[Bar]:
+    def progress(self, label: str, total: int | None, completed: int = 0,
+                 **figures: Any) -> Iterator[Bar]:
         columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=24),
                    MofNCompleteColumn(), TaskProgressColumn(show_speed=True),
                    TextColumn("[cyan]{task.fields[figures]}"), TimeRemainingColumn()]
         with Progress(*columns, console=self.console) as bars:
-            task = bars.add_task(label, total=total, figures=_show(figures))
+            task = bars.add_task(label, total=total, completed=completed,
+                                 figures=_show(figures))
             yield _RichBar(bars, task, dict(figures))
 
 
@@ -116,8 +119,9 @@ class RecordedEvents:
         self.notes.append((message, warning))
 
     @contextmanager
-    def progress(self, label: str, total: int | None, **figures: Any) -> Iterator[RecordedBar]:
-        bar = RecordedBar(label, total, figures=dict(figures))
+    def progress(self, label: str, total: int | None, completed: int = 0,
+                 **figures: Any) -> Iterator[RecordedBar]:
+        bar = RecordedBar(label, total, done=completed, figures=dict(figures))
         self.bars.append(bar)
         try:
             yield bar

@@ -22,7 +22,7 @@ from frugal.experts.stage import ExpertsConfig
 from frugal.names import SafeName
 from frugal.pool import PoolConfig
 from frugal.run_files import RunFileError, read_yaml
-from frugal.settings import DEFAULT_MODEL
+from frugal.settings import DEFAULT_MODEL, with_section_defaults
 from frugal.settings.evaluate import RunEvalConfig
 from frugal.train import TrainConfig
 
@@ -143,7 +143,7 @@ def load_recipe(recipe: str | None = None, overrides: list[str] | None = None) -
         raise RecipeError(f"{path}: a recipe is a mapping of sections (name, pool, train, ...)")
     data = apply_overrides(data, overrides or [])
     try:
-        return Recipe.model_validate(data)
+        return Recipe.model_validate(with_section_defaults(Recipe, data))
     except ValidationError as error:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc']) or '(top)'}: {e['msg']}"

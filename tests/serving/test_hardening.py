@@ -118,6 +118,8 @@ def test_every_hostile_request_gets_its_status_and_the_server_stays_up(server: R
         ("model null", "chat", chat(model=None), JSON_AUTH, 400),
         ("prompt too long", "chat", user("word " * 2000), JSON_AUTH, 400),
         ("5000 braces", "chat", b"{" * 5000, JSON_AUTH, 400),
+        ("5000-digit integer", "chat", chat(x=0)[:-1] + b', "n": ' + b"9" * 5000 + b"}",
+         JSON_AUTH, 400),
         ("200,000 nested lists", "chat", nested(200_000), JSON_AUTH, 400),
         ("deep unknown field", "chat",
          chat(x=0)[:-1] + b', "deep": ' + nested(100_000) + b"}", JSON_AUTH, 400),

@@ -70,6 +70,9 @@ def test_inside_an_opened_thinking_section_the_budget_is_forced(server: Running)
     assert driven.usage.completion_tokens == 9
     assert driven.usage.completion_tokens_details.reasoning_tokens == 0
     assert "Final Answer:" not in driven.choices[0].text
+    # Token-level stops other than the marker would be ignored by forcing: refused by name.
+    refused = raw(server, prompt=s1_prompt, stop_token_ids=[5])
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "stop_token_ids"
 
 
 def test_stop_strings_end_the_answer_with_finish_reason_stop(server: Running) -> None:

@@ -27,6 +27,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.requests import ClientDisconnect
 
 from frugal.serving.openai_serving import (
     ClientGone,
@@ -134,6 +135,8 @@ def create_app(
         except TimeoutError:
             raise RequestError(408, f"the body did not arrive within {policy.body_timeout_s:g} s",
                                code="request_timeout") from None
+        except ClientDisconnect:  # gone before its body arrived: nothing to answer
+            raise RequestError(499, "the client closed the connection") from None
         return b"".join(chunks)
 
     async def prepare(request: Request, model: type, prepare_job: Callable[[Any], PreparedJob]
@@ -199,7 +202,7 @@ def _parse_and_prepare(body: bytes, model: type, prepare_job: Callable[[Any], Pr
                        ) -> tuple[Any, PreparedJob]:
     try:
         data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+    except ValueError as error:  # not JSON, not UTF-8, or an integer too long to convert
         raise RequestError(400, f"the body is not valid JSON: {error}") from None
     except RecursionError:
         raise RequestError(400, "the body nests too deeply") from None

@@ -185,6 +185,8 @@ class ServingEngine:
         except BaseException:  # shutting down: the request never entered the queue
             self._forget(index)
             raise
+        if self.failure is not None:  # the loop died while this was queued: nobody will answer
+            self._fail_one(index, self.failure)
         return ticket
 
     def waiting(self) -> int:
@@ -242,6 +244,7 @@ class ServingEngine:
             )
         except BaseException as error:  # the server reports it on /health and refuses work
             self.failure = error
+            self.source.close()  # later requests are refused at once (503)
             # Nobody may wait forever: every request still in flight gets the error.
             for index in list(self._tickets):
                 ticket = self._forget(index)

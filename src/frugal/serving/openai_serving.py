@@ -257,6 +257,12 @@ class OpenAIServing:
         forced = fmt.ends_inside_thinking(text) and not drives_thinking
         name, adapter = self.resolve_model(request.model, text)
         if forced:
+            if stop_ids or request.ignore_eos:
+                raise RequestError(
+                    400, "stop_token_ids and ignore_eos apply to plain continuations; this "
+                    "prompt ends inside a thinking section, so the server forces its budget "
+                    "(stop on the end-of-thinking marker to drive the thinking yourself)",
+                    "stop_token_ids" if stop_ids else "ignore_eos")
             budget = self.budget(request, request.max_tokens)
             continuation = None
         else:
@@ -349,7 +355,10 @@ class OpenAIServing:
                                headers={"Retry-After": str(full.retry_after_s)}) from None
         except RuntimeError as error:  # shutting down, or the loop died just now
             raise RequestError(503, str(error), kind="server_error") from None
-        reply.ticket = ticket
+        with reply.lock:  # a stop found before the ticket existed still ends the row
+            reply.ticket = ticket
+            if reply.stopped_on is not None:
+                ticket.ended_by_stop = ticket.cancelled = True
         return ticket
 
     async def _run(
@@ -482,10 +491,10 @@ class _Reply:
         self._ends = (set(job.continuation.stop_token_ids) | (
             set() if job.continuation.ignore_eos else self.format.end_of_turn_ids)
             if job.continuation else self.format.end_of_turn_ids)
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
 
     def on_token(self, token_id: int, section: str, forced: bool) -> None:
-        with self._lock:
+        with self.lock:
             if self.stopped_on is not None:
                 return  # the row ends at its next step; nothing after the stop counts
             self._tokens += 1

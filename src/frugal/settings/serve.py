@@ -47,7 +47,7 @@ class ServeConfig(BaseModel):
         "model spec)."
     )
     max_waiting: int = Field(
-        64, ge=0, description="Requests that may wait for a batch slot; more get 429 with "
+        64, ge=1, description="Requests that may wait for a batch slot; more get 429 with "
         "Retry-After.")
     request_timeout_s: float = Field(
         600.0, gt=0, description="Deadline of a non-streamed request (504 after it).")

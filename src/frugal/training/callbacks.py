@@ -46,10 +46,9 @@ class EventsProgressCallback(TrainerCallback):
         self._open = ExitStack()
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.bar = self._open.enter_context(self.events.progress(
-            "train", state.max_steps, loss="-", lr="-", tokens_per_second=0))
         self.steps = state.global_step  # a resumed training starts where its checkpoint ended
-        self.bar.advance(self.steps)
+        self.bar = self._open.enter_context(self.events.progress(
+            "train", state.max_steps, self.steps, loss="-", lr="-", tokens_per_second=0))
         self.rate(int(state.num_input_tokens_seen))
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
