@@ -125,6 +125,7 @@ def use_bf16() -> bool:
 
 
 def arm_frugal(args: argparse.Namespace) -> dict[str, Any]:
+    from frugal.events import RichEvents
     from frugal.models import load_tokenizer
     from frugal.reasoning_format import ReasoningFormat
     from frugal.settings.train import LoraSettings, TrainConfig
@@ -147,7 +148,7 @@ def arm_frugal(args: argparse.Namespace) -> dict[str, Any]:
         logging_steps=LOGGING_STEPS,
         seed=SEED,
     )
-    result = train_run(config, args.run_dir)
+    result = train_run(config, args.run_dir, events=RichEvents())  # the training bar
     rss = peak_rss_mb()
     log = args.run_dir / TRAIN_LOG
     history = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
