@@ -421,3 +421,21 @@ def test_a_flood_of_clients_gets_only_200s_and_429s(served_run: Path) -> None:
     assert retry_after and all(int(value) >= 1 for value in retry_after)
     assert drained and healthy == 200 and after.status_code == 200, (drained, healthy, after)
     assert max(peak) - baseline < 500, peak  # bounded: the queue, not the clients, sets the size
+
+
+def test_a_stream_dropped_before_its_first_step_is_cancelled(roomy: Running) -> None:
+    """A response cancelled before it starts never runs its stream: the row is cancelled
+    anyway, when the stream is dropped, instead of decoding to its cap for nobody."""
+    from frugal.serving.protocol import ChatCompletionRequest
+
+    serving = roomy.server.serving
+    before = cancelled(roomy)
+
+    async def start_and_drop() -> None:
+        job = serving.prepare_chat(ChatCompletionRequest.model_validate(long_chat()))
+        stream = serving.stream(job, chat=True, include_usage=False)
+        del stream  # never iterated, as when the client leaves before the response starts
+
+    asyncio.run(start_and_drop())
+    assert wait_until(lambda: sum(cancelled(roomy).values()) == sum(before.values()) + 1)
+    assert wait_until(lambda: roomy.server.engine._in_flight == 0)

@@ -23,6 +23,7 @@ import json
 import logging
 import threading
 import time
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -334,7 +335,11 @@ class OpenAIServing:
             lambda result: loop.call_soon_threadsafe(events.put_nowait, ("done", result)),
             lambda error: loop.call_soon_threadsafe(events.put_nowait, ("error", error)),
         )
-        return self._events(job, reply, ticket, events, chat=chat, include_usage=include_usage)
+        stream = self._events(job, reply, ticket, events, chat=chat, include_usage=include_usage)
+        # A response cancelled before its first step never runs the stream's `finally`: when the
+        # stream is dropped, its row is cancelled all the same (a no-op once it has finished).
+        weakref.finalize(stream, _cancel, ticket)
+        return stream
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -551,6 +556,10 @@ class _ThrottledLog:
             skipped, self._skipped, self._last = self._skipped, 0, now
         suffix = f" ({skipped} similar warnings left out)" if skipped else ""
         logger.warning(message + suffix, *args)
+
+
+def _cancel(ticket: Ticket) -> None:
+    ticket.cancelled = True
 
 
 def _settle(future: asyncio.Future[Any], value: Any) -> None:
