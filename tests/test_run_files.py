@@ -154,3 +154,15 @@ def test_distill_with_a_corrupt_ledger_exits_with_one_error_line(tmp_path: Path)
     assert "Traceback" not in result.output
     assert f"error: {tmp_path / LEDGER}, line 1, column 30: not valid JSON" in result.output
     assert "Fix: correct ledger.json" in result.output
+
+
+def test_stage_records_are_typed_and_round_trip(tmp_path: Path) -> None:
+    from frugal.run_files import STAGES_FILE, StageRecord, read_stages, write_stages
+
+    records = {"pool": StageRecord(key="k1", status="done", seconds=1.5, finished="2026-11-30"),
+               "distill": StageRecord(key="k2", status="partial", missing="3 questions")}
+    write_stages(tmp_path, records)
+    assert read_stages(tmp_path) == records
+    (tmp_path / STAGES_FILE).write_text('{"pool": {"key": "k1", "status": "finished"}}')
+    with pytest.raises(RunFileError, match="not a stage record"):
+        read_stages(tmp_path)

@@ -29,12 +29,11 @@ from frugal.run_files import (
     POOL,
     RECIPE,
     SELECTED,
-    STAGES_FILE,
     SUMMARY,
     TRACES,
-    RunFileError,
-    read_json,
-    write_json,
+    StageRecord,
+    read_stages,
+    write_stages,
     write_text_atomic,
 )
 from frugal.run_lock import locks_run_dir
@@ -138,15 +137,15 @@ def run(recipe: Recipe, run_dir: Path, *, events: Events | None = None,
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run_dir / RECIPE, dump_recipe(recipe))
-    state = _read_state(run_dir)
+    state = read_stages(run_dir)
     result = PipelineResult(run_dir)
     upstream = ""
     for stage in stages_of(recipe):
         key = stage_key(recipe, stage, upstream)
         upstream = key
         name = stage.name
-        recorded = state.get(name, {})
-        if (recorded.get("key") == key and recorded.get("status") == "done"
+        recorded = state.get(name)
+        if (recorded is not None and recorded.key == key and recorded.status == "done"
                 and outputs_exist(recipe, run_dir, stage)):
             result.skipped.append(name)
             if on_stage:
@@ -157,12 +156,12 @@ def run(recipe: Recipe, run_dir: Path, *, events: Events | None = None,
         if on_stage:
             on_stage(name, "run")
         # Same settings as an interrupted attempt: resume it; else start the stage afresh.
-        resume = recorded.get("key") == key
-        if recorded.get("status") == "partial":
-            events.note(f"{name} was partial ({recorded.get('missing', '?')}): running it again",
+        resume = recorded is not None and recorded.key == key
+        if recorded is not None and recorded.status == "partial":
+            events.note(f"{name} was partial ({recorded.missing or '?'}): running it again",
                         warning=True)
-        state[name] = {"key": key, "status": "running"}
-        _write_state(run_dir, state)
+        state[name] = StageRecord(key=key, status="running")
+        write_stages(run_dir, state)
         started = time.perf_counter()
         try:
             outcome = stage.run(recipe, run_dir, events, resume)
@@ -171,17 +170,17 @@ def run(recipe: Recipe, run_dir: Path, *, events: Events | None = None,
             interrupted = isinstance(error, KeyboardInterrupt)
             why = "interrupted" if interrupted else f"stopped by an error: {error}"
             state[name] = _partial_record(key, started, f"{why}; re-run to resume")
-            _write_state(run_dir, state)
+            write_stages(run_dir, state)
             raise
         seconds = time.perf_counter() - started
         missing = _missing(outcome)
         if missing is not None:
             state[name] = _partial_record(key, started, missing)
-            _write_state(run_dir, state)
+            write_stages(run_dir, state)
             raise StagePartial(name, missing, interrupted=getattr(outcome, "interrupted", False))
-        state[name] = {"key": key, "status": "done", "seconds": round(seconds, 3),
-                        "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        _write_state(run_dir, state)
+        state[name] = StageRecord(key=key, status="done", seconds=round(seconds, 3),
+                                  finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
+        write_stages(run_dir, state)
         if getattr(outcome, "interrupted", False):
             # Ctrl-C came while the last calls were in flight and they all finished: the stage
             # is complete, but the user asked to stop.
@@ -208,10 +207,10 @@ def _missing(outcome: Any) -> str | None:
     return str(outcome.missing())
 
 
-def _partial_record(key: str, started: float, missing: str) -> dict[str, Any]:
-    return {"key": key, "status": "partial", "missing": missing,
-            "seconds": round(time.perf_counter() - started, 3),
-            "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}
+def _partial_record(key: str, started: float, missing: str) -> StageRecord:
+    return StageRecord(key=key, status="partial", missing=missing,
+                       seconds=round(time.perf_counter() - started, 3),
+                       finished=time.strftime("%Y-%m-%dT%H:%M:%S"))
 
 
 # -- the stages ----------------------------------------------------------------------------------
@@ -336,19 +335,3 @@ EXPERT_RUN = (POOL_STAGE, DISTILL_STAGE, CURATE_STAGE,
               REPORT_STAGE)
 STAGES = tuple(stage.name for stage in RUN)
 EXPERT_STAGES = tuple(stage.name for stage in EXPERT_RUN)
-
-
-def _read_state(run_dir: Path) -> dict[str, Any]:
-    """Which stages finished, with which settings; a corrupt file is an error, not a fresh
-    start, so a damaged run is never silently recomputed."""
-    path = run_dir / STAGES_FILE
-    fix = (f"correct {STAGES_FILE} by hand, or delete it: `frugal run` then runs every stage again "
-           "(paid teacher calls come from the teacher cache, so none is paid twice)")
-    state = read_json(path, default={}, fix=fix)
-    if not isinstance(state, dict) or not all(isinstance(v, dict) for v in state.values()):
-        raise RunFileError(path, "not a stage record (an object of one object per stage)", fix)
-    return state
-
-
-def _write_state(run_dir: Path, state: dict[str, Any]) -> None:
-    write_json(run_dir / STAGES_FILE, state)

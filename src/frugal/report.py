@@ -32,10 +32,10 @@ from frugal.run_files import (
     ROUTER_FILE,
     SCALING_PLOT,
     SELECTION,
-    STAGES_FILE,
     TRAIN_LOG,
     TRAIN_SUMMARY,
     read_json,
+    read_stages,
     write_text_atomic,
 )
 
@@ -140,10 +140,10 @@ def sections(recipe: Recipe, run_dir: Path) -> list[Section]:
         f"{recipe.train.epochs} epoch(s) at learning rate {recipe.train.learning_rate}; "
         f"evaluation budgets {recipe.eval.max_thinking_tokens} thinking tokens."
     )
-    stages = _read_json(run_dir / STAGES_FILE) or {}
+    stages = read_stages(run_dir)
     settings.tables.append((["stage", "seconds", "finished"], [
-        [name, f"{info.get('seconds', 0):.1f}", info.get("finished", "(this report)")]
-        for name, info in stages.items()
+        [name, f"{record.seconds or 0:.1f}", record.finished or "(this report)"]
+        for name, record in stages.items()
     ]))
     settings.code = dump_recipe(recipe)
     settings.code_folded = "The resolved recipe (defaults, recipe file and overrides)"

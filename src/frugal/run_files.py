@@ -17,9 +17,10 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 # Every name inside a run directory (docs/design.md, "Run directory"); no other module spells one.
 RECIPE = "recipe.yaml"  # the resolved recipe of `frugal run`
@@ -222,3 +223,40 @@ def write_json(path: Path, data: Any, *, indent: int | None = 2) -> None:
     """Write a JSON document atomically (`indent=None` for one compact line, e.g. big arrays).
     It is serialised before the disk is touched, so a value that cannot be leaves no trace."""
     write_text_atomic(path, json.dumps(data, indent=indent, ensure_ascii=False) + "\n")
+
+
+class StageRecord(BaseModel):
+    """One stage's line in `stages.json`: the key of the settings it ran with, and how it
+    ended (running: it has not ended, or its process died)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key: str
+    status: Literal["running", "done", "partial"]
+    missing: str | None = None  # what a partial stage lacks
+    seconds: float | None = None
+    finished: str | None = None  # local time, ISO 8601
+
+
+STAGES_FIX = (f"correct {STAGES_FILE} by hand, or delete it: `frugal run` then runs every stage "
+              "again (paid teacher calls come from the teacher cache, so none is paid twice)")
+
+
+def read_stages(run_dir: Path) -> dict[str, StageRecord]:
+    """Which stages finished, with which settings; a corrupt file is an error, not a fresh
+    start, so a damaged run is never silently recomputed."""
+    path = Path(run_dir) / STAGES_FILE
+    data = read_json(path, default={}, fix=STAGES_FIX)
+    if not isinstance(data, dict):
+        raise RunFileError(path, "not a stage record (an object of one object per stage)",
+                           STAGES_FIX)
+    try:
+        return {name: StageRecord.model_validate(record) for name, record in data.items()}
+    except ValidationError as error:
+        raise RunFileError(path, f"not a stage record (an object of one object per stage: "
+                           f"{error.errors()[0]['msg']})", STAGES_FIX) from None
+
+
+def write_stages(run_dir: Path, stages: dict[str, StageRecord]) -> None:
+    write_json(Path(run_dir) / STAGES_FILE,
+               {name: record.model_dump(exclude_none=True) for name, record in stages.items()})
