@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-import types
 import typing
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -26,7 +25,13 @@ from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 from rich.console import Console
 
-from frugal.settings import default_of, model_in, with_section_defaults
+from frugal.settings import (
+    default_of,
+    is_union,
+    model_in,
+    with_section_defaults,
+    without_none,
+)
 
 
 @dataclass(frozen=True)
@@ -59,7 +64,7 @@ class Setting:
             flag = f"{self.option}/--no-{self.option[2:]}"
             return Annotated[bool | None, typer.Option(flag, *names[1:], **shown)]
         if self.kind == "choice":
-            choices = typing.get_args(_without_none(self.annotation))
+            choices = typing.get_args(without_none(self.annotation))
             return Annotated[Literal[choices] | None,  # type: ignore[valid-type]
                              typer.Option(*names, **shown)]
         if self.kind == "mapping":
@@ -96,13 +101,13 @@ class Setting:
 
 
 def _dict_values(annotation: Any) -> Any:
-    args = typing.get_args(_without_none(annotation))
+    args = typing.get_args(without_none(annotation))
     return args[1] if len(args) == 2 else Any
 
 
 def kind_of(annotation: Any) -> str:
     """How a field's type is given on the command line."""
-    inner = _without_none(annotation)
+    inner = without_none(annotation)
     kinds = _arg_kinds(inner)
     if "list" in kinds:
         return "list"
@@ -117,7 +122,7 @@ def kind_of(annotation: Any) -> str:
 
 
 def _arg_kinds(annotation: Any) -> set[str]:
-    args = typing.get_args(annotation) if _is_union(annotation) else (annotation,)
+    args = typing.get_args(annotation) if is_union(annotation) else (annotation,)
     found = set()
     for arg in args:
         origin = typing.get_origin(arg)
@@ -128,18 +133,6 @@ def _arg_kinds(annotation: Any) -> set[str]:
         elif arg is not type(None):
             found.add("other")
     return found
-
-
-def _is_union(annotation: Any) -> bool:
-    return typing.get_origin(annotation) in (typing.Union, types.UnionType)
-
-
-def _without_none(annotation: Any) -> Any:
-    if _is_union(annotation):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        if len(args) == 1:
-            return args[0]
-    return annotation
 
 
 def _show(value: Any) -> str:

@@ -326,7 +326,13 @@ def test_health_answers_while_a_1_mib_prompt_is_tokenised(roomy: Running) -> Non
 
 
 def test_unknown_field_warnings_are_escaped_and_rate_limited(
-        server: Running, caplog: pytest.LogCaptureFixture) -> None:
+        server: Running, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from frugal.serving.openai_serving import UNKNOWN_FIELD_LOG_EVERY_S, _ThrottledLog
+
+    # A fresh throttle: an earlier test's unknown field must not have used up this window.
+    monkeypatch.setattr(server.server.serving, "_unknown_log",
+                        _ThrottledLog(UNKNOWN_FIELD_LOG_EVERY_S))
     hostile = "evil\n\x1b[31mFAKE: request from admin"
     with caplog.at_level(logging.WARNING, logger="frugal.serve"):
         for _ in range(5):
@@ -336,8 +342,8 @@ def test_unknown_field_warnings_are_escaped_and_rate_limited(
                                      hostile: 1})
             assert reply.status_code == 200
     lines = [r.getMessage() for r in caplog.records if "unknown field" in r.getMessage()]
-    assert len(lines) <= 1  # one per 10 s, whatever the client sends
-    assert all("\n" not in line and "\x1b" not in line for line in lines)
+    assert len(lines) == 1  # one per 10 s, whatever the client sends
+    assert "\n" not in lines[0] and "\x1b" not in lines[0] and "evil" in lines[0]
 
 
 def _rss_mb() -> float:

@@ -27,13 +27,23 @@ def default_of(info: FieldInfo) -> Any:
     return None if info.default is PydanticUndefined else info.default
 
 
+def is_union(annotation: Any) -> bool:
+    return typing.get_origin(annotation) in (typing.Union, types.UnionType)
+
+
+def without_none(annotation: Any) -> Any:
+    """`X` for `X | None`; any other type as it is."""
+    if is_union(annotation):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return annotation
+
+
 def model_in(annotation: Any) -> type[BaseModel] | None:
     """The model a field holds (itself, or inside `X | None`)."""
-    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(annotation) if a is not type(None)]
-        annotation = args[0] if len(args) == 1 else None
-    return annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) \
-        else None
+    inner = without_none(annotation)
+    return inner if isinstance(inner, type) and issubclass(inner, BaseModel) else None
 
 
 def with_section_defaults(model: type[BaseModel], data: Any) -> Any:
