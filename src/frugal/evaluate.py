@@ -147,16 +147,15 @@ def run(
             engine: Engine
             # The adapter every row asks for by name: a server serves each adapter under its own.
             served_adapter: str | None = None
-            resources = ExitStack()  # a vLLM server started for this evaluation
+            resources = ExitStack()  # an engine started for this evaluation
             if config.engine is not None:
                 endpoint = config.engine
-                if endpoint == "vllm":
-                    from frugal.vllm_server import context_length, serve_with_vllm
+                if isinstance(endpoint, str):  # an engine started for this evaluation
+                    from frugal.engine_servers import context_length, managed_endpoint
 
-                    dtype = "float32" if config.dtype == "auto" else config.dtype
-                    endpoint = resources.enter_context(serve_with_vllm(
-                        model, adapters, dtype=dtype,
-                        max_model_len=context_length(
+                    endpoint = resources.enter_context(managed_endpoint(
+                        endpoint, model, adapters, dtype=config.dtype, llama_cpp=config.llama_cpp,
+                        context_tokens=context_length(
                             PROMPT_TOKENS_BOUND, max(config.max_thinking_tokens),
                             config.max_answer_tokens)))
                 engine = EndpointEngine(endpoint, load_tokenizer(model))

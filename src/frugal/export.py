@@ -2,7 +2,7 @@
 
 Merged: PEFT folds the LoRA weights into the base (`merge_and_unload`) and transformers saves
 safetensors, the tokenizer and its chat template. GGUF: the merged weights are written with the
-`gguf` package (f16, or q8_0 for the 2-D weights) under llama.cpp's tensor names, with the
+`gguf` package (f32, f16, or q8_0 for the 2-D weights) under llama.cpp's tensor names, with the
 model's hyper-parameters and its BPE tokenizer as metadata, so llama.cpp-based runtimes and
 transformers' `gguf_file=` loader read it. GGUF export covers the Llama architecture (SmolLM2,
 Llama, and the like).
@@ -22,7 +22,7 @@ import numpy as np
 
 from frugal.run_files import atomic_dir, atomic_path
 
-GGUF_TYPES = ("f16", "q8_0")
+GGUF_TYPES = ("f32", "f16", "q8_0")
 
 
 def load_merged(run_dir: Path, adapter: str | None = None, model: str | None = None) -> Any:
@@ -120,7 +120,8 @@ def _write_gguf(writer: Any, loaded: Any, kind: str) -> None:
                                     or config.rope_parameters["rope_theta"]))
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
     writer.add_vocab_size(config.vocab_size)
-    file_type = gguf.LlamaFileType.MOSTLY_F16 if kind == "f16" else gguf.LlamaFileType.MOSTLY_Q8_0
+    file_type = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
+                 "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[kind]
     writer.add_file_type(file_type)
     _add_tokenizer(writer, loaded.tokenizer, config.vocab_size)
 
@@ -137,7 +138,7 @@ def _write_gguf(writer: Any, loaded: Any, kind: str) -> None:
             data = _permute(data, heads)
         elif hf_name.endswith("k_proj.weight"):
             data = _permute(data, kv_heads)
-        if data.ndim == 1:  # norms stay float32, as llama.cpp writes them
+        if data.ndim == 1 or kind == "f32":  # norms stay float32, as llama.cpp writes them
             writer.add_tensor(name, data.astype(np.float32))
         elif kind == "q8_0":
             quantized = gguf.quants.quantize(data.astype(np.float32),

@@ -145,24 +145,21 @@ def uvicorn_config(server: Server, config: ServeConfig, **overrides: Any) -> Any
 def _endpoint_engine(
     config: ServeConfig, model: str, adapters: dict[str, Path], resources: ExitStack
 ) -> Any:
-    """Generation on a completions server: vLLM started here, or one at a URL."""
+    """Generation on a completions server: vLLM or llama.cpp started here, or one at a URL."""
     from frugal.endpoint_config import endpoint_option
     from frugal.endpoint_engine import EndpointEngine
+    from frugal.engine_servers import context_length, managed_endpoint
     from frugal.models import load_tokenizer
 
-    tokenizer = load_tokenizer(model)  # before vLLM starts: a bad model fails fast
-    if config.engine == "vllm":
-        from frugal.vllm_server import context_length, serve_with_vllm
-
-        dtype = "float32" if config.dtype == "auto" else config.dtype
-        length = context_length(config.max_prompt_tokens, config.max_thinking_tokens,
-                                config.max_answer_tokens)
-        endpoint = resources.enter_context(
-            serve_with_vllm(model, adapters, dtype=dtype, max_model_len=length))
-    else:
-        endpoint = endpoint_option(config.engine, config.engine_model or model)
-        if endpoint is None:
-            raise ValueError(f"engine {config.engine!r}: local, vllm or a URL")
+    tokenizer = load_tokenizer(model)  # before an engine starts: a bad model fails fast
+    endpoint = endpoint_option(config.engine, config.engine_model or model, managed=True)
+    if endpoint is None:
+        raise ValueError(f"engine {config.engine!r}: local, vllm, llama.cpp or a URL")
+    if isinstance(endpoint, str):
+        endpoint = resources.enter_context(managed_endpoint(
+            endpoint, model, adapters, dtype=config.dtype, llama_cpp=config.llama_cpp,
+            context_tokens=context_length(config.max_prompt_tokens, config.max_thinking_tokens,
+                                          config.max_answer_tokens)))
     return EndpointEngine(endpoint, tokenizer)
 
 

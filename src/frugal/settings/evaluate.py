@@ -6,9 +6,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from frugal.endpoint_config import EndpointConfig
+from frugal.endpoint_config import EngineSetting
 from frugal.evaluation.benchmarks import BenchmarkSpec
 from frugal.names import SafeName
+from frugal.settings.engines import LlamaCppConfig
 
 
 class EvalConfig(BaseModel):
@@ -49,11 +50,13 @@ class EvalConfig(BaseModel):
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="Weights: auto is bfloat16 on GPUs and AMX CPUs, else float32."
     )
-    engine: EndpointConfig | Literal["vllm"] | None = Field(
+    engine: EngineSetting = Field(
         None, description="An OpenAI-compatible completions server that generates, budget "
-        "forcing driven from here; 'vllm' starts one for this evaluation (the base model and "
-        "its adapters) and stops it after; None: frugal's local engine.",
+        "forcing driven from here; 'vllm' or 'llama.cpp' starts one for this evaluation (the "
+        "base model and its adapters) and stops it after; None: frugal's local engine.",
     )
+    llama_cpp: LlamaCppConfig = Field(default_factory=LlamaCppConfig,
+                                      description="How engine llama.cpp runs.")
 
     @model_validator(mode="after")
     def _check(self) -> EvalConfig:

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from frugal.names import SafeName
+from frugal.settings.engines import LlamaCppConfig
 
 API_KEY_ENV = "FRUGAL_API_KEY"
 
@@ -38,14 +39,17 @@ class ServeConfig(BaseModel):
         "auto", description="Weights: auto is bfloat16 on GPUs and AMX CPUs, else float32."
     )
     engine: str = Field(
-        "local", description="local (frugal's decode loop), vllm (a vLLM server started here "
-        "with every adapter, stopped on exit), or the URL of an OpenAI-compatible completions "
-        "server up to /v1 that serves the base model and each adapter under its name.",
+        "local", description="local (frugal's decode loop), vllm or llama.cpp (that engine's "
+        "server started here with every adapter, stopped on exit), or the URL of an "
+        "OpenAI-compatible completions server up to /v1 that serves the base model and each "
+        "adapter under its name.",
     )
     engine_model: str | None = Field(
         None, description="With an engine URL: the base model's name there (default: the "
         "model spec)."
     )
+    llama_cpp: LlamaCppConfig = Field(default_factory=LlamaCppConfig,
+                                      description="How engine llama.cpp runs.")
     max_waiting: int = Field(
         64, ge=1, description="Requests that may wait for a batch slot; more get 429 with "
         "Retry-After.")

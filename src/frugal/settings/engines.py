@@ -1,0 +1,27 @@
+"""Settings of the inference engines frugal starts itself (vLLM, llama.cpp's server)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+# The engines `--engine` can start for a command (as opposed to one already running at a URL).
+MANAGED_ENGINES = ("vllm", "llama.cpp")
+ManagedEngine = Literal["vllm", "llama.cpp"]
+
+GgufType = Literal["f32", "f16", "q8_0"]
+
+
+class LlamaCppConfig(BaseModel):
+    """How `--engine llama.cpp` runs llama.cpp's server."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    weights: GgufType = Field(
+        "q8_0", description="GGUF weights of the exported models: q8_0 (fastest on CPUs), f16, "
+        "or f32 (token-for-token closest to frugal's float32 engine).")
+    slots: int = Field(16, ge=1, description="Parallel slots of each llama.cpp server "
+                       "(requests it decodes together, with continuous batching).")
+    threads: int | None = Field(None, ge=1, description="CPU threads of each server; default: "
+                                "llama.cpp's (the physical cores).")

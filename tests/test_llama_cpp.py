@@ -1,0 +1,262 @@
+"""Budget forcing on llama.cpp's real server (built from source by `make llama-cpp`).
+
+One set of llama-server processes for the module serves SmolLM2 and a LoRA adapter merged into
+it, exported to float32 GGUF (`frugal.llama_cpp_server`); the endpoint engine drives them over
+llama.cpp's native API. Tests prove the budget invariants, that adapters are picked per request,
+agreement with the local engine in float32 greedy decoding, the GGUF cache, `frugal eval
+--engine llama.cpp` and `frugal serve --engine llama.cpp` with the official client. Skipped,
+with the reason, where llama.cpp's server could not be built.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from frugal.endpoint_config import EndpointConfig
+from frugal.endpoint_engine import EndpointEngine
+from frugal.generation import BudgetConfig, BudgetForcingEngine, GenerationResult, Job, ListSource
+from frugal.llama_cpp_server import gguf_for, llama_cpp_available, serve_with_llama_cpp
+from frugal.settings.engines import LlamaCppConfig
+
+from .conftest import SMOLLM2
+from .engine_cases import (
+    INVARIANT_BUDGETS,
+    QUESTIONS,
+    check_budget_invariants,
+    random_adapter,
+    shared_prefix,
+    split,
+)
+
+pytestmark = pytest.mark.skipif(
+    not llama_cpp_available(),
+    reason="llama.cpp's server is not built here (make llama-cpp builds .llama.cpp/)",
+)
+EXACT = LlamaCppConfig(weights="f32", slots=8)
+
+
+@pytest.fixture(scope="module")
+def smollm2() -> Any:
+    from frugal.models import load_model
+
+    return load_model(SMOLLM2, dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def adapter_dir(tmp_path_factory: pytest.TempPathFactory, smollm2: Any) -> Path:
+    return random_adapter(tmp_path_factory.mktemp("adapters"), smollm2)
+
+
+@pytest.fixture(scope="module")
+def llama_cpp(adapter_dir: Path) -> Iterator[EndpointConfig]:
+    with serve_with_llama_cpp(SMOLLM2, {"shouty": adapter_dir}, config=EXACT,
+                              context_tokens=1024) as endpoint:
+        yield endpoint
+
+
+@pytest.fixture(scope="module")
+def engine(llama_cpp: EndpointConfig, smollm2: Any) -> EndpointEngine:
+    return EndpointEngine(llama_cpp, smollm2.tokenizer)
+
+
+@pytest.fixture(scope="module")
+def tuned_locally(adapter_dir: Path) -> BudgetForcingEngine:
+    """The local engine on the same merged weights llama.cpp serves for the adapter."""
+    from frugal.export import load_merged
+
+    merged = load_merged(adapter_dir.parent, str(adapter_dir), SMOLLM2)
+    return BudgetForcingEngine(merged.model.float(), merged.tokenizer)
+
+
+@pytest.mark.parametrize("budget", INVARIANT_BUDGETS.values(), ids=INVARIANT_BUDGETS.keys())
+def test_budget_invariants_hold_on_llama_cpp(engine: EndpointEngine,
+                                             budget: BudgetConfig) -> None:
+    check_budget_invariants(engine.generate(QUESTIONS[:12], budget), budget)
+
+
+def test_the_api_is_detected_and_each_adapter_has_its_server(
+    llama_cpp: EndpointConfig, smollm2: Any
+) -> None:
+    assert set(llama_cpp.model_urls) == {"shouty"}
+    assert llama_cpp.url_for("shouty") != llama_cpp.base_url
+    asked = EndpointConfig(base_url=llama_cpp.base_url, model=SMOLLM2)  # api: auto
+    budget = BudgetConfig(max_thinking_tokens=16, max_answer_tokens=8)
+    by_url = EndpointEngine(asked, smollm2.tokenizer).generate(QUESTIONS[:2], budget)
+    direct = EndpointEngine(llama_cpp, smollm2.tokenizer).generate(QUESTIONS[:2], budget)
+    assert [r.token_ids for r in by_url] == [r.token_ids for r in direct]
+
+
+def test_adapters_are_picked_per_request(
+    engine: EndpointEngine, smollm2: Any, tuned_locally: BudgetForcingEngine
+) -> None:
+    budget = BudgetConfig(max_thinking_tokens=16, max_answer_tokens=8)
+    questions = QUESTIONS[:4]
+    jobs = [Job(engine.format.generation_prompt(q), budget, index=i,
+                adapter="shouty" if i % 2 else None) for i, q in enumerate(questions)]
+    mixed: dict[int, GenerationResult] = {}
+    engine.run_jobs(ListSource(jobs, engine.format.encode), 4,
+                    lambda r: mixed.setdefault(r.index, r))
+    base = BudgetForcingEngine(smollm2.model, smollm2.tokenizer).generate(
+        questions, budget, batch_size=1)
+    tuned = tuned_locally.generate(questions, budget, batch_size=1)
+    for i, row in mixed.items():
+        own, other = (tuned, base) if i % 2 else (base, tuned)
+        with_own = shared_prefix(row.token_ids, own[i].token_ids)
+        with_other = shared_prefix(row.token_ids, other[i].token_ids)
+        print(f"\nrow {i} ({'shouty' if i % 2 else 'base'}): shares {with_own} tokens with "
+              f"the local engine's same model, {with_other} with the other")
+        assert with_own > with_other
+    assert all(tuned[i].token_ids != base[i].token_ids for i in range(4))
+
+
+@pytest.mark.parametrize("adapter", [None, "shouty"], ids=["base", "merged-adapter"])
+def test_llama_cpp_agrees_with_the_local_engine(
+    engine: EndpointEngine, smollm2: Any, tuned_locally: BudgetForcingEngine,
+    adapter: str | None,
+) -> None:
+    budget = BudgetConfig(max_thinking_tokens=48, num_waits=1, max_answer_tokens=16)
+    jobs = [Job(engine.format.generation_prompt(q), budget, index=i, adapter=adapter)
+            for i, q in enumerate(QUESTIONS)]
+    rows: dict[int, GenerationResult] = {}
+    engine.run_jobs(ListSource(jobs, engine.format.encode), 8,
+                    lambda r: rows.setdefault(r.index, r))
+    remote = [rows[i] for i in range(len(QUESTIONS))]
+    local_engine = (tuned_locally if adapter
+                    else BudgetForcingEngine(smollm2.model, smollm2.tokenizer))
+    local = local_engine.generate(QUESTIONS, budget, batch_size=1)
+    same = [split(a) == split(b) for a, b in zip(remote, local, strict=True)]
+    identical = sum(a.token_ids == b.token_ids for a, b in zip(remote, local, strict=True))
+    apart = [shared_prefix(a.token_ids, b.token_ids)
+             for a, b in zip(remote, local, strict=True) if a.token_ids != b.token_ids]
+    print(f"\nllama.cpp (f32 GGUF) vs local engine ({adapter or 'base'}), float32 greedy, "
+          f"{len(QUESTIONS)} prompts: same split and counts {sum(same)}/{len(same)} "
+          f"({sum(same) / len(same):.1%}), identical tokens {identical}/{len(same)}; first "
+          f"difference at token {apart}")
+    assert sum(same) / len(same) >= 0.9
+
+
+def test_the_gguf_export_is_cached_by_fingerprint(adapter_dir: Path, llama_cpp: Any,
+                                                  tmp_path: Path) -> None:
+    first = gguf_for(SMOLLM2, adapter_dir, "f32")  # exported when the module's servers started
+    stamp = first.stat().st_mtime_ns
+    assert gguf_for(SMOLLM2, adapter_dir, "f32") == first
+    assert first.stat().st_mtime_ns == stamp  # not written again
+    retrained = shutil.copytree(adapter_dir, tmp_path / "shouty")
+    weights = retrained / "adapter_model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1  # one bit of one weight changes: a new export
+    weights.write_bytes(bytes(data))
+    assert gguf_for(SMOLLM2, retrained, "f32") != first
+    gguf_for(SMOLLM2, retrained, "f32").unlink()
+
+
+def test_frugal_eval_on_llama_cpp_writes_what_a_local_eval_writes(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from frugal.cli import app
+
+    common = ["eval", "--run", str(tmp_path), "--model", SMOLLM2, "--limit", "6",
+              "--max-thinking-tokens", "16,32", "--max-answer-tokens", "12"]
+    local = CliRunner().invoke(app, [*common, "--label", "local", "--dtype", "float32",
+                                     "--batch-size", "1"])
+    assert local.exit_code == 0, local.output
+    remote = CliRunner().invoke(app, [*common, "--label", "remote", "--engine", "llama.cpp",
+                                      "--llama-cpp-weights", "f32"])
+    assert remote.exit_code == 0, remote.output
+
+    def rows(label: str) -> list[dict[str, Any]]:
+        lines = (tmp_path / "eval" / label / "results.jsonl").read_text().splitlines()
+        return sorted((json.loads(line) for line in lines), key=lambda r: (r["budget"], r["id"]))
+
+    assert len(rows("remote")) == len(rows("local")) == 12
+    keys = ("id", "budget", "reference")
+    assert [[r[k] for k in keys] for r in rows("remote")] == [
+        [r[k] for k in keys] for r in rows("local")]
+    same = sum(a["thinking"] == b["thinking"] and a["answer"] == b["answer"]
+               for a, b in zip(rows("remote"), rows("local"), strict=True))
+    assert same >= 10  # float32 greedy on two engines: at most a near-tie apart
+    summary = json.loads((tmp_path / "eval" / "remote" / "summary.json").read_text())
+    assert [p["max_thinking_tokens"] for p in summary["points"]] == [16, 32]
+    assert (tmp_path / "eval" / "remote" / "plots").is_dir() or \
+        (tmp_path / "plots").is_dir()
+
+
+def _llama_servers() -> set[str]:
+    found = subprocess.run(["pgrep", "-f", "llama-server"], capture_output=True, text=True)
+    return {pid for pid in found.stdout.split() if int(pid) != os.getpid()}
+
+
+def test_frugal_serve_fronts_llama_cpp_it_starts_and_stops(
+    adapter_dir: Path, tmp_path: Path
+) -> None:
+    """`frugal serve RUN --engine llama.cpp` as a user runs it: a real process, the official
+    client, two experts each with its own merged server, `model: auto` routing."""
+    import openai
+
+    from frugal.experts.router import ROUTER_DIR, ROUTER_FILE, Router
+
+    from .teachers.fake_openai_server import free_port
+
+    run_dir = tmp_path / "run"
+    for name in ("shouty", "calm"):  # two experts (the same weights: routing is what is tested)
+        shutil.copytree(adapter_dir, run_dir / "adapters" / name)
+    router = Router.fit(QUESTIONS, ["shouty"] * 16 + ["calm"] * 16)
+    router.save(run_dir / ROUTER_DIR)
+    (run_dir / ROUTER_DIR / ROUTER_FILE).write_text(json.dumps({"chosen": router.kind}))
+    before = _llama_servers()
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "frugal.cli", "serve", str(run_dir), "--engine", "llama.cpp",
+         "--llama-cpp-weights", "f32", "--llama-cpp-slots", "4", "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            assert server.poll() is None, server.stdout.read() if server.stdout else ""
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "frugal serve --engine llama.cpp did not start"
+            time.sleep(0.5)
+        started = _llama_servers() - before
+        assert len(started) == 3  # the base and one merged model per expert
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="none")
+        assert {m.id for m in client.models.list().data} >= {"shouty", "calm", "auto"}
+        routed = client.chat.completions.create(
+            model="auto", messages=[{"role": "user", "content": "How many days are in 9 weeks?"}],
+            max_tokens=8, extra_body={"max_thinking_tokens": 8})
+        assert routed.model == "calm"  # the router's pick, served by its own llama.cpp
+        for model in ("shouty", SMOLLM2):
+            reply = client.chat.completions.create(
+                model=model, messages=[{"role": "user", "content": "What is 7 times 8?"}],
+                max_tokens=16, extra_body={"max_thinking_tokens": 24, "min_thinking_tokens": 24},
+            )
+            extra = reply.choices[0].message.model_extra or {}
+            assert extra.get("reasoning_content")  # the thinking, apart
+            details = reply.usage.completion_tokens_details if reply.usage else None
+            assert details is not None and details.reasoning_tokens == 24  # minimum = cap
+        streamed = client.chat.completions.create(
+            model="shouty", messages=[{"role": "user", "content": "What is 7 times 8?"}],
+            max_tokens=8, stream=True, extra_body={"max_thinking_tokens": 12})
+        chunks = [c for c in streamed if c.choices]
+        assert len(chunks) > 2 and chunks[-1].choices[0].finish_reason is not None
+    finally:
+        server.send_signal(signal.SIGINT)  # uvicorn shuts down, and frugal stops llama.cpp
+        server.wait(timeout=120)
+    time.sleep(1)
+    assert not (_llama_servers() & started), "the llama.cpp servers frugal started must stop"
