@@ -260,3 +260,53 @@ def test_frugal_serve_fronts_llama_cpp_it_starts_and_stops(
         server.wait(timeout=120)
     time.sleep(1)
     assert not (_llama_servers() & started), "the llama.cpp servers frugal started must stop"
+
+
+def test_a_local_teacher_answers_through_llama_cpp_it_starts(smollm2: Any) -> None:
+    """`distill.local.engine: llama.cpp`: the hf teacher's answers come from a llama.cpp it
+    starts and stops, the same answers as its local engine's (f32), cached apart from them."""
+    from frugal.questions import Question
+    from frugal.teachers.local import HFTeacher, LocalTeacherConfig
+
+    from .teachers.test_openai_teacher import RecordingSink
+
+    budget = BudgetConfig(max_thinking_tokens=24, min_thinking_tokens=8, max_answer_tokens=12)
+    questions = [Question(id=f"q{i}", question=q, answer="0", source="test")
+                 for i, q in enumerate(QUESTIONS[:4])]
+    served = HFTeacher(LocalTeacherConfig(model=SMOLLM2, budget=budget, engine="llama.cpp",
+                                          llama_cpp=EXACT))
+    local = HFTeacher(LocalTeacherConfig(model=SMOLLM2, budget=budget), loaded=smollm2)
+    before = _llama_servers()
+    answers = {}
+    for name, teacher in (("served", served), ("local", local)):
+        sink = RecordingSink()
+        teacher.run(questions, sink)
+        answers[name] = {q: (r.completions[0].thinking, r.completions[0].answer)
+                         for q, r in sink.puts.items()}
+    assert len(answers["served"]) == 4 and answers["served"] == answers["local"]
+    assert served.cache_params()["engine"] == "llama.cpp (f32)"
+    assert "engine" not in local.cache_params()
+    assert _llama_servers() <= before  # the teacher's server stopped with its run
+
+
+def test_a_streaming_row_gets_each_token_as_llama_cpp_generates_it(
+    engine: EndpointEngine,
+) -> None:
+    """A streaming job (the server's SSE replies) sees its tokens while they are generated,
+    in order, with their sections, and exactly the tokens of the result."""
+    budget = BudgetConfig(max_thinking_tokens=64, min_thinking_tokens=48, max_answer_tokens=16)
+    seen: list[tuple[int, Any, bool, float]] = []
+    job = Job(engine.format.generation_prompt(QUESTIONS[0]), budget, index=0,
+              on_token=lambda t, section, forced: seen.append(
+                  (t, section, forced, time.perf_counter())))
+    results: list[GenerationResult] = []
+    engine.run_jobs(ListSource([job], engine.format.encode), 1, results.append)
+    result = results[0]
+    assert [t for t, *_ in seen] == result.token_ids
+    assert [str(s) for _, s, *_ in seen] == result.sections
+    generated = [when for _, _, forced, when in seen if not forced]
+    print(f"\n{len(generated)} generated tokens streamed over "
+          f"{generated[-1] - generated[0]:.2f} s")
+    assert len(generated) > 40
+    # Not handed over in a few bursts at the end of each request: spread over the decoding.
+    assert len({round(when, 3) for when in generated}) > len(generated) // 2

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ from frugal.settings.teachers import PLACEHOLDER_KEY
 
 BASE_ADAPTER = "__base__"  # what the serving layer names "no adapter" (PEFT's name)
 CANCEL_POLL_S = 0.1  # how often a row in flight checks whether its client is still there
+HTTP_ATTEMPTS = 3  # a request the server closed without answering is sent again, this often
 
 
 @dataclass
@@ -65,9 +67,10 @@ class _Row:
     finish_reason: str = "length"
     requests: int = 0
 
-    def add(self, ids: Sequence[int], section: Section, forced: bool) -> None:
+    def add(self, ids: Sequence[int], section: Section, forced: bool, streamed: int = 0) -> None:
+        """Append `ids`; the first `streamed` of them already reached the job's stream."""
         if self.job.on_token is not None:  # streaming: each token as soon as it is known
-            for token_id in ids:
+            for token_id in ids[streamed:]:
                 self.job.on_token(token_id, section, forced)
         self.token_ids.extend(ids)
         self.forced.extend([forced] * len(ids))
@@ -193,10 +196,10 @@ class EndpointEngine(Engine):
             if remaining <= 0:
                 self._force_answer_start(row, prefix_ids)
                 break
-            ids, stopped_on = await self._complete(
-                client, row, remaining, [self._stop_id, *self._end_ids]
+            ids, stopped_on, streamed = await self._complete(
+                client, row, remaining, [self._stop_id, *self._end_ids], Section.THINKING
             )
-            row.add(ids, Section.THINKING, forced=False)
+            row.add(ids, Section.THINKING, forced=False, streamed=streamed)
             if stopped_on is None:  # the budget ran out mid-thought
                 continue
             if row.thinking_tokens < budget.min_thinking_tokens or row.waits < budget.num_waits:
@@ -227,8 +230,9 @@ class EndpointEngine(Engine):
     async def _answer(self, client: _Clients, row: _Row, max_tokens: int,
                       stops: list[int]) -> None:
         """Generate the rest of the row as its answer, up to `max_tokens` or a stop token."""
-        ids, stopped_on = await self._complete(client, row, max_tokens, stops)
-        row.add(ids, Section.ANSWER, forced=False)
+        ids, stopped_on, streamed = await self._complete(client, row, max_tokens, stops,
+                                                         Section.ANSWER)
+        row.add(ids, Section.ANSWER, forced=False, streamed=streamed)
         if stopped_on is not None:
             row.add([stopped_on], Section.ANSWER, forced=False)
             row.finish_reason = "end_of_turn"
@@ -241,10 +245,13 @@ class EndpointEngine(Engine):
         row.add(prefix_ids[: row.job.budget.max_answer_tokens], Section.ANSWER, forced=True)
 
     async def _complete(
-        self, client: _Clients, row: _Row, max_tokens: int, stop_ids: list[int]
-    ) -> tuple[list[int], int | None]:
+        self, client: _Clients, row: _Row, max_tokens: int, stop_ids: list[int],
+        section: Section,
+    ) -> tuple[list[int], int | None, int]:
         """Continue the row by up to `max_tokens`; (new ids without the stop token, the stop
-        token it ended on or None when it ran out of tokens)."""
+        token it ended on or None when it ran out of tokens, how many of the ids already went
+        to the job's stream as `section`: where the server streams, llama.cpp's does, a
+        streaming job gets each token as it is generated)."""
         budget = row.job.budget
         if row.job.cancelled is not None and row.job.cancelled():
             raise _Cancelled  # the client left: nothing more is asked of the server
@@ -255,19 +262,28 @@ class EndpointEngine(Engine):
             seed = (seed + row.requests) % (2**31)
         model = _served_adapter(row.job) or self.config.model
         prompt = row.prompt_ids + row.token_ids
+        streamed = 0
+
+        def stream(new: list[int]) -> None:
+            nonlocal streamed
+            assert row.job.on_token is not None
+            for token_id in new:
+                row.job.on_token(token_id, section, False)
+            streamed += len(new)
+
         if client.api == "llama.cpp":
             request = asyncio.ensure_future(self._llama_cpp_completion(
-                client, model, prompt, max_tokens, stop_ids, budget, seed))
-            ids, stopped_on = await self._unless_cancelled(request, row.job)
+                client, model, prompt, max_tokens, stop_ids, budget, seed,
+                stream if row.job.on_token is not None else None))
         else:
             request = asyncio.ensure_future(self._openai_completion(
                 client, model, prompt, max_tokens, stop_ids, budget, seed))
-            ids, stopped_on = await self._unless_cancelled(request, row.job)
+        ids, stopped_on = await self._unless_cancelled(request, row.job)
         # A server that ignores stop tokens writes past the marker: cut there ourselves.
         cut = next((i for i, t in enumerate(ids) if t in stop_ids), None)
         if cut is not None:
-            return ids[:cut], ids[cut]
-        return ids, stopped_on
+            return ids[:cut], ids[cut], streamed
+        return ids, stopped_on, streamed
 
     async def _openai_completion(
         self, client: _Clients, model: str, prompt: list[int], max_tokens: int,
@@ -301,12 +317,14 @@ class EndpointEngine(Engine):
     async def _llama_cpp_completion(
         self, client: _Clients, model: str, prompt: list[int], max_tokens: int,
         stop_ids: list[int], budget: Any, seed: int | None,
+        stream: Callable[[list[int]], None] | None = None,
     ) -> tuple[list[int], int | None]:
         """One request to llama.cpp's native /completion. It has no stop token ids: each stop
         token is rendered as its text (`preserved_tokens`) and stopped on as that text; the end
         of turn also ends generation as llama.cpp's end-of-generation tokens (so EOS is not
         ignored: llama.cpp's `ignore_eos` would forbid those tokens, not only not stop on
-        them)."""
+        them). With `stream`, the reply comes as server-sent events and each new token up to
+        the first stop token goes to `stream` as it arrives."""
         texts = [self.tokenizer.convert_ids_to_tokens(t) for t in stop_ids]
         body: dict[str, Any] = {
             "prompt": prompt, "n_predict": max_tokens, "return_tokens": True,
@@ -318,11 +336,28 @@ class EndpointEngine(Engine):
         if seed is not None:
             body["seed"] = seed
         url = self.config.url_for(model).removesuffix("/").removesuffix("/v1") + "/completion"
-        response = await client.http.post(url, json=body)
-        if response.status_code != 200:
-            raise EndpointError(f"llama.cpp's server answered {response.status_code} at {url}: "
-                                f"{response.text[:500]}")
-        reply = response.json()
+        for attempt in range(HTTP_ATTEMPTS):
+            try:
+                if stream is None:
+                    try:
+                        response = await client.http.post(url, json=body)
+                    except httpx.RemoteProtocolError as error:
+                        raise _Unanswered from error
+                    if response.status_code != 200:
+                        raise EndpointError(f"llama.cpp's server answered "
+                                            f"{response.status_code} at {url}: "
+                                            f"{response.text[:500]}")
+                    reply = response.json()
+                else:
+                    reply = await self._llama_cpp_stream(client, url, body | {"stream": True},
+                                                         set(stop_ids), stream)
+                break
+            except _Unanswered:
+                # llama.cpp's HTTP server closes idle keep-alive connections; a request sent
+                # on one as it closes gets no answer at all, so nothing was generated for it:
+                # send it again (as the openai client does on the other path).
+                if attempt == HTTP_ATTEMPTS - 1:
+                    raise
         ids = [int(t) for t in reply.get("tokens") or []]
         if reply.get("stop_type") == "limit" or not reply.get("stop_type"):
             return ids, None
@@ -335,6 +370,41 @@ class EndpointEngine(Engine):
                              stop_ids[0])
         # An end-of-generation token llama.cpp knows but the format does not name.
         return ids, self._end_ids[0] if self._end_ids else self._stop_id
+
+    @staticmethod
+    async def _llama_cpp_stream(client: _Clients, url: str, body: dict[str, Any],
+                                stop_ids: set[int],
+                                stream: Callable[[list[int]], None]) -> dict[str, Any]:
+        """A streamed /completion: its tokens passed on as they come, up to the first stop
+        token; the result as the non-streamed reply would be (all tokens, the stop type)."""
+        tokens: list[int] = []
+        final: dict[str, Any] = {}
+        stopped = False
+        try:
+            async with client.http.stream("POST", url, json=body) as response:
+                if response.status_code != 200:
+                    text = (await response.aread()).decode(errors="replace")
+                    raise EndpointError(f"llama.cpp's server answered {response.status_code} "
+                                        f"at {url}: {text[:500]}")
+                async for line in response.aiter_lines():
+                    if not line.startswith("data: "):
+                        continue
+                    event = json.loads(line[len("data: "):])
+                    new = [int(t) for t in event.get("tokens") or []]
+                    tokens += new
+                    if not stopped:
+                        cut = next((i for i, t in enumerate(new) if t in stop_ids), len(new))
+                        stopped = cut < len(new)
+                        if new[:cut]:
+                            stream(new[:cut])
+                    if event.get("stop"):
+                        final = event
+        except httpx.RemoteProtocolError as error:
+            if tokens:  # some went out already: sending it again would repeat them
+                raise EndpointError(f"llama.cpp's server broke off a reply at {url}: "
+                                    f"{error}") from error
+            raise _Unanswered from error
+        return final | {"tokens": tokens}
 
     @staticmethod
     async def _unless_cancelled(request: asyncio.Future[Any], job: Job) -> Any:
@@ -367,6 +437,10 @@ class _Cancelled(Exception):
 
 class EndpointError(RuntimeError):
     """The server refused a request or answered in a way the engine cannot read."""
+
+
+class _Unanswered(Exception):
+    """The server closed the connection without answering: the request did not run."""
 
 
 class _Clients:

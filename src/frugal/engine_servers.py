@@ -14,6 +14,10 @@ from pathlib import Path
 from frugal.endpoint_config import EndpointConfig
 from frugal.settings.engines import LlamaCppConfig, ManagedEngine
 
+# The prompt room a started engine leaves each row when the prompts are not known in advance
+# (evaluation, teachers): a question in the chat template, with room to spare.
+PROMPT_TOKENS_BOUND = 2048
+
 
 def context_length(prompt_tokens: int, thinking_tokens: int, answer_tokens: int) -> int:
     """The context an engine must hold for one row: prompt, thinking, Waits' slack, answer."""

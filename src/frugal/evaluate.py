@@ -43,9 +43,6 @@ from frugal.run_lock import locks_run_dir
 from frugal.settings import DEFAULT_MODEL
 from frugal.settings.evaluate import EvalConfig
 
-# The longest prompt a vLLM started for an evaluation must hold (benchmark questions are short).
-PROMPT_TOKENS_BOUND = 2048
-
 
 @dataclass(frozen=True)
 class Point:
@@ -151,7 +148,11 @@ def run(
             if config.engine is not None:
                 endpoint = config.engine
                 if isinstance(endpoint, str):  # an engine started for this evaluation
-                    from frugal.engine_servers import context_length, managed_endpoint
+                    from frugal.engine_servers import (
+                        PROMPT_TOKENS_BOUND,
+                        context_length,
+                        managed_endpoint,
+                    )
 
                     endpoint = resources.enter_context(managed_endpoint(
                         endpoint, model, adapters, dtype=config.dtype, llama_cpp=config.llama_cpp,

@@ -125,9 +125,10 @@ def _one_server(binary: str, name: str, gguf: Path, config: LlamaCppConfig,
     command = [
         binary, "--model", str(gguf), "--alias", name, "--host", "127.0.0.1",
         "--port", str(port), "--parallel", str(config.slots), "--cont-batching",
-        # One KV cache shared by the slots: each row may use up to its whole context while the
-        # total stays at slots x the longest row.
-        "--kv-unified", "--ctx-size", str(context_tokens * config.slots),
+        # Each slot its own KV cache of the longest row's context. (One unified cache for all
+        # slots attends over every slot's cells: 146 instead of 194 tokens/s at 16 clients,
+        # SmolLM2 q8_0 on 2 cores.)
+        "--no-kv-unified", "--ctx-size", str(context_tokens * config.slots),
         "--no-webui", "--no-warmup",
     ]
     if config.weights == "f32":

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from frugal.curate import CurateConfig
 from frugal.distill import DistillConfig
-from frugal.endpoint_config import EndpointConfig
+from frugal.endpoint_config import EngineSetting
 from frugal.experts.stage import ExpertsConfig
 from frugal.names import SafeName
 from frugal.pool import PoolConfig
@@ -43,10 +43,11 @@ class Recipe(BaseModel):
     description: str = ""
     model: str = Field(DEFAULT_MODEL, description="The base model of every stage.")
     machine_price_per_hour: float = Field(0.0, ge=0.0, description="Dollars per hour here.")
-    engine: EndpointConfig | None = Field(
+    engine: EngineSetting = Field(
         None, description="An OpenAI-compatible completions server serving `model` (vLLM, "
-        "llama.cpp's server) for every stage that generates with it: evaluation and the hf/self "
-        "teachers. None: frugal's local engine.",
+        "llama.cpp's server), or vllm / llama.cpp started where needed, for every stage that "
+        "generates with it: evaluation, the hf/self teachers and the experts comparison. None: "
+        "frugal's local engine.",
     )
     pool: PoolConfig = Field(default_factory=PoolConfig)
     distill: DistillConfig = Field(default_factory=DistillConfig)

@@ -25,6 +25,7 @@ import httpx
 import pytest
 
 from frugal.serve import ServeConfig, build, uvicorn_config
+from frugal.settings.engines import LlamaCppConfig
 
 from .conftest import API_KEY, Running, start
 
@@ -74,7 +75,29 @@ def nested(depth: int) -> bytes:
     return b"[" * depth + b"]" * depth
 
 
-def test_every_hostile_request_gets_its_status_and_the_server_stays_up(server: Running) -> None:
+@pytest.fixture(scope="module")
+def llama_cpp_server(served_run: Path) -> Iterator[Running]:
+    """The same server with llama.cpp's server generating behind it."""
+    from frugal.llama_cpp_server import llama_cpp_available
+
+    if not llama_cpp_available():
+        pytest.skip("llama.cpp's server is not built here (make llama-cpp builds .llama.cpp/)")
+    running = start(ServeConfig(
+        target=str(served_run), served_name="tiny", api_key=API_KEY, max_batch_size=8,
+        max_answer_tokens=16, max_thinking_tokens=64, default_thinking_tokens=8,
+        max_prompt_tokens=256, machine_price_per_hour=0.36, engine="llama.cpp",
+        llama_cpp=LlamaCppConfig(weights="f32", slots=4),
+    ))
+    yield running
+    running.stop()
+
+
+@pytest.mark.parametrize("engine", ["local", "llama.cpp"])
+def test_every_hostile_request_gets_its_status_and_the_server_stays_up(
+    engine: str, request: pytest.FixtureRequest
+) -> None:
+    server: Running = request.getfixturevalue(
+        "server" if engine == "local" else "llama_cpp_server")
     good = {"model": "tiny", "messages": [{"role": "user", "content": QUESTION}],
             "max_tokens": 3, "max_thinking_tokens": 4}
 

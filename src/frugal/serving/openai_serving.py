@@ -59,6 +59,7 @@ logger = logging.getLogger("frugal.serve")
 BASE_ADAPTER = "__base__"  # PEFT's name for "no adapter" in a mixed batch
 AUTO = "auto"
 FINISH = {"end_of_turn": "stop", "max_answer_tokens": "length", "length": "length"}
+GENERATION_FAILED = "generation failed for this request; see the server log"
 UNKNOWN_FIELD_LOG_EVERY_S = 10.0  # a client cannot flood the log with made-up field names
 
 
@@ -333,7 +334,7 @@ class OpenAIServing:
         ticket = self._submit(
             job, reply,
             lambda result: loop.call_soon_threadsafe(events.put_nowait, ("done", result)),
-            lambda error: loop.call_soon_threadsafe(events.put_nowait, ("error", error)),
+            lambda error: loop.call_soon_threadsafe(_log_and_put, events, error),
         )
         stream = self._events(job, reply, ticket, events, chat=chat, include_usage=include_usage)
         # A response cancelled before its first step never runs the stream's `finally`: when the
@@ -391,8 +392,7 @@ class OpenAIServing:
                             f"({self.limits.request_timeout_s:g} s); stream it, or ask for "
                             "fewer tokens", kind="timeout_error") from None
         except DecodeFailed:
-            raise RequestError(503, "the decode loop stopped; see the server log",
-                               kind="server_error") from None
+            raise RequestError(503, GENERATION_FAILED, kind="server_error") from None
         finally:
             if not done.done():  # the client left, the deadline passed, or this was cancelled
                 ticket.cancelled = True
@@ -410,8 +410,8 @@ class OpenAIServing:
                     ChunkChoice(delta=Delta(role="assistant", content=""))]))
             while True:
                 kind, payload = await events.get()
-                if kind == "error":  # the decode loop died: end the stream, say why
-                    yield _sse_error("the decode loop stopped; see the server log")
+                if kind == "error":  # generation failed: end the stream, say so
+                    yield _sse_error(GENERATION_FAILED)
                     return
                 if kind == "text":
                     if first:
@@ -571,7 +571,15 @@ class DecodeFailed(Exception):
     """The decode loop stopped while this request was in flight."""
 
 
+def _log_and_put(events: asyncio.Queue[Any], error: BaseException) -> None:
+    logger.error("generation failed: %r", error)
+    events.put_nowait(("error", error))
+
+
 def _fail(future: asyncio.Future[Any], error: BaseException) -> None:
+    # The client hears only that it failed (the error may name internal addresses); the
+    # operator's log has the error itself.
+    logger.error("generation failed: %r", error)
     if not future.done():
         future.set_exception(DecodeFailed(repr(error)))
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from frugal.endpoint_config import EndpointConfig
+from frugal.endpoint_config import EngineSetting
 from frugal.evaluation.benchmarks import BenchmarkSpec
 from frugal.settings.train import TrainConfig
 
@@ -29,7 +29,8 @@ class ExpertsConfig(BaseModel):
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
         "auto", description="Evaluation weights: auto is bfloat16 on GPUs and AMX CPUs."
     )
-    engine: EndpointConfig | None = Field(
+    engine: EngineSetting = Field(
         None, description="Evaluate the contenders on this completions server (serving the "
-        "base model and every adapter by name); None: the local engine.",
+        "base model and every adapter by name), or on vllm / llama.cpp started for each "
+        "evaluation; None: the local engine.",
     )

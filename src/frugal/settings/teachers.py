@@ -6,9 +6,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from frugal.endpoint_config import EndpointConfig
+from frugal.endpoint_config import EngineSetting
 from frugal.settings import DEFAULT_MODEL
 from frugal.settings.budget import BudgetConfig
+from frugal.settings.engines import LlamaCppConfig
 
 # Sent when the key's variable is unset: vLLM, Ollama and llama.cpp accept any key.
 PLACEHOLDER_KEY = "EMPTY"
@@ -109,7 +110,9 @@ class LocalTeacherConfig(BaseModel):
     )
     batch_size: int = Field(8, ge=1, description="Rows decoded together.")
     samples: int = Field(4, ge=1, description="Answers per question (self teacher only).")
-    engine: EndpointConfig | None = Field(
-        None, description="A completions server serving `model` (vLLM, llama.cpp's server); "
-        "None: the local engine.",
+    engine: EngineSetting = Field(
+        None, description="A completions server serving `model` (vLLM, llama.cpp's server), "
+        "or vllm / llama.cpp started for the distillation; None: the local engine.",
     )
+    llama_cpp: LlamaCppConfig = Field(default_factory=LlamaCppConfig,
+                                      description="How engine llama.cpp runs.")

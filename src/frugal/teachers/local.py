@@ -11,6 +11,7 @@ Responses go to the sink as soon as a question's rows finish, so an interrupted 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import ExitStack
 from typing import Any
 
 from frugal.generation import BudgetForcingEngine, Engine, GenerationResult
@@ -23,6 +24,17 @@ from frugal.teachers.base import (
     Teacher,
     TeacherResponse,
 )
+
+
+def _engine_key(config: LocalTeacherConfig) -> str:
+    """What, besides the model, decides a served teacher's answers."""
+    engine = config.engine
+    if engine == "llama.cpp":
+        return f"llama.cpp ({config.llama_cpp.weights})"
+    if isinstance(engine, str):
+        return engine
+    assert engine is not None
+    return f"{engine.base_url} ({engine.model})"
 
 
 class HFTeacher(Teacher):
@@ -44,20 +56,36 @@ class HFTeacher(Teacher):
             "samples": self._samples,
             "weights": fingerprint(self.config.model),
             # A server's weights are its own: answers from it are not the local model's.
-            **({"engine": f"{self.config.engine.base_url} ({self.config.engine.model})"}
-               if self.config.engine else {}),
+            **({"engine": _engine_key(self.config)} if self.config.engine else {}),
         }
 
     @property
     def _samples(self) -> int:
         return 1
 
-    def _engine(self) -> Engine:
-        if self.config.engine is not None:
+    def _engine(self, resources: ExitStack) -> Engine:
+        """The local engine, or an endpoint engine on the configured server (one started
+        here, and stopped with `resources`, for vllm / llama.cpp)."""
+        endpoint = self.config.engine
+        if endpoint is not None:
             from frugal.endpoint_engine import EndpointEngine
             from frugal.models import load_tokenizer
 
-            return EndpointEngine(self.config.engine, load_tokenizer(self.config.model))
+            tokenizer = load_tokenizer(self.config.model)
+            if isinstance(endpoint, str):
+                from frugal.engine_servers import (
+                    PROMPT_TOKENS_BOUND,
+                    context_length,
+                    managed_endpoint,
+                )
+
+                budget = self.config.budget
+                endpoint = resources.enter_context(managed_endpoint(
+                    endpoint, self.config.model, {}, dtype="auto",
+                    llama_cpp=self.config.llama_cpp, context_tokens=context_length(
+                        PROMPT_TOKENS_BOUND, budget.max_thinking_tokens,
+                        budget.max_answer_tokens)))
+            return EndpointEngine(endpoint, tokenizer)
         if self._loaded is None:
             from frugal.models import load_model
 
@@ -65,7 +93,10 @@ class HFTeacher(Teacher):
         return BudgetForcingEngine(self._loaded.model, self._loaded.tokenizer)
 
     def run(self, questions: Sequence[Question], sink: ResponseSink) -> None:
-        engine = self._engine()
+        with ExitStack() as resources:
+            self._run(self._engine(resources), questions, sink)
+
+    def _run(self, engine: Engine, questions: Sequence[Question], sink: ResponseSink) -> None:
         k = self._samples
         admitted: list[Question] = []
         for question in questions:
