@@ -262,13 +262,24 @@ def test_frugal_serve_fronts_llama_cpp_it_starts_and_stops(
     assert not (_llama_servers() & started), "the llama.cpp servers frugal started must stop"
 
 
+class _Sink:
+    """What distill gives a local teacher: every question admitted, each answer kept."""
+
+    def __init__(self) -> None:
+        self.puts: dict[str, Any] = {}
+
+    def admit(self, question: Any, input_tokens: int, max_output_tokens: int) -> bool:
+        return True
+
+    def put(self, question: Any, response: Any, reservation: Any = None) -> None:
+        self.puts[question.id] = response
+
+
 def test_a_local_teacher_answers_through_llama_cpp_it_starts(smollm2: Any) -> None:
     """`distill.local.engine: llama.cpp`: the hf teacher's answers come from a llama.cpp it
     starts and stops, the same answers as its local engine's (f32), cached apart from them."""
     from frugal.questions import Question
     from frugal.teachers.local import HFTeacher, LocalTeacherConfig
-
-    from .teachers.test_openai_teacher import RecordingSink
 
     budget = BudgetConfig(max_thinking_tokens=24, min_thinking_tokens=8, max_answer_tokens=12)
     questions = [Question(id=f"q{i}", question=q, answer="0", source="test")
@@ -279,7 +290,7 @@ def test_a_local_teacher_answers_through_llama_cpp_it_starts(smollm2: Any) -> No
     before = _llama_servers()
     answers = {}
     for name, teacher in (("served", served), ("local", local)):
-        sink = RecordingSink()
+        sink = _Sink()
         teacher.run(questions, sink)
         answers[name] = {q: (r.completions[0].thinking, r.completions[0].answer)
                          for q, r in sink.puts.items()}
