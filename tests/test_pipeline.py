@@ -268,3 +268,20 @@ def test_cli_run_exits_1_on_a_partial_stage_and_names_the_fix(
     assert "retry_failed" in result.output and "did not run" in result.output
     state = json.loads((tmp_path / "run" / STAGES_FILE).read_text())
     assert state["distill"]["status"] == "partial" and "curate" not in state
+
+
+@pytest.mark.parametrize("name", sorted(__import__("frugal.recipes").recipes.builtin_recipes()))
+def test_every_stage_reads_only_what_an_earlier_stage_writes(name: str) -> None:
+    """The stage list is the whole wiring: each stage's settings are its own model, and every
+    run-directory file it reads is written by a stage before it."""
+    recipe = load_recipe(name)
+    written: set[str] = set()
+    for stage in pipeline.stages_of(recipe):
+        missing = set(stage.reads(recipe)) - written
+        assert not missing, f"{name}: {stage.name} reads {missing}, which nothing before writes"
+        settings = stage.settings(recipe)
+        parts = settings if isinstance(settings, list) else [settings]
+        if stage.config is not None:
+            assert any(isinstance(part, stage.config) for part in parts), stage.name
+        written |= set(stage.outputs(recipe))
+    assert [s.name for s in pipeline.stages_of(recipe)][-1] == "report"

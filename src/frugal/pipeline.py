@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel
+
 from frugal.events import Events, QuietEvents
 from frugal.ledger import append_entry, compute_cost
 from frugal.recipes import Recipe, dump_recipe
@@ -37,6 +39,12 @@ from frugal.run_files import (
     write_text_atomic,
 )
 from frugal.run_lock import locks_run_dir
+from frugal.settings.curate import CurateConfig
+from frugal.settings.distill import DistillConfig
+from frugal.settings.evaluate import RunEvalConfig
+from frugal.settings.experts import ExpertsConfig
+from frugal.settings.pool import PoolConfig
+from frugal.settings.train import TrainConfig
 
 
 def stages_of(recipe: Recipe) -> tuple[Stage, ...]:
@@ -46,12 +54,17 @@ def stages_of(recipe: Recipe) -> tuple[Stage, ...]:
 
 @dataclass(frozen=True)
 class Stage:
-    """One step of `frugal run`: its name, the part of the recipe it runs with (its key), the
-    run-directory files that mean it is done (none: it always runs), how it runs, and whether
-    the pipeline books its compute time (the others write their own ledger entries)."""
+    """One step of `frugal run`: its name, its settings model (`config`: the recipe section
+    it runs with, the part of its key that is its own), the run-directory files it reads and
+    those it writes that mean it is done (none: it always runs), how it runs
+    (`run(recipe, run_dir, events, resume)`, which calls the stage module's `run(config,
+    run_dir, events)`), and whether the pipeline books its compute time (the others write
+    their own ledger entries)."""
 
     name: str
+    config: type[BaseModel] | None
     settings: Callable[[Recipe], Any]
+    reads: Callable[[Recipe], list[str]]
     outputs: Callable[[Recipe], list[str]]
     run: Callable[[Recipe, Path, Events, bool], Any]
     books_compute: bool = False
@@ -219,9 +232,7 @@ def _partial_record(key: str, started: float, missing: str) -> StageRecord:
 def _pool(recipe: Recipe, run_dir: Path, events: Events, resume: bool) -> Any:
     from frugal import pool
 
-    result = pool.run(recipe.pool, run_dir)
-    events.note(f"pool: {len(result.questions)} questions in {result.path}")
-    return result
+    return pool.run(recipe.pool, run_dir, events)
 
 
 def _distill(recipe: Recipe, run_dir: Path, events: Events, resume: bool) -> Any:
@@ -317,21 +328,37 @@ def _trained_files(recipe: Recipe) -> list[str]:
     return [f"{ADAPTERS}/{recipe.train.name}/adapter_config.json"]
 
 
+def _adapter_read(recipe: Recipe) -> list[str]:
+    """Evaluation reads the trained adapter (or model), and the training set for its
+    contamination check."""
+    return [*_trained_files(recipe), SELECTED]
+
+
 def _summaries(recipe: Recipe) -> list[str]:
     return [f"{EVAL_DIR}/{label}/{SUMMARY}" for label in eval_labels(recipe)]
 
 
-POOL_STAGE = Stage("pool", lambda r: r.pool, lambda r: [POOL], _pool, books_compute=True)
-DISTILL_STAGE = Stage("distill", lambda r: r.distill, lambda r: [TRACES], _distill)
-CURATE_STAGE = Stage("curate", lambda r: r.curate, lambda r: [SELECTED], _curate,
+def _nothing(recipe: Recipe) -> list[str]:
+    return []
+
+
+POOL_STAGE = Stage("pool", PoolConfig, lambda r: r.pool, _nothing, lambda r: [POOL], _pool,
+                   books_compute=True)
+DISTILL_STAGE = Stage("distill", DistillConfig, lambda r: r.distill, lambda r: [POOL],
+                      lambda r: [TRACES], _distill)
+CURATE_STAGE = Stage("curate", CurateConfig, lambda r: r.curate, lambda r: [POOL, TRACES],
+                     lambda r: [SELECTED], _curate, books_compute=True)
+REPORT_STAGE = Stage("report", None, lambda r: None, _nothing, _nothing, _report,
                      books_compute=True)
-REPORT_STAGE = Stage("report", lambda r: None, lambda r: [], _report, books_compute=True)
 RUN = (POOL_STAGE, DISTILL_STAGE, CURATE_STAGE,
-       Stage("train", lambda r: r.train, _trained_files, _train),
-       Stage("eval", lambda r: [r.model, r.eval], _summaries, _eval),
+       Stage("train", TrainConfig, lambda r: r.train, lambda r: [SELECTED], _trained_files,
+             _train),
+       Stage("eval", RunEvalConfig, lambda r: [r.model, r.eval], _adapter_read, _summaries,
+             _eval),
        REPORT_STAGE)
 EXPERT_RUN = (POOL_STAGE, DISTILL_STAGE, CURATE_STAGE,
-              Stage("experts", lambda r: r.experts, lambda r: [COMPARISON], _experts),
+              Stage("experts", ExpertsConfig, lambda r: r.experts, lambda r: [SELECTED],
+                    lambda r: [COMPARISON], _experts),
               REPORT_STAGE)
 STAGES = tuple(stage.name for stage in RUN)
 EXPERT_STAGES = tuple(stage.name for stage in EXPERT_RUN)

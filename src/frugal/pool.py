@@ -15,6 +15,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from frugal.events import Events, QuietEvents
 from frugal.questions import GSM8K_FIELDS, Question, read_questions
 from frugal.run_files import POOL, write_jsonl
 from frugal.run_lock import locks_run_dir
@@ -61,7 +62,8 @@ class PoolResult:
 
 
 @locks_run_dir
-def run(config: PoolConfig, run_dir: Path) -> PoolResult:
+def run(config: PoolConfig, run_dir: Path, events: Events | None = None) -> PoolResult:
+    """Build the pool (`pool.jsonl`) the later stages draw from."""
     questions = load_pool_questions(config)
     if config.limit is not None:
         questions = questions[: config.limit]
@@ -69,6 +71,7 @@ def run(config: PoolConfig, run_dir: Path) -> PoolResult:
     path.parent.mkdir(parents=True, exist_ok=True)
     # Atomic: a reader never sees a half-written pool. Same lines as write_questions.
     write_jsonl(path, (q.model_dump(mode="json") for q in questions))
+    (events or QuietEvents()).note(f"pool: {len(questions)} questions in {path}")
     return PoolResult(path=path, questions=questions)
 
 

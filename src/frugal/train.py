@@ -229,10 +229,10 @@ def log_name(config: TrainConfig, main: bool = True) -> str:
 def run(
     config: TrainConfig,
     run_dir: Path,
+    events: Events | None = None,
     *,
     resume: bool = False,
     records: list[dict[str, Any]] | None = None,
-    events: Events | None = None,
 ) -> TrainResult:
     """Train on `selected.jsonl` (or on `records`, the experts' per-domain subsets).
 
