@@ -8,6 +8,7 @@ the loader at an arbitrary file.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,15 @@ def find_adapter(run_dir: Path | None, adapter: str) -> tuple[str, Path]:
         f"adapter {adapter!r} is neither an adapter of {run_dir} (found: {names}) nor a "
         f"directory with {ADAPTER_CONFIG}. Fix: run `frugal train` first or give the path."
     )
+
+
+def adapter_fingerprint(adapter_dir: Path) -> str:
+    """Changes whenever any file of the adapter does (a retrained adapter), so results and
+    exports keyed by it are never an older adapter's."""
+    digest = hashlib.sha256()
+    for file in sorted(p for p in Path(adapter_dir).iterdir() if p.is_file()):
+        digest.update(file.name.encode() + file.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def base_model_of(adapter_dir: Path) -> str:

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from frugal.settings.engines import MANAGED_ENGINES, ManagedEngine
+from frugal.settings.engines import MANAGED_ENGINES, LlamaCppConfig, ManagedEngine
 
 
 class EndpointConfig(BaseModel):
@@ -42,6 +42,17 @@ class EndpointConfig(BaseModel):
 # Where a stage generates: frugal's local engine (None), an engine it starts itself, or a
 # server at a URL.
 EngineSetting = EndpointConfig | ManagedEngine | None
+
+
+def engine_key(engine: EndpointConfig | ManagedEngine, llama_cpp: LlamaCppConfig) -> str:
+    """What, besides the model's weights, decides an engine's answers (for cache and resume
+    keys): the server and its model name, or the engine started and, for llama.cpp, its GGUF
+    type."""
+    if engine == "llama.cpp":
+        return f"llama.cpp ({llama_cpp.weights})"
+    if isinstance(engine, str):
+        return engine
+    return f"{engine.base_url} ({engine.model})"
 
 
 def endpoint_option(

@@ -386,15 +386,11 @@ def _settings(
     config: EvalConfig, spec: BenchmarkSpec, model: str, adapters: dict[str, Path]
 ) -> dict[str, Any]:
     """What makes two evaluations comparable; budgets may change between resumes."""
+    from frugal.adapters import adapter_fingerprint
+    from frugal.endpoint_config import engine_key
     from frugal.models import fingerprint, inference_dtype
 
-    fingerprints = {}
-    for name, path in adapters.items():
-        files = sorted(p for p in path.iterdir() if p.is_file())
-        digest = hashlib.sha256()
-        for file in files:
-            digest.update(file.name.encode() + file.read_bytes())
-        fingerprints[name] = digest.hexdigest()[:16]
+    fingerprints = {name: adapter_fingerprint(path) for name, path in adapters.items()}
     return {
         "model": model,
         "model_fingerprint": fingerprint(model),
@@ -409,8 +405,7 @@ def _settings(
         "route": config.route,
         "dtype": inference_dtype(config.dtype),
         # Only when set, so evaluations from before engines existed still resume.
-        **({"engine": config.engine if isinstance(config.engine, str)
-            else f"{config.engine.base_url} ({config.engine.model})"} if config.engine else {}),
+        **({"engine": engine_key(config.engine, config.llama_cpp)} if config.engine else {}),
     }
 
 

@@ -60,11 +60,12 @@ def llama_cpp_available() -> bool:
 def gguf_for(model: str, adapter: Path | None, weights: GgufType) -> Path:
     """The GGUF file of `model` (+ `adapter` merged in), exported on first use and cached by
     the fingerprints of both, so a changed base or a retrained adapter is exported anew."""
+    from frugal.adapters import adapter_fingerprint
     from frugal.models import cache_dir, fingerprint
 
     parts = [fingerprint(model), weights]
     if adapter is not None:
-        parts.append(_adapter_fingerprint(adapter))
+        parts.append(adapter_fingerprint(adapter))
     key = hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
     name = Path(model).name if adapter is None else f"{Path(model).name}+{adapter.name}"
     path = cache_dir() / "gguf" / f"{name}-{weights}-{key}.gguf"
@@ -79,14 +80,6 @@ def gguf_for(model: str, adapter: Path | None, weights: GgufType) -> Path:
     else:
         loaded = export.load_merged(adapter.parent, str(adapter), model)
     return export.save_gguf(loaded, path, weights)  # atomic: never a half-written cache file
-
-
-def _adapter_fingerprint(adapter: Path) -> str:
-    digest = hashlib.sha256()
-    for file in sorted(p for p in adapter.iterdir() if p.is_file()):
-        digest.update(file.name.encode())
-        digest.update(file.read_bytes())
-    return digest.hexdigest()[:16]
 
 
 @contextmanager

@@ -26,17 +26,6 @@ from frugal.teachers.base import (
 )
 
 
-def _engine_key(config: LocalTeacherConfig) -> str:
-    """What, besides the model, decides a served teacher's answers."""
-    engine = config.engine
-    if engine == "llama.cpp":
-        return f"llama.cpp ({config.llama_cpp.weights})"
-    if isinstance(engine, str):
-        return engine
-    assert engine is not None
-    return f"{engine.base_url} ({engine.model})"
-
-
 class HFTeacher(Teacher):
     kind = "hf"
 
@@ -49,6 +38,7 @@ class HFTeacher(Teacher):
         return self.config.model
 
     def cache_params(self) -> dict[str, Any]:
+        from frugal.endpoint_config import engine_key
         from frugal.models import fingerprint
 
         return {
@@ -56,7 +46,8 @@ class HFTeacher(Teacher):
             "samples": self._samples,
             "weights": fingerprint(self.config.model),
             # A server's weights are its own: answers from it are not the local model's.
-            **({"engine": _engine_key(self.config)} if self.config.engine else {}),
+            **({"engine": engine_key(self.config.engine, self.config.llama_cpp)}
+               if self.config.engine else {}),
         }
 
     @property
