@@ -321,3 +321,71 @@ def test_a_streaming_row_gets_each_token_as_llama_cpp_generates_it(
     assert len(generated) > 40
     # Not handed over in a few bursts at the end of each request: spread over the decoding.
     assert len({round(when, 3) for when in generated}) > len(generated) // 2
+
+
+class _DropFirstRequest:
+    """A TCP proxy to a server that reads the first request it gets and closes the connection
+    without answering, as a server does with a keep-alive connection it is closing; later
+    connections are passed through."""
+
+    def __init__(self, target_port: int) -> None:
+        import socket
+        import threading
+
+        self.target_port = target_port
+        self.dropped = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if not self.dropped:
+                self.dropped += 1
+                client.recv(65536)
+                client.close()
+                continue
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: Any, sink: Any) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                with __import__("contextlib").suppress(OSError):
+                    end.shutdown(2)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_a_request_the_server_closes_unanswered_is_sent_again(
+    llama_cpp: EndpointConfig, engine: EndpointEngine, smollm2: Any
+) -> None:
+    from urllib.parse import urlparse
+
+    proxy = _DropFirstRequest(urlparse(llama_cpp.base_url).port or 0)
+    try:
+        through = EndpointConfig(base_url=f"http://127.0.0.1:{proxy.port}/v1", model=SMOLLM2,
+                                 api="llama.cpp")
+        budget = BudgetConfig(max_thinking_tokens=24, min_thinking_tokens=12,
+                              max_answer_tokens=8)
+        retried = EndpointEngine(through, smollm2.tokenizer).generate(QUESTIONS[:1], budget)
+    finally:
+        proxy.close()
+    assert proxy.dropped == 1
+    direct = engine.generate(QUESTIONS[:1], budget)
+    assert retried[0].token_ids == direct[0].token_ids
