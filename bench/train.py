@@ -128,8 +128,9 @@ def arm_frugal(args: argparse.Namespace) -> dict[str, Any]:
     from frugal.events import RichEvents
     from frugal.models import load_tokenizer
     from frugal.reasoning_format import ReasoningFormat
+    from frugal.run_files import read_selected
     from frugal.settings.train import LoraSettings, TrainConfig
-    from frugal.train import TRAIN_LOG, build_examples, read_selected
+    from frugal.train import TRAIN_LOG, build_examples
     from frugal.train import run as train_run
 
     config = TrainConfig(

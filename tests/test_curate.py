@@ -196,9 +196,11 @@ def test_questions_without_domain_are_clustered(tmp_path: Path) -> None:
 def test_traces_without_thinking_or_answer_are_dropped() -> None:
     from frugal.curate import Item, _check_trace
     from frugal.questions import Question
+    from frugal.run_files import Trace
 
     def item(qid: str, trace: dict[str, Any] | None) -> Item:
-        return Item(Question(id=qid, question=f"q {qid}", answer="1", source="t"), trace)
+        return Item(Question(id=qid, question=f"q {qid}", answer="1", source="t"),
+                    None if trace is None else Trace(id=qid, **trace))
 
     reasons = _check_trace([
         item("ok", {"thinking": "1 = 1", "answer": "Final Answer: 1"}),

@@ -43,8 +43,8 @@ def test_program_teacher_writes_correct_traces_and_never_pays_twice(tmp_path: Pa
     total = task_pool(tmp_path)
     first = distill.run(DistillConfig(teacher="program"), tmp_path)
     assert len(first.traces) == total and first.calls == total
-    assert all(t["correct"] for t in first.traces)  # the families' own solutions are right
-    assert all(t["thinking"] and t["answer"].startswith("Final Answer:") for t in first.traces)
+    assert all(t.correct for t in first.traces)  # the families' own solutions are right
+    assert all(t.thinking and t.answer.startswith("Final Answer:") for t in first.traces)
     again = distill.run(DistillConfig(teacher="program"), tmp_path)
     assert again.calls == 0 and again.traces == first.traces
     with TeacherCache(tmp_path / TEACHER_CACHE) as cache:
@@ -57,8 +57,8 @@ def test_program_teacher_writes_correct_traces_and_never_pays_twice(tmp_path: Pa
 def test_dataset_teacher_uses_gsm8k_solutions(tmp_path: Path) -> None:
     build_pool(PoolConfig(source="gsm8k", limit=20), tmp_path)
     result = distill.run(DistillConfig(teacher="dataset"), tmp_path)
-    assert len(result.traces) == 20 and all(t["correct"] for t in result.traces)
-    assert "Natalia sold 48/2 = 24 clips in May." in result.traces[0]["thinking"]
+    assert len(result.traces) == 20 and all(t.correct for t in result.traces)
+    assert "Natalia sold 48/2 = 24 clips in May." in result.traces[0].thinking
 
 
 def test_program_teacher_refuses_questions_without_a_generator(tmp_path: Path) -> None:
@@ -90,7 +90,7 @@ def test_hf_teacher_answers_through_the_engine(tmp_path: Path, tiny_dir: Path) -
     config = DistillConfig(teacher="hf", local=local(tiny_dir), machine_price_per_hour=3.6)
     result = distill.run(config, tmp_path)
     assert len(result.traces) == total and result.calls == total
-    assert all(t["tokens"]["output"] > 0 and t["model"] == str(tiny_dir) for t in result.traces)
+    assert all(t.tokens.output > 0 and t.model == str(tiny_dir) for t in result.traces)
     entry = read_ledger(tmp_path)["entries"][-1]
     assert entry["compute_dollars"] == pytest.approx(entry["compute_seconds"] / 1000, abs=1e-6)
     assert distill.run(config, tmp_path).calls == 0
@@ -100,7 +100,7 @@ def test_self_teacher_samples_k_and_records_the_pass_rate(tmp_path: Path, tiny_d
     total = task_pool(tmp_path, per_family=1)
     result = distill.run(DistillConfig(teacher="self", local=local(tiny_dir, samples=3)), tmp_path)
     assert len(result.traces) == total
-    assert all(t["samples"] == 3 and 0.0 <= t["pass_rate"] <= 1.0 for t in result.traces)
+    assert all(t.samples == 3 and 0.0 <= t.pass_rate <= 1.0 for t in result.traces)
     with TeacherCache(tmp_path / TEACHER_CACHE) as cache:
         stored = cache.get(cache_keys(tmp_path, result)[0])
     texts = [c["thinking"] + c["answer"] for c in stored["completions"]]
@@ -125,7 +125,7 @@ def test_openai_teacher_prices_each_call(tmp_path: Path) -> None:
         assert sum(server.answered.values()) == total
     assert len(result.traces) == total
     expected = sum(
-        prices.cost(t["tokens"]["input"], t["tokens"]["output"], t["tokens"]["cached_input"])
+        prices.cost(t.tokens.input, t.tokens.output, t.tokens.cached_input)
         for t in result.traces
     )
     assert result.dollars == pytest.approx(expected)

@@ -351,7 +351,7 @@ def test_raising_max_tokens_asks_only_the_replies_it_cut_short(tmp_path: Path) -
                                prices=PRICES)
         first = distill.run(config, tmp_path)
         assert server.total_calls == len(prompts)
-        assert sum(not t["answer"] for t in first.traces) == 2  # cut at 100 tokens
+        assert sum(not t.answer for t in first.traces) == 2  # cut at 100 tokens
         config.openai = teacher_config(server, max_tokens=400)
         second = distill.run(config, tmp_path)
         state = server.snapshot()
@@ -359,4 +359,4 @@ def test_raising_max_tokens_asks_only_the_replies_it_cut_short(tmp_path: Path) -
             "max_tokens raised 100 -> 400")
     assert state["total_calls"] == len(prompts) + 2  # only the two cut short were asked again
     assert {p for p, n in state["calls"].items() if n == 2} == long
-    assert all(t["answer"] for t in second.traces) and len(second.traces) == len(prompts)
+    assert all(t.answer for t in second.traces) and len(second.traces) == len(prompts)

@@ -13,7 +13,6 @@ and `plots/curation.png`.
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 from collections import Counter
@@ -33,7 +32,17 @@ from frugal.events import Events, QuietEvents
 from frugal.grading import reference_answer
 from frugal.pool import read_pool
 from frugal.questions import DEFAULT_FIELDS, Question, read_questions
-from frugal.run_files import CURATION_PLOT, SELECTED, SELECTION, TRACES, write_json, write_jsonl
+from frugal.run_files import (
+    CURATION_PLOT,
+    SELECTED,
+    SELECTION,
+    TRACES,
+    SelectedItem,
+    Trace,
+    read_records,
+    write_json,
+    write_records,
+)
 from frugal.run_lock import locks_run_dir
 from frugal.settings.curate import CurateConfig
 
@@ -43,7 +52,7 @@ class Item:
     """A pool question joined with its trace."""
 
     question: Question
-    trace: dict[str, Any] | None
+    trace: Trace | None
     domain: str = ""
     tokens: int = 0
     embedding: Any = None  # computed at most once, shared by near-duplicates and clustering
@@ -112,7 +121,8 @@ def run(config: CurateConfig, run_dir: Path, events: Events | None = None) -> Cu
         started = time.perf_counter()
         reasons = {}
         for item in items:
-            why = outside_band((item.trace or {}).get("pass_rate"), config.pass_rate_band)
+            why = outside_band(item.trace.pass_rate if item.trace else None,
+                               config.pass_rate_band)
             if why:
                 reasons[item.question.id] = why
         items = funnel.apply("difficulty: pass rate", items, reasons, time.perf_counter() - started)
@@ -137,25 +147,17 @@ def run(config: CurateConfig, run_dir: Path, events: Events | None = None) -> Cu
     return _write_outputs(config, run_dir, pool_items, candidates, selected, funnel)
 
 
-def _read_traces(run_dir: Path) -> dict[str, dict[str, Any]]:
+def _read_traces(run_dir: Path) -> dict[str, Trace]:
     path = run_dir / TRACES
     if not path.is_file():
         raise FileNotFoundError(
             f"{path} does not exist. Fix: run `frugal distill --run {run_dir}` first."
         )
-    traces = {}
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
-            if line.strip():
-                try:
-                    trace = json.loads(line)
-                    traces[trace["id"]] = trace
-                except (json.JSONDecodeError, KeyError, TypeError) as error:
-                    raise ValueError(f"{path} line {number}: not a trace ({error})") from None
-    return traces
+    fix = f"correct that line, or run `frugal distill --run {run_dir}` again"
+    return {trace.id: trace for trace in read_records(path, Trace, fix=fix)}
 
 
-def _join(questions: list[Question], traces: dict[str, dict[str, Any]]) -> list[Item]:
+def _join(questions: list[Question], traces: dict[str, Trace]) -> list[Item]:
     return [Item(question=q, trace=traces.get(q.id)) for q in questions]
 
 
@@ -164,7 +166,7 @@ def _count_tokens(items: list[Item], tokenizer_spec: str) -> None:
 
     tokenizer = load_tokenizer(tokenizer_spec)
     with_trace = [i for i in items if i.trace]
-    texts = [f"{i.trace['thinking']}\n{i.trace['answer']}" for i in with_trace]
+    texts = [f"{i.trace.thinking}\n{i.trace.answer}" for i in with_trace if i.trace]
     for start in range(0, len(texts), 2048):
         encoded = tokenizer(texts[start : start + 2048], add_special_tokens=False)["input_ids"]
         for item, ids in zip(with_trace[start : start + 2048], encoded, strict=True):
@@ -179,8 +181,8 @@ def _quality_checks(config: CurateConfig, run_dir: Path) -> list[tuple[str, Any]
     ]
     if config.require_correct:
         checks.append(("quality: correct", lambda items: {
-            i.question.id: f"trace graded incorrect (extracted {i.trace.get('extracted')!r}, "
-            f"reference {i.question.answer!r})" for i in items if not i.trace["correct"]
+            i.question.id: f"trace graded incorrect (extracted {i.trace.extracted!r}, "
+            f"reference {i.question.answer!r})" for i in items if i.trace and not i.trace.correct
         }))
     if config.max_trace_tokens is not None:
         limit = config.max_trace_tokens
@@ -191,7 +193,8 @@ def _quality_checks(config: CurateConfig, run_dir: Path) -> list[tuple[str, Any]
     if config.format_patterns:
         formatting = FormattingFilter(config.format_patterns)
         checks.append(("quality: formatting", lambda items: formatting.filter(
-            [(i.question.id, f"{i.question.question}\n{i.trace['thinking']}") for i in items]
+            [(i.question.id, f"{i.question.question}\n{i.trace.thinking if i.trace else ''}")
+             for i in items]
         )))
     checks.append(("quality: exact duplicates", lambda items: exact_duplicates(
         [(i.question.id, i.question.question) for i in items]
@@ -211,9 +214,9 @@ def _check_trace(items: list[Item]) -> dict[str, str]:
     for item in items:
         if item.trace is None:
             reasons[item.question.id] = "no trace: the teacher never answered it"
-        elif not str(item.trace.get("thinking", "")).strip():
+        elif not item.trace.thinking.strip():
             reasons[item.question.id] = "trace has no thinking"
-        elif not str(item.trace.get("answer", "")).strip():
+        elif not item.trace.answer.strip():
             reasons[item.question.id] = "trace has no answer section (cut off while thinking?)"
     return reasons
 
@@ -299,18 +302,12 @@ def _write_outputs(
     records = []
     for item in selected:
         assert item.trace is not None
-        records.append({
-            "id": item.question.id,
-            "question": item.question.question,
-            "answer": item.question.answer,
-            "domain": item.domain,
-            "thinking": item.trace["thinking"],
-            "trace_answer": item.trace["answer"],
-            "trace_tokens": item.tokens,
-            "teacher": item.trace.get("teacher"),
-            "source": item.question.source,
-        })
-    write_jsonl(selected_path, records)
+        records.append(SelectedItem(
+            id=item.question.id, question=item.question.question, answer=item.question.answer,
+            domain=item.domain, thinking=item.trace.thinking, trace_answer=item.trace.answer,
+            trace_tokens=item.tokens, teacher=item.trace.teacher, source=item.question.source,
+        ))
+    write_records(selected_path, records)
     pool_domains = Counter(i.question.domain or "(none)" for i in pool)
     selection = {
         "config": config.model_dump(),

@@ -32,7 +32,7 @@ from frugal.ledger import (
 )
 from frugal.pool import read_pool
 from frugal.questions import Question
-from frugal.run_files import TEACHER_CACHE, TRACES, write_jsonl
+from frugal.run_files import TEACHER_CACHE, TRACES, Trace, TraceTokens, write_records
 from frugal.run_lock import locks_run_dir
 from frugal.settings.distill import DistillConfig
 from frugal.teacher_cache import (
@@ -50,7 +50,7 @@ from frugal.teachers.base import Teacher, TeacherResponse, TeacherStopped, Usage
 @dataclass
 class DistillResult:
     traces_path: Path
-    traces: list[dict[str, Any]]
+    traces: list[Trace]
     questions: int = 0  # how many the stage was asked to distill
     calls: int = 0  # usable responses received (and paid for) by this invocation
     failed: dict[str, str] = field(default_factory=dict)
@@ -65,7 +65,7 @@ class DistillResult:
 
     @property
     def correct(self) -> int:
-        return sum(t["correct"] for t in self.traces)
+        return sum(t.correct for t in self.traces)
 
     @property
     def stopped_by_cost(self) -> bool:
@@ -361,9 +361,9 @@ def run(
             raise
         paid_now = cache.total_cost() - paid_at_start
         traces = _derive_traces(cache, questions, got.keys, teacher)
-        answered = {t["id"] for t in traces}
+        answered = {t.id for t in traces}
     traces_path = run_dir / TRACES
-    write_jsonl(traces_path, traces)
+    write_records(traces_path, traces)
     local = config.teacher in ("hf", "self")
     compute_dollars = compute_cost(got.seconds, config.machine_price_per_hour) if local else 0.0
     append_entry(
@@ -435,7 +435,7 @@ def _settle_crashed_calls(run_dir: Path, cache: TeacherCache) -> float:
 
 def _derive_traces(
     cache: TeacherCache, questions: list[Question], keys: dict[str, str], teacher: Teacher
-) -> list[dict[str, Any]]:
+) -> list[Trace]:
     """One graded trace per answered question, in pool order, rebuilt from the cache alone."""
     traces = []
     for question in questions:
@@ -450,24 +450,18 @@ def _derive_traces(
             continue
         best = next((i for i, g in enumerate(graded) if g.correct), 0)
         completion = response.completions[best]
-        trace: dict[str, Any] = {
-            "id": question.id,
-            "domain": question.domain,
-            "thinking": completion.thinking,
-            "answer": completion.answer,
-            "extracted": graded[best].extracted,
-            "correct": graded[best].correct,
-            "teacher": teacher.kind,
-            "model": response.model or teacher.model,
-            "tokens": {
-                "input": response.input_tokens,
-                "output": completion.output_tokens or response.output_tokens,
-                "cached_input": response.cached_input_tokens,
-            },
-        }
+        trace = Trace(
+            id=question.id, domain=question.domain, thinking=completion.thinking,
+            answer=completion.answer, extracted=graded[best].extracted,
+            correct=graded[best].correct, teacher=teacher.kind,
+            model=response.model or teacher.model,
+            tokens=TraceTokens(input=response.input_tokens,
+                               output=completion.output_tokens or response.output_tokens,
+                               cached_input=response.cached_input_tokens),
+        )
         if len(graded) > 1:
-            trace["samples"] = len(graded)
-            trace["pass_rate"] = sum(g.correct for g in graded) / len(graded)
+            trace.samples = len(graded)
+            trace.pass_rate = sum(g.correct for g in graded) / len(graded)
         traces.append(trace)
     return traces
 

@@ -37,6 +37,7 @@ from frugal.run_files import (
     SUMMARY,
     RunFileError,
     read_json,
+    read_selected,
     write_json,
 )
 from frugal.run_lock import locks_run_dir
@@ -371,14 +372,7 @@ def _contamination(
     in_run = any(path.resolve().parent.parent == run_dir.resolve() for path in adapters.values())
     if not adapters or not in_run or not selected.is_file():
         return []
-    texts = []
-    with selected.open(encoding="utf-8") as handle:
-        for line in handle:
-            if line.strip():
-                record = json.loads(line)
-                texts.append(" ".join(
-                    str(record.get(k) or "") for k in ("question", "thinking", "answer")
-                ))
+    texts = [f"{r.question} {r.thinking} {r.answer}" for r in read_selected(run_dir)]
     return find_overlaps(questions, texts)
 
 

@@ -17,10 +17,12 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
+
+RecordT = TypeVar("RecordT", bound=BaseModel)
 
 # Every name inside a run directory (docs/design.md, "Run directory"); no other module spells one.
 RECIPE = "recipe.yaml"  # the resolved recipe of `frugal run`
@@ -236,6 +238,170 @@ class StageRecord(BaseModel):
     missing: str | None = None  # what a partial stage lacks
     seconds: float | None = None
     finished: str | None = None  # local time, ISO 8601
+
+
+# -- the records stored in a run directory ----------------------------------------------------
+# Data files (traces, the training set, evaluation rows) keep fields a user added by hand
+# (extra="allow"): reading and writing them back never drops anything.
+
+
+class TraceTokens(BaseModel):
+    """What one teacher answer cost in tokens."""
+
+    input: int = 0
+    output: int = 0
+    cached_input: int = 0
+
+
+class Trace(BaseModel):
+    """One question's graded teacher answer (a line of TRACES)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    domain: str | None = None
+    thinking: str = ""
+    answer: str = ""
+    extracted: str | None = None
+    correct: bool = False
+    teacher: str | None = None
+    model: str | None = None
+    tokens: TraceTokens = TraceTokens()
+    samples: int | None = None  # with several samples (the self teacher): how many
+    pass_rate: float | None = None  # and the share of them that were correct
+
+
+class SelectedItem(BaseModel):
+    """One training example chosen by curation (a line of SELECTED)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    question: str
+    answer: str = ""
+    domain: str | None = None
+    thinking: str
+    trace_answer: str = ""
+    trace_tokens: int | None = None
+    teacher: str | None = None
+    source: str | None = None
+
+
+class EvalRow(BaseModel):
+    """One generation of an evaluation (a line of eval/<label>/RESULTS)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    budget: str  # the sweep point's key
+    sample: int
+    max_thinking_tokens: int = 0
+    min_thinking_tokens: int = 0
+    num_waits: int = 0
+    domain: str | None = None
+    prompt: str = ""
+    thinking: str = ""
+    answer: str = ""
+    reference: str = ""
+    extracted: str | None = None
+    correct: bool = False
+    thinking_tokens: int = 0
+    answer_tokens: int = 0
+    waits: int = 0
+    forced_max: bool = False
+    finish_reason: str | None = None
+    expert: str | None = None  # the adapter the router picked, when routing
+
+
+class Score(BaseModel):
+    """Accuracy of a group of generations, with its Wilson 95% interval."""
+
+    n: int
+    correct: int
+    accuracy: float
+    ci95: list[float]
+
+
+class EvalPoint(BaseModel):
+    """One point of an evaluation sweep: a thinking budget and a number of Waits."""
+
+    model_config = ConfigDict(extra="allow")  # maj@k and pass@k with samples
+
+    budget: str
+    max_thinking_tokens: int
+    num_waits: int
+    questions: int
+    generations: int
+    correct: int
+    accuracy: float
+    ci95: list[float]
+    mean_thinking_tokens: float
+    mean_answer_tokens: float
+    by_domain: dict[str, Score] = {}
+
+
+class EvalSummary(BaseModel):
+    """One evaluated model on one benchmark (eval/<label>/SUMMARY)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    label: str
+    model: str
+    adapters: dict[str, str] = {}
+    benchmark: str
+    questions: int
+    samples: int = 1
+    temperature: float = 0.0
+    points: list[EvalPoint] = []
+    control: float | None = None
+    scaling_per_1k_tokens: float | None = None
+    performance: float | None = None
+    contamination: dict[str, Any] = {}
+
+    def best(self) -> EvalPoint | None:
+        """The most accurate point of the sweep."""
+        return max(self.points, key=lambda p: p.accuracy) if self.points else None
+
+
+def read_records(path: Path, model: type[RecordT], *, fix: str) -> list[RecordT]:
+    """Every line of a JSONL run file as `model`; a line that is not one is a RunFileError
+    naming the file, the line and the field, never skipped."""
+    path = Path(path)
+    text = _decode(path, path.read_bytes(), fix)
+    records = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(model.model_validate_json(line))
+        except ValidationError as error:
+            first = error.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            problem = f"not a {model.__name__} ({where + ': ' if where else ''}{first['msg']})"
+            raise RunFileError(path, problem, fix, line=number) from None
+    return records
+
+
+def record_json(record: BaseModel) -> dict[str, Any]:
+    """A record as its file stores it: the fields it was made or read with (an optional
+    field never given, such as a trace's pass rate without samples, is not written)."""
+    return record.model_dump(mode="json", exclude_unset=True)
+
+
+def write_records(path: Path, records: Iterable[BaseModel]) -> None:
+    """Write records as JSON lines, atomically."""
+    write_jsonl(path, (record_json(r) for r in records))
+
+
+def read_selected(run_dir: Path) -> list[SelectedItem]:
+    """The training set curation chose."""
+    path = Path(run_dir) / SELECTED
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path} does not exist. Fix: run `frugal curate --run {run_dir}` first."
+        )
+    fix = f"correct that line, or run `frugal curate --run {run_dir}` again"
+    return read_records(path, SelectedItem, fix=fix)
 
 
 STAGES_FIX = (f"correct {STAGES_FILE} by hand, or delete it: `frugal run` then runs every stage "

@@ -18,7 +18,6 @@ The same command runs data-parallel under `torchrun` or `accelerate launch`.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -29,7 +28,15 @@ from frugal.events import Events, QuietEvents
 from frugal.ledger import append_entry, compute_cost
 from frugal.names import check_name, check_run_dir, path_inside
 from frugal.reasoning_format import ReasoningFormat
-from frugal.run_files import SELECTED, TRAIN_LOG, TRAIN_RECORD, TRAIN_SUMMARY, write_json
+from frugal.run_files import (
+    SELECTED,
+    TRAIN_LOG,
+    TRAIN_RECORD,
+    TRAIN_SUMMARY,
+    SelectedItem,
+    read_selected,
+    write_json,
+)
 from frugal.run_lock import locks_run_dir_on_main_rank
 from frugal.settings.train import TrainConfig
 
@@ -47,26 +54,15 @@ class TrainResult:
 
 
 def build_examples(
-    records: list[dict[str, Any]], fmt: ReasoningFormat, system: str | None
+    records: list[SelectedItem], fmt: ReasoningFormat, system: str | None
 ) -> list[dict[str, str]]:
     """Prompt/completion pairs: the prompt opens the thinking, the completion closes the turn."""
     examples = []
     for record in records:
-        example = fmt.format_example(
-            record["question"], record["thinking"], record.get("trace_answer", ""), system
-        )
+        example = fmt.format_example(record.question, record.thinking, record.trace_answer,
+                                     system)
         examples.append({"prompt": example.prompt, "completion": example.completion})
     return examples
-
-
-def read_selected(run_dir: Path) -> list[dict[str, Any]]:
-    path = Path(run_dir) / SELECTED
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} does not exist. Fix: run `frugal curate --run {run_dir}` first."
-        )
-    with path.open(encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
 
 
 def split_by_length(
@@ -232,7 +228,7 @@ def run(
     events: Events | None = None,
     *,
     resume: bool = False,
-    records: list[dict[str, Any]] | None = None,
+    records: list[SelectedItem] | None = None,
 ) -> TrainResult:
     """Train on `selected.jsonl` (or on `records`, the experts' per-domain subsets).
 

@@ -29,11 +29,12 @@ from frugal.run_files import (
     ROUTER_DIR,
     ROUTER_FILE,
     TRAIN_RECORD,
+    SelectedItem,
+    read_selected,
     write_json,
 )
 from frugal.run_lock import locks_run_dir
 from frugal.settings.experts import ExpertsConfig
-from frugal.train import read_selected
 
 GENERALIST = "generalist"
 
@@ -55,9 +56,9 @@ def run(config: ExpertsConfig, run_dir: Path, events: Events | None = None) -> E
     run_dir = Path(run_dir)
     events = events or QuietEvents()
     records = read_selected(run_dir)
-    by_domain: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    by_domain: dict[str, list[SelectedItem]] = defaultdict(list)
     for record in records:
-        by_domain[record.get("domain") or "(none)"].append(record)
+        by_domain[record.domain or "(none)"].append(record)
     domains = sorted(d for d, rows in by_domain.items() if len(rows) >= config.min_examples)
     if len(domains) < 2:
         raise ValueError(
@@ -88,7 +89,7 @@ def run(config: ExpertsConfig, run_dir: Path, events: Events | None = None) -> E
 
 
 def _train(train: Any, config: ExpertsConfig, run_dir: Path, name: str,
-           records: list[dict[str, Any]], existing: dict[str, Path], events: Events,
+           records: list[SelectedItem], existing: dict[str, Path], events: Events,
            max_steps: int | None = None) -> int:
     record = run_dir / ADAPTERS / name / TRAIN_RECORD
     if name in existing and record.is_file():  # finished before: keep it
@@ -102,13 +103,13 @@ def _train(train: Any, config: ExpertsConfig, run_dir: Path, name: str,
     return result.tokens
 
 
-def fit_routers(run_dir: Path, by_domain: dict[str, list[dict[str, Any]]],
+def fit_routers(run_dir: Path, by_domain: dict[str, list[SelectedItem]],
                 experts: dict[str, str], held_out: list[Any]) -> dict[str, Any]:
     """Fit both routers on the experts' training prompts and keep the better one (the
     baseline on a tie) in router/router.json. The choice is made on a fifth of the training
     prompts held back for it, not on the held-out questions the comparison then scores, so the
     experts' row is not favoured by the choice; held-out accuracy is reported for both."""
-    texts = [r["question"] for d in experts for r in by_domain[d]]
+    texts = [r.question for d in experts for r in by_domain[d]]
     labels = [experts[d] for d in experts for r in by_domain[d]]
     choose = [i % 5 == 0 for i in range(len(texts))]
     truth = [experts[q.domain] for q in held_out]

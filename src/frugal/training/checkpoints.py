@@ -23,7 +23,7 @@ from typing import Any
 
 from frugal.events import Events
 from frugal.names import remove_inside
-from frugal.run_files import write_json
+from frugal.run_files import SelectedItem, write_json
 
 FINGERPRINT = "frugal-fingerprint.json"
 TRAINER_STATE = "trainer_state.json"
@@ -45,11 +45,11 @@ class CheckpointMismatchError(ValueError):
     """The checkpoints were made with other data or settings than this training."""
 
 
-def fingerprint(config: Any, records: list[dict[str, Any]]) -> dict[str, Any]:
+def fingerprint(config: Any, records: list[SelectedItem]) -> dict[str, Any]:
     """What decides the trained weights: the training examples in order (only the fields that
     become examples, so curation metadata can change freely), the settings that change the
     result, and the number of processes (which multiplies the effective batch)."""
-    data = [[record.get(key) for key in _TRAINING_FIELDS] for record in records]
+    data = [[getattr(record, key) for key in _TRAINING_FIELDS] for record in records]
     digest = hashlib.sha256(json.dumps(data, ensure_ascii=False).encode()).hexdigest()
     settings = {key: value for key, value in config.model_dump(mode="json").items()
                 if key not in _NOT_RESULT_CHANGING}
