@@ -44,19 +44,19 @@ def results(directory: Path) -> list[dict[str, Any]]:
 def test_sweep_gives_one_point_per_budget_within_budget(tmp_path: Path, tiny_dir: Path) -> None:
     result = evaluate.run(config(tiny_dir, machine_price_per_hour=3.6), tmp_path)
     summary = result.summary
-    assert [p["max_thinking_tokens"] for p in summary["points"]] == [4, 8, 16]
-    assert all(p["questions"] == 6 and p["generations"] == 6 for p in summary["points"])
+    assert [p.max_thinking_tokens for p in summary.points] == [4, 8, 16]
+    assert all(p.questions == 6 and p.generations == 6 for p in summary.points)
     rows = results(result.directory)
     assert len(rows) == 18 and result.generated == 18
     for row in rows:
         assert row["thinking_tokens"] <= row["max_thinking_tokens"]
         assert {"prompt", "thinking", "answer", "extracted", "correct", "answer_tokens"} <= set(row)
     # A random model never ends its thinking: every budget is used in full, and enforced.
-    assert [p["mean_thinking_tokens"] for p in summary["points"]] == [4, 8, 16]
-    assert summary["control"] == 1.0
-    assert summary["performance"] == max(p["accuracy"] for p in summary["points"])
-    low, high = summary["points"][0]["ci95"]
-    assert 0 <= low <= summary["points"][0]["accuracy"] <= high <= 1
+    assert [p.mean_thinking_tokens for p in summary.points] == [4, 8, 16]
+    assert summary.control == 1.0
+    assert summary.performance == max(p.accuracy for p in summary.points)
+    low, high = summary.points[0].ci95
+    assert 0 <= low <= summary.points[0].accuracy <= high <= 1
     assert (tmp_path / evaluate.SCALING_PLOT).stat().st_size > 1000
     assert json.loads((result.directory / evaluate.SUMMARY).read_text())["label"] == "base"
     entry = read_ledger(tmp_path)["entries"][-1]
@@ -68,9 +68,9 @@ def test_wait_sweep_and_minimum(tmp_path: Path, tiny_dir: Path) -> None:
         config(tiny_dir, max_thinking_tokens=[12], num_waits=[0, 2], min_thinking_tokens=6),
         tmp_path,
     )
-    assert [p["budget"] for p in result.summary["points"]] == ["think12-waits0", "think12-waits2"]
+    assert [p.budget for p in result.summary.points] == ["think12-waits0", "think12-waits2"]
     assert all(6 <= r["thinking_tokens"] <= 12 for r in results(result.directory))
-    assert result.summary["control"] == 1.0
+    assert result.summary.control == 1.0
 
 
 def test_sampling_reports_majority_and_pass_at_k(tmp_path: Path, tiny_dir: Path) -> None:
@@ -79,9 +79,9 @@ def test_sampling_reports_majority_and_pass_at_k(tmp_path: Path, tiny_dir: Path)
     result = evaluate.run(
         config(tiny_dir, max_thinking_tokens=[4], samples=3, temperature=1.0), tmp_path
     )
-    point = result.summary["points"][0]
-    assert point["generations"] == 18 and point["questions"] == 6
-    assert 0 <= point["maj@3"] <= point["pass@3"] <= 1
+    point = result.summary.points[0]
+    assert point.generations == 18 and point.questions == 6
+    assert 0 <= point.model_extra["maj@3"] <= point.model_extra["pass@3"] <= 1
     rows = results(result.directory)
     # Samples of one question differ (they are seeded apart).
     by_question: dict[str, set[str]] = {}
@@ -156,9 +156,9 @@ def test_adapter_is_evaluated_and_contamination_is_flagged(tmp_path: Path, tiny_
     tuned = evaluate.run(
         config(tiny_dir, model=None, adapter="default", max_thinking_tokens=[4]), tmp_path
     )
-    assert tuned.summary["label"] == "default" and tuned.summary["model"] == str(tiny_dir)
+    assert tuned.summary.label == "default" and tuned.summary.model == str(tiny_dir)
     assert [o.question_id for o in tuned.overlaps] == [leaked.id]
-    assert tuned.summary["contamination"]["overlapping_questions"] == 1
+    assert tuned.summary.contamination["overlapping_questions"] == 1
     assert base.overlaps == []  # a base model's training data is unknown
     # The adapter changes the outputs (its LoRA weights are random, not zero).
     assert [r["thinking"] for r in results(base.directory)] != [

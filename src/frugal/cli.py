@@ -396,14 +396,14 @@ def eval_command(
         for overlap in result.overlaps[:3]:
             errors.print(f"  {overlap.question_id}: {overlap.question[:80]!r} "
                          f"shares {overlap.shared!r}")
-    summaries = eval_stage.read_summaries(run, result.summary["benchmark"])
+    summaries = eval_stage.read_summaries(run, result.summary.benchmark)
     headers, rows = comparison(summaries)
-    table = Table(*headers, title=f"{result.summary['benchmark']}: accuracy [95% CI] "
+    table = Table(*headers, title=f"{result.summary.benchmark}: accuracy [95% CI] "
                   "@ mean thinking tokens")
     for row in rows:
         table.add_row(*row)
     console.print(table)
-    resumed = result.summary["questions"] * len(result.summary["points"]) * config.samples
+    resumed = result.summary.questions * len(result.summary.points) * config.samples
     console.print(f"{result.generated} generations made, {resumed - result.generated} resumed")
     console.print(f"Wrote {result.directory / RESULTS}, "
                   f"{result.directory / SUMMARY}"
@@ -503,13 +503,13 @@ def headline_table(summaries: dict) -> Table:
     """One row per budget, one column per model: narrow enough for any terminal."""
     from frugal.evaluation.table import cell
 
-    budgets = list(dict.fromkeys(p["budget"] for s in summaries.values() for p in s["points"]))
-    questions = {s["questions"] for s in summaries.values()}
+    budgets = list(dict.fromkeys(p.budget for s in summaries.values() for p in s.points))
+    questions = {s.questions for s in summaries.values()}
     table = Table("budget", *summaries, title=f"accuracy [95% CI] @ mean thinking tokens, "
                   f"{'/'.join(map(str, sorted(questions)))} held-out questions")
     for budget in budgets:
         table.add_row(budget, *(
-            next((cell(p) for p in s["points"] if p["budget"] == budget), "-")
+            next((cell(p) for p in s.points if p.budget == budget), "-")
             for s in summaries.values()
         ))
     return table

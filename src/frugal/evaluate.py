@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from frugal.evaluation import metrics
 from frugal.evaluation.benchmarks import BenchmarkSpec, load_questions, resolve, same_answer
 from frugal.evaluation.contamination import Overlap, find_overlaps
@@ -35,9 +37,15 @@ from frugal.run_files import (
     SCALING_PLOT,
     SELECTED,
     SUMMARY,
+    EvalPoint,
+    EvalRow,
+    EvalSummary,
     RunFileError,
+    Score,
     read_json,
     read_selected,
+    read_summary,
+    record_json,
     write_json,
 )
 from frugal.run_lock import locks_run_dir
@@ -61,7 +69,7 @@ class Point:
 class EvalResult:
     label: str
     directory: Path
-    summary: dict[str, Any]
+    summary: EvalSummary
     generated: int  # generations made by this invocation (the rest were resumed)
     overlaps: list[Overlap]
     plot: Path | None
@@ -132,7 +140,7 @@ def run(
     finished = total - len(todo)
     correct = sum(
         1 for point in points for q in questions for s in range(config.samples)
-        if done.get((point.key, q.id, s), {}).get("correct")
+        if (row := done.get((point.key, q.id, s))) is not None and row.correct
     )
     events = events or QuietEvents()
     started = time.perf_counter()
@@ -186,13 +194,13 @@ def run(
                         question, sample = rows[result.index]
                         row = _result_row(spec, point, question, sample, result, config)
                         if routes:
-                            row["expert"] = routes[question.id]
-                        sink.write(json.dumps(row, ensure_ascii=False) + "\n")
+                            row.expert = routes[question.id]
+                        sink.write(json.dumps(record_json(row), ensure_ascii=False) + "\n")
                         # One line per generation: a kill loses at most the one in flight.
                         sink.flush()
-                        done[(row["budget"], row["id"], row["sample"])] = row
+                        done[(row.budget, row.id, row.sample)] = row
                         finished += 1
-                        correct += row["correct"]
+                        correct += row.correct
                         bar.advance(1, accuracy=_accuracy(finished, correct))
 
                     jobs = [
@@ -207,18 +215,18 @@ def run(
 
     # `done`: what was read at the start plus every generation appended since.
     summary = summarize(done, points, questions, config, spec, label, model, adapters)
-    summary["contamination"] = {
+    summary.contamination = {
         "overlapping_questions": len(overlaps),
         "examples": [o.__dict__ for o in overlaps[:5]],
     }
-    write_json(directory / SUMMARY, summary)
+    write_json(directory / SUMMARY, record_json(summary))
     if len(todo):
         append_entry(run_dir, {
             "stage": "eval", "kind": "compute", "name": label, "benchmark": spec.name,
             "generations": len(todo), "compute_seconds": round(seconds, 3),
             "machine_price_per_hour": config.machine_price_per_hour,
             "tokens": sum(
-                done[key]["thinking_tokens"] + done[key]["answer_tokens"]
+                done[key].thinking_tokens + done[key].answer_tokens
                 for key in {(p.key, q.id, s) for p, q, s in todo} if key in done
             ),
             "dollars": round(compute_cost(seconds, config.machine_price_per_hour), 6),
@@ -243,32 +251,21 @@ def _sample_seed(seed: int, question_id: str, sample: int) -> int:
 def _result_row(
     spec: BenchmarkSpec, point: Point, question: Question, sample: int, result: Any,
     config: EvalConfig,
-) -> dict[str, Any]:
+) -> EvalRow:
     extracted, correct = spec.score(result.answer, question.answer)
-    return {
-        "id": question.id,
-        "budget": point.key,
-        "max_thinking_tokens": point.max_thinking_tokens,
-        "min_thinking_tokens": config.min_thinking_tokens,
-        "num_waits": point.num_waits,
-        "sample": sample,
-        "domain": question.domain,
-        "prompt": result.prompt,
-        "thinking": result.thinking,
-        "answer": result.answer,
-        "reference": question.answer,
-        "extracted": extracted,
-        "correct": bool(correct),
-        "thinking_tokens": result.thinking_tokens,
-        "answer_tokens": result.answer_tokens,
-        "waits": result.waits,
-        "forced_max": result.forced_max,
-        "finish_reason": result.finish_reason,
-    }
+    return EvalRow(
+        id=question.id, budget=point.key, max_thinking_tokens=point.max_thinking_tokens,
+        min_thinking_tokens=config.min_thinking_tokens, num_waits=point.num_waits,
+        sample=sample, domain=question.domain, prompt=result.prompt, thinking=result.thinking,
+        answer=result.answer, reference=question.answer, extracted=extracted,
+        correct=bool(correct), thinking_tokens=result.thinking_tokens,
+        answer_tokens=result.answer_tokens, waits=result.waits, forced_max=result.forced_max,
+        finish_reason=result.finish_reason,
+    )
 
 
 def summarize(
-    rows: dict[tuple[str, str, int], dict[str, Any]],
+    rows: dict[tuple[str, str, int], EvalRow],
     points: list[Point],
     questions: list[Question],
     config: EvalConfig,
@@ -276,12 +273,12 @@ def summarize(
     label: str,
     model: str,
     adapters: dict[str, Path],
-) -> dict[str, Any]:
+) -> EvalSummary:
     """Per-point accuracy, interval, thinking use, maj@k / pass@k, and s1's sweep metrics."""
     summary_points = []
     all_used, all_low, all_high = [], [], []
     for point in points:
-        per_question = defaultdict(list)
+        per_question: dict[str, list[EvalRow]] = defaultdict(list)
         for question in questions:
             for sample in range(config.samples):
                 row = rows.get((point.key, question.id, sample))
@@ -290,67 +287,56 @@ def summarize(
         generations = [r for samples in per_question.values() for r in samples]
         if not generations:
             continue
-        right = sum(r["correct"] for r in generations)
+        right = sum(r.correct for r in generations)
         low, high = metrics.wilson_interval(right, len(generations))
-        used = [r["thinking_tokens"] for r in generations]
+        used = [r.thinking_tokens for r in generations]
         all_used += used
-        all_low += [r["min_thinking_tokens"] for r in generations]
-        all_high += [r["max_thinking_tokens"] for r in generations]
-        entry: dict[str, Any] = {
-            "budget": point.key,
-            "max_thinking_tokens": point.max_thinking_tokens,
-            "num_waits": point.num_waits,
-            "questions": len(per_question),
-            "generations": len(generations),
-            "correct": right,
-            "accuracy": right / len(generations),
-            "ci95": [low, high],
-            "mean_thinking_tokens": sum(used) / len(used),
-            "mean_answer_tokens": sum(r["answer_tokens"] for r in generations) / len(generations),
-            "by_domain": _by_domain(generations),
-        }
-        if config.samples > 1:
-            entry |= _voting(per_question, config.samples, spec.metric)
-        summary_points.append(entry)
-    curve = [(p["mean_thinking_tokens"], 100 * p["accuracy"]) for p in summary_points]
+        all_low += [r.min_thinking_tokens for r in generations]
+        all_high += [r.max_thinking_tokens for r in generations]
+        voting = _voting(per_question, config.samples, spec.metric) if config.samples > 1 else {}
+        summary_points.append(EvalPoint(
+            budget=point.key, max_thinking_tokens=point.max_thinking_tokens,
+            num_waits=point.num_waits, questions=len(per_question),
+            generations=len(generations), correct=right, accuracy=right / len(generations),
+            ci95=[low, high], mean_thinking_tokens=sum(used) / len(used),
+            mean_answer_tokens=sum(r.answer_tokens for r in generations) / len(generations),
+            by_domain=_by_domain(generations), **voting,
+        ))
+    curve = [(p.mean_thinking_tokens, 100 * p.accuracy) for p in summary_points]
     slope = metrics.scaling(curve)
-    return {
-        "label": label,
-        "model": model,
-        "adapters": {name: str(path) for name, path in adapters.items()},
-        "benchmark": spec.name,
-        "questions": len(questions),
-        "samples": config.samples,
-        "temperature": config.temperature,
-        "points": summary_points,
-        "control": metrics.control(all_used, all_low, all_high),
-        "scaling_per_1k_tokens": None if slope is None else 1000 * slope,
-        "performance": metrics.performance([p["accuracy"] for p in summary_points]),
-    }
+    return EvalSummary(
+        label=label, model=model,
+        adapters={name: str(path) for name, path in adapters.items()},
+        benchmark=spec.name, questions=len(questions), samples=config.samples,
+        temperature=config.temperature, points=summary_points,
+        control=metrics.control(all_used, all_low, all_high),
+        scaling_per_1k_tokens=None if slope is None else 1000 * slope,
+        performance=metrics.performance([p.accuracy for p in summary_points]),
+    )
 
 
-def _by_domain(generations: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+def _by_domain(generations: list[EvalRow]) -> dict[str, Score]:
     groups: dict[str, list[bool]] = defaultdict(list)
     for row in generations:
-        groups[row["domain"] or "(none)"].append(bool(row["correct"]))
+        groups[row.domain or "(none)"].append(row.correct)
     return {
-        domain: {"n": len(marks), "correct": sum(marks), "accuracy": sum(marks) / len(marks),
-                 "ci95": list(metrics.wilson_interval(sum(marks), len(marks)))}
+        domain: Score(n=len(marks), correct=sum(marks), accuracy=sum(marks) / len(marks),
+                      ci95=list(metrics.wilson_interval(sum(marks), len(marks))))
         for domain, marks in sorted(groups.items())
     }
 
 
 def _voting(
-    per_question: dict[str, list[dict[str, Any]]], k: int, metric: str
+    per_question: dict[str, list[EvalRow]], k: int, metric: str
 ) -> dict[str, float]:
     majority_right = 0
     pass_k = 0.0
     for samples in per_question.values():
         winner = metrics.majority_vote(
-            [r["extracted"] for r in samples], lambda a, b: same_answer(b, a, metric)
+            [r.extracted for r in samples], lambda a, b: same_answer(b, a, metric)
         )
-        majority_right += winner is not None and bool(samples[winner]["correct"])
-        pass_k += metrics.pass_at_k(len(samples), sum(r["correct"] for r in samples),
+        majority_right += winner is not None and samples[winner].correct
+        pass_k += metrics.pass_at_k(len(samples), sum(r.correct for r in samples),
                                     min(k, len(samples)))
     return {f"maj@{k}": majority_right / len(per_question), f"pass@{k}": pass_k / len(per_question)}
 
@@ -420,7 +406,7 @@ def _check_settings(directory: Path, settings: dict[str, Any], label: str) -> No
     write_json(path, settings)
 
 
-def _read_results(path: Path) -> dict[tuple[str, str, int], dict[str, Any]]:
+def _read_results(path: Path) -> dict[tuple[str, str, int], EvalRow]:
     """Finished generations by (budget, question id, sample).
 
     Rows are appended a line at a time, so a kill, a crash or a full disk can only damage the
@@ -434,7 +420,7 @@ def _read_results(path: Path) -> dict[tuple[str, str, int], dict[str, Any]]:
     fix = (f"delete that line so its generation runs again, or delete {path} to "
            "re-evaluate everything")
     data = path.read_bytes()
-    rows: dict[tuple[str, str, int], dict[str, Any]] = {}
+    rows: dict[tuple[str, str, int], EvalRow] = {}
     good_bytes = 0  # the end of the last complete, valid line: the file is trimmed to it
     zeroed: int | None = None  # the first NUL-only line since then
     pieces = data.split(b"\n")
@@ -454,34 +440,40 @@ def _read_results(path: Path) -> dict[tuple[str, str, int], dict[str, Any]]:
         if zeroed:
             raise RunFileError(path, "only NUL bytes: the rows written there were lost",
                                fix, line=zeroed)
-        rows[(row["budget"], row["id"], row["sample"])] = row
+        assert row is not None
+        rows[(row.budget, row.id, row.sample)] = row
         good_bytes = offset
     if good_bytes != len(data):
         os.truncate(path, good_bytes)
     return rows
 
 
-def _parse_result(line: bytes) -> tuple[dict[str, Any], str | None, int | None]:
+def _parse_result(line: bytes) -> tuple[EvalRow | None, str | None, int | None]:
     """One results.jsonl row, or why the line is not one (and the column, when known)."""
     try:
-        row = json.loads(line.decode("utf-8"))
+        data = json.loads(line.decode("utf-8"))
     except UnicodeDecodeError as error:
-        return {}, f"not UTF-8 text (byte {line[error.start]:#04x})", error.start + 1
+        return None, f"not UTF-8 text (byte {line[error.start]:#04x})", error.start + 1
     except json.JSONDecodeError as error:
-        return {}, f"not valid JSON ({error.msg})", error.colno
-    if not (isinstance(row, dict) and isinstance(row.get("budget"), str)
-            and isinstance(row.get("id"), str) and isinstance(row.get("sample"), int)):
-        return {}, "not a result row (a JSON object with budget, id and sample)", None
-    return row, None, None
+        return None, f"not valid JSON ({error.msg})", error.colno
+    if not (isinstance(data, dict) and isinstance(data.get("budget"), str)
+            and isinstance(data.get("id"), str) and isinstance(data.get("sample"), int)):
+        return None, "not a result row (a JSON object with budget, id and sample)", None
+    try:
+        return EvalRow.model_validate(data), None, None
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = ".".join(str(part) for part in first["loc"])
+        return None, f"not a result row ({field}: {first['msg']})", None
 
 
-def read_summaries(run_dir: Path, benchmark: str | None = None) -> dict[str, dict[str, Any]]:
+def read_summaries(run_dir: Path, benchmark: str | None = None) -> dict[str, EvalSummary]:
     """Every evaluated model's summary in the run, by label (one benchmark when named)."""
     root = Path(run_dir) / EVAL_DIR
     found = {}
     for path in sorted(root.glob(f"*/{SUMMARY}")) if root.is_dir() else []:
-        summary = read_json(path, default={}, fix=f"delete {path.parent} and evaluate again")
-        if benchmark is None or summary.get("benchmark") == benchmark:
+        summary = read_summary(path)
+        if benchmark is None or summary.benchmark == benchmark:
             found[path.parent.name] = summary
     return found
 
@@ -491,7 +483,7 @@ def plot_run(run_dir: Path, benchmark: str) -> Path | None:
     from frugal.evaluation.plots import plot_scaling
 
     summaries = read_summaries(run_dir, benchmark)
-    curves = {label: s["points"] for label, s in summaries.items() if s["points"]}
+    curves = {label: s.points for label, s in summaries.items() if s.points}
     if not curves:
         return None
     return plot_scaling(

@@ -34,6 +34,8 @@ from frugal.run_files import (
     SELECTION,
     TRAIN_LOG,
     TRAIN_SUMMARY,
+    EvalPoint,
+    EvalSummary,
     read_json,
     read_stages,
     write_text_atomic,
@@ -50,27 +52,36 @@ class Section:
     code_folded: str | None = None  # HTML shows the code under this summary, closed
 
 
-def headline(run_dir: Path, tuned: str) -> dict[str, Any] | None:
+@dataclass
+class Headline:
+    """The base and the tuned model at their best budgets, and the gap in points."""
+
+    base: EvalPoint
+    tuned: EvalPoint
+    questions: int
+    rising: bool  # accuracy goes up somewhere along the tuned model's budgets
+
+    @property
+    def gain_points(self) -> float:
+        return 100 * (self.tuned.accuracy - self.base.accuracy)
+
+
+def headline(run_dir: Path, tuned: str) -> Headline | None:
     """Best accuracy of the base and the tuned model and the gap, in points."""
     summaries = read_summaries(run_dir)
     if "base" not in summaries or tuned not in summaries:
         return None
-
-    def best(summary: dict[str, Any]) -> dict[str, Any]:
-        return max(summary["points"], key=lambda p: p["accuracy"])
-
-    base, trained = best(summaries["base"]), best(summaries[tuned])
-    return {
-        "base": base, "tuned": trained, "questions": summaries[tuned]["questions"],
-        "gain_points": 100 * (trained["accuracy"] - base["accuracy"]),
-        "rising": _rises(summaries[tuned]["points"]),
-    }
+    base, trained = summaries["base"].best(), summaries[tuned].best()
+    if base is None or trained is None:
+        return None
+    return Headline(base, trained, summaries[tuned].questions,
+                    _rises(summaries[tuned].points))
 
 
-def _rises(points: list[dict[str, Any]]) -> bool:
+def _rises(points: list[EvalPoint]) -> bool:
     """Whether accuracy goes up somewhere along increasing thinking budgets."""
-    ordered = sorted(points, key=lambda p: (p["max_thinking_tokens"], p["num_waits"]))
-    return any(b["accuracy"] > a["accuracy"] for a, b in zip(ordered, ordered[1:], strict=False))
+    ordered = sorted(points, key=lambda p: (p.max_thinking_tokens, p.num_waits))
+    return any(b.accuracy > a.accuracy for a, b in zip(ordered, ordered[1:], strict=False))
 
 
 def costs(run_dir: Path, tuned: str) -> dict[str, Any]:
@@ -83,8 +94,8 @@ def costs(run_dir: Path, tuned: str) -> dict[str, Any]:
     total = ledger["total_dollars"]
     summaries = read_summaries(run_dir)
     correct = None
-    if tuned in summaries and summaries[tuned]["points"]:
-        correct = max(p["correct"] for p in summaries[tuned]["points"])
+    if tuned in summaries and summaries[tuned].points:
+        correct = max(p.correct for p in summaries[tuned].points)
     served = [e for e in ledger["entries"] if e["stage"] == "serve"]
     evals = [e for e in ledger["entries"] if e["stage"] == "eval" and e.get("tokens")]
     per_million = None
@@ -111,15 +122,15 @@ def sections(recipe: Recipe, run_dir: Path) -> list[Section]:
     top = headline(run_dir, tuned)
     summary = Section("Headline")
     if top:
-        base, best = top["base"], top["tuned"]
+        base, best = top.base, top.tuned
         summary.paragraphs.append(
-            f"On {top['questions']} held-out questions, the tuned model reaches "
-            f"**{100 * best['accuracy']:.1f}%** (95% CI {100 * best['ci95'][0]:.1f}-"
-            f"{100 * best['ci95'][1]:.1f}) at {best['budget']}, against "
-            f"**{100 * base['accuracy']:.1f}%** (95% CI {100 * base['ci95'][0]:.1f}-"
-            f"{100 * base['ci95'][1]:.1f}) for the base model at its best budget: "
-            f"**{top['gain_points']:+.1f} points**. Accuracy "
-            f"{'rises' if top['rising'] else 'does not rise'} with the thinking budget "
+            f"On {top.questions} held-out questions, the tuned model reaches "
+            f"**{100 * best.accuracy:.1f}%** (95% CI {100 * best.ci95[0]:.1f}-"
+            f"{100 * best.ci95[1]:.1f}) at {best.budget}, against "
+            f"**{100 * base.accuracy:.1f}%** (95% CI {100 * base.ci95[0]:.1f}-"
+            f"{100 * base.ci95[1]:.1f}) for the base model at its best budget: "
+            f"**{top.gain_points:+.1f} points**. Accuracy "
+            f"{'rises' if top.rising else 'does not rise'} with the thinking budget "
             "somewhere on the tuned model's curve."
         )
     else:
@@ -267,16 +278,16 @@ def _experts_section(run_dir: Path) -> Section | None:
     return section
 
 
-def _domain_table(summaries: dict[str, Any]) -> tuple[list[str], list[list[str]]] | None:
-    best = {label: max(s["points"], key=lambda p: p["accuracy"]) for label, s in
-            summaries.items() if s["points"]}
-    domains = sorted({d for p in best.values() for d in p.get("by_domain", {})})
+def _domain_table(summaries: dict[str, EvalSummary]
+                  ) -> tuple[list[str], list[list[str]]] | None:
+    best = {label: point for label, s in summaries.items() if (point := s.best()) is not None}
+    domains = sorted({d for p in best.values() for d in p.by_domain})
     if len(domains) < 2:
         return None
     rows = [[domain] + [
-        f"{100 * best[label]['by_domain'][domain]['accuracy']:.0f}% "
-        f"(n={best[label]['by_domain'][domain]['n']})"
-        if domain in best[label].get("by_domain", {}) else "-" for label in best
+        f"{100 * best[label].by_domain[domain].accuracy:.0f}% "
+        f"(n={best[label].by_domain[domain].n})"
+        if domain in best[label].by_domain else "-" for label in best
     ] for domain in domains]
     return ["domain (at each model's best budget)", *best], rows
 

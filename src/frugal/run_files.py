@@ -363,6 +363,19 @@ class EvalSummary(BaseModel):
         return max(self.points, key=lambda p: p.accuracy) if self.points else None
 
 
+def read_summary(path: Path) -> EvalSummary:
+    """An evaluation's summary; one that is not (damaged, edited) is a RunFileError."""
+    fix = f"delete {Path(path).parent} and evaluate again"
+    data = read_json(path, default=None, fix=fix)
+    try:
+        return EvalSummary.model_validate(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise RunFileError(path, f"not an evaluation summary ({where}: {first['msg']})",
+                           fix) from None
+
+
 def read_records(path: Path, model: type[RecordT], *, fix: str) -> list[RecordT]:
     """Every line of a JSONL run file as `model`; a line that is not one is a RunFileError
     naming the file, the line and the field, never skipped."""

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+
+from frugal.run_files import EvalPoint
 
 
-def plot_scaling(
-    curves: Mapping[str, Sequence[Mapping[str, Any]]], path: Path, title: str
-) -> Path:
+def plot_scaling(curves: Mapping[str, Sequence[EvalPoint]], path: Path, title: str) -> Path:
     """Write a PNG; `curves` maps a model label to its summary points (mean thinking tokens,
     accuracy and its 95% interval), drawn with error bars in order of thinking tokens."""
     import matplotlib
@@ -19,11 +18,11 @@ def plot_scaling(
 
     figure, axes = plt.subplots(figsize=(6.4, 4.2), dpi=120)
     for label, points in curves.items():
-        ordered = sorted(points, key=lambda p: p["mean_thinking_tokens"])
-        xs = [p["mean_thinking_tokens"] for p in ordered]
-        ys = [100 * p["accuracy"] for p in ordered]
-        low = [max(0.0, 100 * (p["accuracy"] - p["ci95"][0])) for p in ordered]
-        high = [max(0.0, 100 * (p["ci95"][1] - p["accuracy"])) for p in ordered]
+        ordered = sorted(points, key=lambda p: p.mean_thinking_tokens)
+        xs = [p.mean_thinking_tokens for p in ordered]
+        ys = [100 * p.accuracy for p in ordered]
+        low = [max(0.0, 100 * (p.accuracy - p.ci95[0])) for p in ordered]
+        high = [max(0.0, 100 * (p.ci95[1] - p.accuracy)) for p in ordered]
         axes.errorbar(xs, ys, yerr=[low, high], marker="o", capsize=3, label=label)
     axes.set_xlabel("average thinking tokens")
     axes.set_ylabel("accuracy (%)")

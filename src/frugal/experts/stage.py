@@ -155,10 +155,11 @@ def compare(config: ExpertsConfig, run_dir: Path, benchmark: BenchmarkSpec,
             dtype=config.dtype, engine=config.engine, **how,
         )
         result = evaluate.run(evaluation, run_dir, events)
-        best = max(result.summary["points"], key=lambda p: p["accuracy"])
-        table[label] = {"overall": {k: best[k] for k in ("accuracy", "ci95", "correct",
-                                                         "generations", "budget")},
-                        "by_domain": best["by_domain"]}
+        best = result.summary.best()
+        assert best is not None  # every contender answered the held-out questions
+        table[label] = {"overall": best.model_dump(include={"accuracy", "ci95", "correct",
+                                                            "generations", "budget"}),
+                        "by_domain": {d: s.model_dump() for d, s in best.by_domain.items()}}
     ranked = sorted(table, key=lambda k: table[k]["overall"]["accuracy"], reverse=True)
     winner, runner_up = ranked[0], ranked[1]
     gap = 100 * (table[winner]["overall"]["accuracy"] - table[runner_up]["overall"]["accuracy"])
