@@ -49,8 +49,8 @@ def test_program_teacher_writes_correct_traces_and_never_pays_twice(tmp_path: Pa
     assert again.calls == 0 and again.traces == first.traces
     with TeacherCache(tmp_path / TEACHER_CACHE) as cache:
         assert len(cache) == total
-    entries = read_ledger(tmp_path)["entries"]
-    assert [e["calls"] for e in entries] == [total, 0]
+    entries = read_ledger(tmp_path).entries
+    assert [e.calls for e in entries] == [total, 0]
 
 
 @pytest.mark.skipif(local_gsm8k() is None, reason="no local GSM8K (../shared/data)")
@@ -91,8 +91,8 @@ def test_hf_teacher_answers_through_the_engine(tmp_path: Path, tiny_dir: Path) -
     result = distill.run(config, tmp_path)
     assert len(result.traces) == total and result.calls == total
     assert all(t.tokens.output > 0 and t.model == str(tiny_dir) for t in result.traces)
-    entry = read_ledger(tmp_path)["entries"][-1]
-    assert entry["compute_dollars"] == pytest.approx(entry["compute_seconds"] / 1000, abs=1e-6)
+    entry = read_ledger(tmp_path).entries[-1]
+    assert entry.compute_dollars == pytest.approx(entry.compute_seconds / 1000, abs=1e-6)
     assert distill.run(config, tmp_path).calls == 0
 
 
@@ -129,7 +129,7 @@ def test_openai_teacher_prices_each_call(tmp_path: Path) -> None:
         for t in result.traces
     )
     assert result.dollars == pytest.approx(expected)
-    assert read_ledger(tmp_path)["total_dollars"] == pytest.approx(expected, abs=1e-6)
+    assert read_ledger(tmp_path).total_dollars == pytest.approx(expected, abs=1e-6)
 
 
 def test_cost_cap_stops_issuing_calls_before_crossing_it(tmp_path: Path) -> None:
@@ -152,11 +152,11 @@ def test_cost_cap_stops_issuing_calls_before_crossing_it(tmp_path: Path) -> None
     (bar,) = events.bars
     assert bar.closed and bar.total == 24 and bar.figures["dollars"] == pytest.approx(billed)
     assert any("max_cost" in message and warning for message, warning in events.notes)
-    assert billed <= 0.5 and read_ledger(tmp_path)["total_dollars"] == pytest.approx(billed)
+    assert billed <= 0.5 and read_ledger(tmp_path).total_dollars == pytest.approx(billed)
     assert 1 <= calls < len(result.traces) + 1 < 21 and result.calls == calls
     assert len(result.traces) == calls  # every call issued was paid and kept
     assert result.dollars <= 0.5
-    assert read_ledger(tmp_path)["total_dollars"] <= 0.5
+    assert read_ledger(tmp_path).total_dollars <= 0.5
     # The cap is for the run directory: a second run with the same cap pays for nothing more.
     with FakeOpenAIServer() as server:
         config.openai = openai_config(server, max_tokens=100, concurrency=1)
@@ -177,5 +177,5 @@ def test_a_crashing_teacher_still_writes_its_ledger_entry(
     with pytest.raises(OSError):
         distill.run(config, run_dir)
     tmp_path = run_dir
-    entry = read_ledger(tmp_path)["entries"][-1]
-    assert entry["stage"] == "distill" and entry["calls"] == 0
+    entry = read_ledger(tmp_path).entries[-1]
+    assert entry.stage == "distill" and entry.calls == 0

@@ -59,8 +59,8 @@ def test_sweep_gives_one_point_per_budget_within_budget(tmp_path: Path, tiny_dir
     assert 0 <= low <= summary.points[0].accuracy <= high <= 1
     assert (tmp_path / evaluate.SCALING_PLOT).stat().st_size > 1000
     assert json.loads((result.directory / evaluate.SUMMARY).read_text())["label"] == "base"
-    entry = read_ledger(tmp_path)["entries"][-1]
-    assert entry["stage"] == "eval" and entry["generations"] == 18 and entry["dollars"] > 0
+    entry = read_ledger(tmp_path).entries[-1]
+    assert entry.stage == "eval" and entry.generations == 18 and entry.dollars > 0
 
 
 def test_wait_sweep_and_minimum(tmp_path: Path, tiny_dir: Path) -> None:

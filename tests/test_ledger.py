@@ -8,23 +8,30 @@ from pathlib import Path
 
 import pytest
 
-from frugal.ledger import append_entry, read_ledger, reconcile_teacher_cache, teacher_dollars
+from frugal.ledger import (
+    LedgerEntry,
+    append_entry,
+    read_ledger,
+    reconcile_teacher_cache,
+    teacher_dollars,
+)
 from frugal.teacher_cache import BILLED, NOT_BILLED, PENDING, WORST_CASE, TeacherCache
 
 
 def test_appends_from_several_processes_lose_nothing(tmp_path: Path) -> None:
     # `frugal serve` appends without the run-directory lock, beside a stage that holds it.
     script = (
-        "import sys\nfrom pathlib import Path\nfrom frugal.ledger import append_entry\n"
+        "import sys\nfrom pathlib import Path\n"
+        "from frugal.ledger import LedgerEntry, append_entry\n"
         "for i in range(25):\n"
-        "    append_entry(Path(sys.argv[1]), {'stage': sys.argv[2], 'dollars': 0.01})\n"
+        "    append_entry(Path(sys.argv[1]), LedgerEntry(stage=sys.argv[2], dollars=0.01))\n"
     )
     writers = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path), f"w{n}"])
                for n in range(4)]
     assert [w.wait(timeout=120) for w in writers] == [0] * 4
     ledger = read_ledger(tmp_path)
-    assert len(ledger["entries"]) == 100
-    assert ledger["total_dollars"] == pytest.approx(1.0)
+    assert len(ledger.entries) == 100
+    assert ledger.total_dollars == pytest.approx(1.0)
 
 
 def test_charges_settle_once_and_a_crash_leaves_them_at_their_worst_case(tmp_path: Path) -> None:
@@ -48,12 +55,12 @@ def test_charges_settle_once_and_a_crash_leaves_them_at_their_worst_case(tmp_pat
         assert cache.total_cost() == pytest.approx(0.51)
         total = cache.total_cost()
 
-    append_entry(tmp_path, {"stage": "distill", "teacher_dollars": 0.01, "dollars": 0.01})
+    append_entry(tmp_path, LedgerEntry(stage="distill", teacher_dollars=0.01, dollars=0.01))
     gap = reconcile_teacher_cache(tmp_path, total, reason="a crash")
     assert gap == pytest.approx(0.5)
     assert teacher_dollars(read_ledger(tmp_path)) == pytest.approx(total)
     assert reconcile_teacher_cache(tmp_path, total, reason="again") == 0  # nothing twice
-    assert len(read_ledger(tmp_path)["entries"]) == 2
+    assert len(read_ledger(tmp_path).entries) == 2
 
 
 def test_a_cache_from_before_charges_keeps_its_paid_responses(tmp_path: Path) -> None:

@@ -54,7 +54,7 @@ def test_every_stage_writes_its_outputs(finished_run: Path) -> None:
                  "eval/default/summary.json", "plots/test-time-scaling.png",
                  "plots/training-loss.png", "report.md", "report.html"):
         assert (finished_run / name).is_file(), name
-    stages = {e["stage"] for e in read_ledger(finished_run)["entries"]}
+    stages = {e.stage for e in read_ledger(finished_run).entries}
     assert {"pool", "distill", "curate", "train", "eval", "report"} <= stages
     report = (finished_run / "report.md").read_text()
     for heading in ("## Headline", "## What ran", "## Data funnel", "## Training",

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from frugal.cli import app
-from frugal.ledger import append_entry, read_ledger
+from frugal.ledger import LedgerEntry, append_entry, read_ledger
 from frugal.run_files import (
     LEDGER,
     RunFileError,
@@ -140,7 +140,7 @@ def test_a_corrupt_ledger_is_an_error_not_a_fresh_ledger(tmp_path: Path, content
         read_ledger(tmp_path)
     # Appending must not "repair" it by starting over: the recorded costs would be lost.
     with pytest.raises(RunFileError):
-        append_entry(tmp_path, {"stage": "eval", "dollars": 0.1})
+        append_entry(tmp_path, LedgerEntry(stage="eval", dollars=0.1))
     assert path.read_text() == content
 
 

@@ -149,9 +149,9 @@ def test_lora_training_changes_the_adapter_and_saves_a_peft_directory(
     steps = [e for e in log if "loss" in e]
     assert [e["step"] for e in steps] == [1, 2, 3, 4]
     assert all(e["tokens_seen"] > 0 and "learning_rate" in e for e in steps)
-    entry = read_ledger(run_dir)["entries"][-1]
-    assert entry["stage"] == "train" and entry["dollars"] == pytest.approx(
-        entry["compute_seconds"] / 100, rel=1e-3
+    entry = read_ledger(run_dir).entries[-1]
+    assert entry.stage == "train" and entry.dollars == pytest.approx(
+        entry.compute_seconds / 100, rel=1e-3
     )
 
 

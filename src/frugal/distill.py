@@ -23,6 +23,7 @@ from typing import Any
 from frugal.events import Bar, Events, QuietEvents
 from frugal.grading import grade
 from frugal.ledger import (
+    LedgerEntry,
     TokenPrices,
     append_entry,
     compute_cost,
@@ -368,7 +369,7 @@ def run(
     compute_dollars = compute_cost(got.seconds, config.machine_price_per_hour) if local else 0.0
     append_entry(
         run_dir,
-        {
+        LedgerEntry.model_validate({
             "stage": "distill",
             "kind": "teacher",
             "teacher": teacher.kind,
@@ -382,7 +383,7 @@ def run(
             "dollars": paid_now + compute_dollars,
             "prices": config.prices.model_dump(),
             "machine_price_per_hour": config.machine_price_per_hour,
-        },
+        }),
     )
     if got.error is not None:
         raise got.error

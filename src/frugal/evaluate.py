@@ -26,7 +26,7 @@ from frugal.evaluation import metrics
 from frugal.evaluation.benchmarks import BenchmarkSpec, load_questions, resolve, same_answer
 from frugal.evaluation.contamination import Overlap, find_overlaps
 from frugal.events import Events, QuietEvents
-from frugal.ledger import append_entry, compute_cost
+from frugal.ledger import LedgerEntry, append_entry, compute_cost
 from frugal.names import check_name, path_inside
 from frugal.questions import Question
 from frugal.run_files import (
@@ -221,7 +221,7 @@ def run(
     }
     write_json(directory / SUMMARY, record_json(summary))
     if len(todo):
-        append_entry(run_dir, {
+        append_entry(run_dir, LedgerEntry.model_validate({
             "stage": "eval", "kind": "compute", "name": label, "benchmark": spec.name,
             "generations": len(todo), "compute_seconds": round(seconds, 3),
             "machine_price_per_hour": config.machine_price_per_hour,
@@ -230,7 +230,7 @@ def run(
                 for key in {(p.key, q.id, s) for p, q, s in todo} if key in done
             ),
             "dollars": round(compute_cost(seconds, config.machine_price_per_hour), 6),
-        })
+        }))
     plot = plot_run(run_dir, spec.name)
     return EvalResult(label, directory, summary, len(todo), overlaps, plot)
 

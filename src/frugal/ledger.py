@@ -23,11 +23,19 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from frugal.run_files import LEDGER, LEDGER_LOCK, RunFileError, read_json, write_json
+from frugal.run_files import (
+    LEDGER,
+    LEDGER_LOCK,
+    Ledger,
+    LedgerEntry,
+    RunFileError,
+    read_json,
+    record_json,
+    write_json,
+)
 
 
 class TokenPrices(BaseModel):
@@ -57,23 +65,24 @@ def compute_cost(seconds: float, price_per_hour: float) -> float:
     return seconds * price_per_hour / 3600
 
 
-def read_ledger(run_dir: Path) -> dict[str, Any]:
-    """The run's ledger ({"entries": []} before the first cost); a corrupt one is an error
+def read_ledger(run_dir: Path) -> Ledger:
+    """The run's ledger (no entries before the first cost); a corrupt one is an error
     (RunFileError), never silently reset, because the costs it records would be lost."""
     path = Path(run_dir) / LEDGER
     fix = (f"correct {LEDGER} by hand or restore it from a backup; deleting it forgets the "
            "costs recorded so far (paid teacher calls stay in the teacher cache, so none is "
            "paid twice)")
-    ledger = read_json(path, default={"entries": []}, fix=fix)
-    if not isinstance(ledger, dict) or not isinstance(ledger.get("entries"), list) or not all(
-        isinstance(entry, dict) for entry in ledger["entries"]
-    ):
-        raise RunFileError(path, 'not a ledger (an object whose "entries" is a list of '
-                           "objects)", fix)
-    return ledger
+    data = read_json(path, default={"entries": []}, fix=fix)
+    try:
+        return Ledger.model_validate(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise RunFileError(path, f'not a ledger (an object whose "entries" is a list of '
+                           f"entries; {where}: {first['msg']})", fix) from None
 
 
-def append_entry(run_dir: Path, entry: dict[str, Any]) -> dict[str, Any]:
+def append_entry(run_dir: Path, entry: LedgerEntry) -> Ledger:
     """Add one entry (stamped with the time) and rewrite the ledger atomically.
 
     The read-modify-write holds a lock of its own: `frugal serve` appends its entry without
@@ -81,9 +90,14 @@ def append_entry(run_dir: Path, entry: dict[str, Any]) -> dict[str, Any]:
     """
     with _appending(Path(run_dir)):
         ledger = read_ledger(run_dir)
-        ledger["entries"].append({"time": time.strftime("%Y-%m-%dT%H:%M:%S"), **entry})
-        ledger["total_dollars"] = sum(e.get("dollars", 0.0) for e in ledger["entries"])
-        write_json(Path(run_dir) / LEDGER, ledger)
+        ledger.entries.append(entry.model_copy(
+            update={"time": time.strftime("%Y-%m-%dT%H:%M:%S")}))
+        ledger.entries[-1].model_fields_set.add("time")
+        ledger.total_dollars = sum(e.dollars for e in ledger.entries)
+        write_json(Path(run_dir) / LEDGER, {
+            "entries": [record_json(e) for e in ledger.entries],
+            "total_dollars": ledger.total_dollars,
+        })
     return ledger
 
 
@@ -98,9 +112,9 @@ def _appending(run_dir: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def teacher_dollars(ledger: dict[str, Any]) -> float:
+def teacher_dollars(ledger: Ledger) -> float:
     """Teacher dollars the ledger records (what the teacher cache's charges must add up to)."""
-    return sum(float(e.get("teacher_dollars", 0.0)) for e in ledger["entries"])
+    return sum(e.teacher_dollars for e in ledger.entries)
 
 
 def reconcile_teacher_cache(run_dir: Path, cache_total: float, *, reason: str) -> float:
@@ -112,8 +126,6 @@ def reconcile_teacher_cache(run_dir: Path, cache_total: float, *, reason: str) -
     gap = cache_total - teacher_dollars(read_ledger(run_dir))
     # Float sums in another order differ by ~1e-16; a real gap is at least a token's price.
     if gap > 1e-12:
-        append_entry(run_dir, {
-            "stage": "distill", "kind": "reconcile", "teacher_dollars": gap, "dollars": gap,
-            "note": reason,
-        })
+        append_entry(run_dir, LedgerEntry(stage="distill", kind="reconcile",
+                                          teacher_dollars=gap, dollars=gap, note=reason))
     return max(gap, 0.0)

@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from frugal.events import Events, QuietEvents
-from frugal.ledger import append_entry, compute_cost
+from frugal.ledger import LedgerEntry, append_entry, compute_cost
 from frugal.recipes import Recipe, dump_recipe
 from frugal.run_files import (
     ADAPTERS,
@@ -199,11 +199,11 @@ def run(recipe: Recipe, run_dir: Path, *, events: Events | None = None,
             # is complete, but the user asked to stop.
             raise KeyboardInterrupt
         if stage.books_compute:  # the others write their own ledger entries
-            append_entry(run_dir, {
+            append_entry(run_dir, LedgerEntry.model_validate({
                 "stage": name, "kind": "compute", "compute_seconds": round(seconds, 3),
                 "machine_price_per_hour": recipe.machine_price_per_hour,
                 "dollars": round(compute_cost(seconds, recipe.machine_price_per_hour), 6),
-            })
+            }))
         result.ran.append(name)
         result.seconds[name] = seconds
         if name == "report":

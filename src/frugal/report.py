@@ -88,24 +88,24 @@ def costs(run_dir: Path, tuned: str) -> dict[str, Any]:
     ledger = read_ledger(run_dir)
     by_stage: dict[str, float] = Counter()
     seconds: dict[str, float] = Counter()
-    for entry in ledger["entries"]:
-        by_stage[entry["stage"]] += entry.get("dollars", 0.0)
-        seconds[entry["stage"]] += entry.get("compute_seconds", 0.0)
-    total = ledger["total_dollars"]
+    for entry in ledger.entries:
+        by_stage[entry.stage] += entry.dollars
+        seconds[entry.stage] += entry.compute_seconds
+    total = ledger.total_dollars
     summaries = read_summaries(run_dir)
     correct = None
     if tuned in summaries and summaries[tuned].points:
         correct = max(p.correct for p in summaries[tuned].points)
-    served = [e for e in ledger["entries"] if e["stage"] == "serve"]
-    evals = [e for e in ledger["entries"] if e["stage"] == "eval" and e.get("tokens")]
+    served = [e for e in ledger.entries if e.stage == "serve"]
+    evals = [e for e in ledger.entries if e.stage == "eval" and e.tokens]
     per_million = None
     source = None
-    if served and served[-1].get("dollars_per_million_tokens"):
-        per_million, source = served[-1]["dollars_per_million_tokens"], "measured by frugal serve"
+    if served and served[-1].dollars_per_million_tokens:
+        per_million, source = served[-1].dollars_per_million_tokens, "measured by frugal serve"
     elif evals:
-        tokens = sum(e["tokens"] for e in evals)
-        busy = sum(e["compute_seconds"] for e in evals)
-        price = evals[-1].get("machine_price_per_hour", 0.0)
+        tokens = sum(e.tokens or 0 for e in evals)
+        busy = sum(e.compute_seconds for e in evals)
+        price = evals[-1].machine_price_per_hour or 0.0
         if tokens and busy:
             per_million = price / (tokens / busy * 3600) * 1e6
             source = "generation speed measured during evaluation"

@@ -363,6 +363,32 @@ class EvalSummary(BaseModel):
         return max(self.points, key=lambda p: p.accuracy) if self.points else None
 
 
+class LedgerEntry(BaseModel):
+    """One cost in LEDGER: which stage, what kind, dollars and machine time; each stage adds
+    the figures behind its cost (calls, tokens, prices) as further fields."""
+
+    model_config = ConfigDict(extra="allow")
+
+    stage: str
+    kind: str = "compute"
+    time: str | None = None  # local time, ISO 8601, stamped when appended
+    dollars: float = 0.0
+    compute_seconds: float = 0.0
+    machine_price_per_hour: float | None = None
+    tokens: int | None = None  # generated tokens, where the stage generated
+    teacher_dollars: float = 0.0  # what a teacher billed (distill)
+    dollars_per_million_tokens: float | None = None  # serving's measured price
+
+
+class Ledger(BaseModel):
+    """Every cost of a run (LEDGER) and their sum."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    entries: list[LedgerEntry] = []
+    total_dollars: float = 0.0
+
+
 def read_summary(path: Path) -> EvalSummary:
     """An evaluation's summary; one that is not (damaged, edited) is a RunFileError."""
     fix = f"delete {Path(path).parent} and evaluate again"

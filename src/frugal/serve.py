@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from frugal.ledger import append_entry, compute_cost
+from frugal.ledger import LedgerEntry, append_entry, compute_cost
 from frugal.names import check_run_dir
 from frugal.settings.serve import API_KEY_ENV, ServeConfig
 
@@ -180,10 +180,10 @@ def _record(server: Server, config: ServeConfig) -> None:
     metrics = server.serving.metrics
     busy = server.engine.busy_now()
     wall = time.time() - server.started
-    append_entry(server.run_dir, {
+    append_entry(server.run_dir, LedgerEntry.model_validate({
         "stage": "serve", "kind": "compute", "tokens": metrics.generated,
         "busy_seconds": round(busy, 3), "compute_seconds": round(wall, 3),
         "machine_price_per_hour": config.machine_price_per_hour,
         "dollars": round(compute_cost(wall, config.machine_price_per_hour), 6),
         "dollars_per_million_tokens": metrics.dollars_per_million(busy),
-    })
+    }))

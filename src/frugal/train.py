@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from frugal.events import Events, QuietEvents
-from frugal.ledger import append_entry, compute_cost
+from frugal.ledger import LedgerEntry, append_entry, compute_cost
 from frugal.names import check_name, check_run_dir, path_inside
 from frugal.reasoning_format import ReasoningFormat
 from frugal.run_files import (
@@ -327,12 +327,12 @@ def _record(
         write_json(run_dir / TRAIN_SUMMARY, summary)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     dollars = compute_cost(seconds * world, config.machine_price_per_hour)
-    append_entry(run_dir, {
+    append_entry(run_dir, LedgerEntry.model_validate({
         "stage": "train", "kind": "compute", "name": config.name, "method": config.method,
         "processes": world, "compute_seconds": round(seconds * world, 3),
         "machine_price_per_hour": config.machine_price_per_hour,
         "tokens": summary["tokens"], "dollars": round(dollars, 6),
-    })
+    }))
 
 
 def _write_rank_state(run_dir: Path, rank: int, trainer: Any, *, saved: bool) -> None:

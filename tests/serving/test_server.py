@@ -152,6 +152,6 @@ def test_ledger_gets_the_serving_session(served_run: Path, tmp_path: Path) -> No
     client(running).chat.completions.create(
         model="beta", messages=[{"role": "user", "content": QUESTION}], max_tokens=3)
     running.stop()
-    entry = read_ledger(served_run)["entries"][-1]
-    assert entry["stage"] == "serve" and entry["tokens"] > 0
-    assert entry["dollars_per_million_tokens"] > 0 and entry["dollars"] > 0
+    entry = read_ledger(served_run).entries[-1]
+    assert entry.stage == "serve" and entry.tokens and entry.tokens > 0
+    assert entry.dollars_per_million_tokens and entry.dollars > 0
