@@ -166,3 +166,21 @@ def test_stage_records_are_typed_and_round_trip(tmp_path: Path) -> None:
     (tmp_path / STAGES_FILE).write_text('{"pool": {"key": "k1", "status": "finished"}}')
     with pytest.raises(RunFileError, match="not a stage record"):
         read_stages(tmp_path)
+
+
+def test_no_other_module_spells_a_run_file_name() -> None:
+    """Every file name inside a run directory is a run_files constant: a module that wrote
+    "traces.jsonl" itself would drift from the others the day the name changes."""
+    import frugal
+    from frugal import run_files
+
+    names = {value for key, value in vars(run_files).items()
+             if key.isupper() and isinstance(value, str) and ("." in value or "/" in value)}
+    assert {"traces.jsonl", "ledger.json", "selected.jsonl", "summary.json"} <= names
+    package = Path(frugal.__file__).parent
+    spelled = [
+        f"{path.relative_to(package)}: {name}"
+        for path in sorted(package.rglob("*.py")) if path.name != "run_files.py"
+        for name in names if f'"{name}"' in path.read_text() or f"'{name}'" in path.read_text()
+    ]
+    assert not spelled, spelled

@@ -19,7 +19,7 @@ from rich.table import Table
 from frugal import __version__
 from frugal.cli_options import Options, SettingsError, build, fail, with_settings
 from frugal.events import RichEvents
-from frugal.run_files import COMPARISON, LEDGER, RESULTS, SUMMARY, TRAIN_LOG
+from frugal.run_files import COMPARISON, LEDGER, REPORT_MD, RESULTS, SUMMARY, TRAIN_LOG
 from frugal.settings import DEFAULT_MODEL
 from frugal.settings.budget import BudgetConfig
 from frugal.settings.curate import CurateConfig
@@ -496,7 +496,7 @@ def run_command(
     console.print(f"ran {', '.join(result.ran) or 'nothing'}; skipped "
                   f"{', '.join(result.skipped) or 'nothing'}; {minutes:.1f} min")
     if result.report:
-        console.print(f"Report: {result.report} (and {run_dir / 'report.md'})")
+        console.print(f"Report: {result.report} (and {run_dir / REPORT_MD})")
 
 
 def headline_table(summaries: dict) -> Table:

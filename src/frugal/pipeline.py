@@ -26,8 +26,10 @@ from frugal.ledger import LedgerEntry, append_entry, compute_cost
 from frugal.recipes import Recipe, dump_recipe
 from frugal.run_files import (
     ADAPTERS,
+    CHECKPOINTS,
     COMPARISON,
     EVAL_DIR,
+    MODELS,
     POOL,
     RECIPE,
     SELECTED,
@@ -277,7 +279,7 @@ def _eval(recipe: Recipe, run_dir: Path, events: Events, resume: bool) -> Any:
         if label == "base":
             model, adapter = recipe.model, None
         elif recipe.train.method == "full":  # a whole model under models/, not an adapter
-            model, adapter = str(run_dir / "models" / label), None
+            model, adapter = str(run_dir / MODELS / label), None
         else:
             model, adapter = recipe.train.model, label
         system = settings.system if "system" in settings.model_fields_set else \
@@ -305,7 +307,7 @@ def _experts(recipe: Recipe, run_dir: Path, events: Events, resume: bool) -> Any
                 remove_inside(run_dir, path)
         # Their checkpoints too: the experts always resume, and a checkpoint made with other
         # settings would be refused by the resume check (or, unchecked, mixed in).
-        checkpoints = run_dir / "checkpoints"
+        checkpoints = run_dir / CHECKPOINTS
         for path in sorted(checkpoints.iterdir()) if checkpoints.is_dir() else []:
             if experts_own(path.name):
                 remove_inside(run_dir, path)
@@ -324,7 +326,7 @@ def _report(recipe: Recipe, run_dir: Path, events: Events, resume: bool) -> Any:
 
 def _trained_files(recipe: Recipe) -> list[str]:
     if recipe.train.method == "full":  # a whole model under models/, not an adapter
-        return [f"models/{recipe.train.name}/config.json"]
+        return [f"{MODELS}/{recipe.train.name}/config.json"]
     return [f"{ADAPTERS}/{recipe.train.name}/adapter_config.json"]
 
 

@@ -29,6 +29,9 @@ from frugal.ledger import LedgerEntry, append_entry, compute_cost
 from frugal.names import check_name, check_run_dir, path_inside
 from frugal.reasoning_format import ReasoningFormat
 from frugal.run_files import (
+    ADAPTERS,
+    CHECKPOINTS,
+    MODELS,
     SELECTED,
     TRAIN_LOG,
     TRAIN_RECORD,
@@ -195,7 +198,7 @@ def prepare(
             "--max-seq-length or curate with a lower --max-trace-tokens."
         )
     # model_copy (the experts' per-adapter settings) skips validation: check the name here too.
-    output_dir = path_inside(run_dir, "checkpoints", check_name(config.name, "train.name"))
+    output_dir = path_inside(run_dir, CHECKPOINTS, check_name(config.name, "train.name"))
     score_supervised_positions_only()
     trainer = SFTTrainer(
         model=loaded.model,
@@ -243,7 +246,7 @@ def run(
     events = events or QuietEvents()
     said = events if rank == 0 else None  # one process speaks for all
     # First: a name that escapes the run directory must stop everything, even a missing file.
-    output_dir = path_inside(run_dir, "checkpoints", check_name(config.name, "train.name"))
+    output_dir = path_inside(run_dir, CHECKPOINTS, check_name(config.name, "train.name"))
     main = records is None  # the run's own training, not one expert of many
     records = read_selected(run_dir) if main else records
     expected = checkpoints.fingerprint(config, records)
@@ -270,7 +273,7 @@ def run(
                       f"all {trainer.state.global_step} steps: saving its weights, training "
                       "nothing")
     seconds = time.perf_counter() - started
-    kind = "adapters" if config.method != "full" else "models"
+    kind = ADAPTERS if config.method != "full" else MODELS
     output_path = path_inside(run_dir, kind, config.name)
     if trainer.is_world_process_zero():
         trainer.save_model(str(output_path))

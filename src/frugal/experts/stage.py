@@ -82,7 +82,7 @@ def run(config: ExpertsConfig, run_dir: Path, events: Events | None = None) -> E
     routing = fit_routers(run_dir, by_domain, experts, held_out)
     adapters = run_adapters(run_dir)
     merge_experts(config.train.model, {n: adapters[n] for n in experts.values()},
-                  run_dir / "adapters", config.merges)
+                  run_dir / ADAPTERS, config.merges)
     comparison = compare(config, run_dir, benchmark, experts, tokens,
                          events) if config.compare else None
     return ExpertsResult(experts, routing, comparison, tokens)
