@@ -69,6 +69,39 @@ def check_budget_invariants(results: list[GenerationResult], budget: BudgetConfi
           f"thinking {[r.thinking_tokens for r in results]}, waits {[r.waits for r in results]}")
 
 
+def check_eval_on_engine(run_dir: Path, engine_options: list[str]) -> None:
+    """`frugal eval` on an engine writes what a local evaluation writes: the same rows, near
+    the same answers (float32 greedy on two engines: at most a near-tie apart), the summary
+    and the plot."""
+    from typer.testing import CliRunner
+
+    from frugal.cli import app
+    from frugal.run_files import EVAL_DIR, RESULTS, SCALING_PLOT, SUMMARY
+
+    common = ["eval", "--run", str(run_dir), "--model", SMOLLM2, "--limit", "6",
+              "--max-thinking-tokens", "16,32", "--max-answer-tokens", "12"]
+    local = CliRunner().invoke(app, [*common, "--label", "local", "--dtype", "float32",
+                                     "--batch-size", "1"])
+    assert local.exit_code == 0, local.output
+    remote = CliRunner().invoke(app, [*common, "--label", "remote", *engine_options])
+    assert remote.exit_code == 0, remote.output
+
+    def rows(label: str) -> list[dict[str, Any]]:
+        lines = (run_dir / EVAL_DIR / label / RESULTS).read_text().splitlines()
+        return sorted((json.loads(line) for line in lines), key=lambda r: (r["budget"], r["id"]))
+
+    assert len(rows("remote")) == len(rows("local")) == 12
+    keys = ("id", "budget", "reference")
+    assert [[r[k] for k in keys] for r in rows("remote")] == [
+        [r[k] for k in keys] for r in rows("local")]
+    same = sum(a["thinking"] == b["thinking"] and a["answer"] == b["answer"]
+               for a, b in zip(rows("remote"), rows("local"), strict=True))
+    assert same >= 10
+    summary = json.loads((run_dir / EVAL_DIR / "remote" / SUMMARY).read_text())
+    assert [p["max_thinking_tokens"] for p in summary["points"]] == [16, 32]
+    assert (run_dir / SCALING_PLOT).is_file()
+
+
 def split(result: GenerationResult) -> tuple[Any, ...]:
     """What must agree between two engines: the thinking/answer split and its counts."""
     return (result.thinking, result.answer, result.thinking_tokens, result.answer_tokens,

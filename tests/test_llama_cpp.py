@@ -35,6 +35,7 @@ from .engine_cases import (
     INVARIANT_BUDGETS,
     QUESTIONS,
     check_budget_invariants,
+    check_eval_on_engine,
     random_adapter,
     shared_prefix,
     split,
@@ -163,34 +164,8 @@ def test_the_gguf_export_is_cached_by_fingerprint(adapter_dir: Path, llama_cpp: 
 
 
 def test_frugal_eval_on_llama_cpp_writes_what_a_local_eval_writes(tmp_path: Path) -> None:
-    from typer.testing import CliRunner
-
-    from frugal.cli import app
-
-    common = ["eval", "--run", str(tmp_path), "--model", SMOLLM2, "--limit", "6",
-              "--max-thinking-tokens", "16,32", "--max-answer-tokens", "12"]
-    local = CliRunner().invoke(app, [*common, "--label", "local", "--dtype", "float32",
-                                     "--batch-size", "1"])
-    assert local.exit_code == 0, local.output
-    remote = CliRunner().invoke(app, [*common, "--label", "remote", "--engine", "llama.cpp",
-                                      "--llama-cpp-weights", "f32"])
-    assert remote.exit_code == 0, remote.output
-
-    def rows(label: str) -> list[dict[str, Any]]:
-        lines = (tmp_path / "eval" / label / "results.jsonl").read_text().splitlines()
-        return sorted((json.loads(line) for line in lines), key=lambda r: (r["budget"], r["id"]))
-
-    assert len(rows("remote")) == len(rows("local")) == 12
-    keys = ("id", "budget", "reference")
-    assert [[r[k] for k in keys] for r in rows("remote")] == [
-        [r[k] for k in keys] for r in rows("local")]
-    same = sum(a["thinking"] == b["thinking"] and a["answer"] == b["answer"]
-               for a, b in zip(rows("remote"), rows("local"), strict=True))
-    assert same >= 10  # float32 greedy on two engines: at most a near-tie apart
-    summary = json.loads((tmp_path / "eval" / "remote" / "summary.json").read_text())
-    assert [p["max_thinking_tokens"] for p in summary["points"]] == [16, 32]
-    assert (tmp_path / "eval" / "remote" / "plots").is_dir() or \
-        (tmp_path / "plots").is_dir()
+    """`--engine llama.cpp` starts llama.cpp's server for the evaluation and stops it after."""
+    check_eval_on_engine(tmp_path, ["--engine", "llama.cpp", "--llama-cpp-weights", "f32"])
 
 
 def _llama_servers() -> set[str]:

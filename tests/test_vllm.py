@@ -25,6 +25,7 @@ from .engine_cases import (
     INVARIANT_BUDGETS,
     QUESTIONS,
     check_budget_invariants,
+    check_eval_on_engine,
     random_adapter,
     shared_prefix,
     split,
@@ -109,31 +110,7 @@ def test_vllm_agrees_with_the_local_engine(engine: EndpointEngine, smollm2: Any)
 
 def test_frugal_eval_on_vllm_writes_what_a_local_eval_writes(tmp_path: Path) -> None:
     """`--engine vllm` starts a vLLM for the evaluation and stops it after."""
-    from typer.testing import CliRunner
-
-    from frugal.cli import app
-
-    common = ["eval", "--run", str(tmp_path), "--model", SMOLLM2, "--limit", "6",
-              "--max-thinking-tokens", "16,32", "--max-answer-tokens", "12"]
-    local = CliRunner().invoke(app, [*common, "--label", "local", "--dtype", "float32",
-                                     "--batch-size", "1"])
-    assert local.exit_code == 0, local.output
-    remote = CliRunner().invoke(app, [*common, "--label", "remote", "--engine", "vllm"])
-    assert remote.exit_code == 0, remote.output
-
-    def rows(label: str) -> list[dict[str, Any]]:
-        lines = (tmp_path / "eval" / label / "results.jsonl").read_text().splitlines()
-        return sorted((json.loads(line) for line in lines), key=lambda r: (r["budget"], r["id"]))
-
-    assert len(rows("remote")) == len(rows("local")) == 12
-    keys = ("id", "budget", "reference")
-    assert [[r[k] for k in keys] for r in rows("remote")] == [
-        [r[k] for k in keys] for r in rows("local")]
-    same = sum(a["thinking"] == b["thinking"] and a["answer"] == b["answer"]
-               for a, b in zip(rows("remote"), rows("local"), strict=True))
-    assert same >= 10  # float32 greedy on two engines: at most a near-tie apart
-    summary = json.loads((tmp_path / "eval" / "remote" / "summary.json").read_text())
-    assert [p["max_thinking_tokens"] for p in summary["points"]] == [16, 32]
+    check_eval_on_engine(tmp_path, ["--engine", "vllm"])
 
 
 def test_frugal_serve_fronts_a_vllm_it_starts_and_stops(
