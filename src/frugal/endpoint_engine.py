@@ -49,6 +49,8 @@ from frugal.settings.teachers import PLACEHOLDER_KEY
 BASE_ADAPTER = "__base__"  # what the serving layer names "no adapter" (PEFT's name)
 CANCEL_POLL_S = 0.1  # how often a row in flight checks whether its client is still there
 HTTP_ATTEMPTS = 3  # a request the server closed without answering is sent again, this often
+# The connection closed under a request (not a timeout): reset, or closed before any answer.
+_CONNECTION_LOST = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 
 
 @dataclass
@@ -341,7 +343,7 @@ class EndpointEngine(Engine):
                 if stream is None:
                     try:
                         response = await client.http.post(url, json=body)
-                    except httpx.RemoteProtocolError as error:
+                    except _CONNECTION_LOST as error:
                         raise _Unanswered from error
                     if response.status_code != 200:
                         raise EndpointError(f"llama.cpp's server answered "
@@ -399,7 +401,7 @@ class EndpointEngine(Engine):
                             stream(new[:cut])
                     if event.get("stop"):
                         final = event
-        except httpx.RemoteProtocolError as error:
+        except _CONNECTION_LOST as error:
             if tokens:  # some went out already: sending it again would repeat them
                 raise EndpointError(f"llama.cpp's server broke off a reply at {url}: "
                                     f"{error}") from error

@@ -342,11 +342,12 @@ def _voting(
 
 
 def _pool_ids(run_dir: Path) -> set[str]:
-    path = run_dir / POOL
-    if not path.is_file():
+    """The ids of the run's pool (held-out questions exclude them)."""
+    if not (run_dir / POOL).is_file():
         return set()
-    with path.open(encoding="utf-8") as handle:
-        return {json.loads(line)["id"] for line in handle if line.strip()}
+    from frugal.pool import read_pool
+
+    return {question.id for question in read_pool(run_dir)}
 
 
 def _contamination(
