@@ -211,6 +211,14 @@ def test_stage_keys_leave_settings_out_by_full_path(tmp_path: Path, tiny_dir: Pa
     retrained = keys("train.batch_size=3")  # the same name elsewhere changes the result
     assert retrained["curate"] == base["curate"] and retrained["train"] != base["train"]
     assert retrained["eval"] != base["eval"]
+    # How llama.cpp would run changes nothing where it does not run, and where it does only
+    # its weights change what is generated.
+    assert keys("eval.llama_cpp.weights=f32", "distill.local.llama_cpp.slots=2") == base
+    on_llama = keys("engine=llama.cpp")
+    assert on_llama["eval"] != base["eval"] and on_llama["pool"] == base["pool"]
+    assert keys("engine=llama.cpp", "eval.llama_cpp.slots=2",
+                "eval.llama_cpp.threads=1") == on_llama
+    assert keys("engine=llama.cpp", "eval.llama_cpp.weights=f32")["eval"] != on_llama["eval"]
 
 
 def test_a_capped_distill_is_partial_stops_the_run_and_resumes_with_a_raised_cap(

@@ -184,3 +184,14 @@ def test_no_other_module_spells_a_run_file_name() -> None:
         for name in names if f'"{name}"' in path.read_text() or f"'{name}'" in path.read_text()
     ]
     assert not spelled, spelled
+
+
+def test_records_keep_every_line_break_json_does_not_escape(tmp_path: Path) -> None:
+    """U+2028, U+2029 and U+0085 stay raw in JSON lines (ensure_ascii=False): a record holding
+    one is still one line."""
+    from frugal.run_files import Trace, read_records, write_records
+
+    traces = [Trace(id="a", thinking="one\u2028two\u2029three\x85four", answer="x"),
+              Trace(id="b", thinking="plain", answer="y")]
+    write_records(tmp_path / "traces.jsonl", traces)
+    assert read_records(tmp_path / "traces.jsonl", Trace, fix="-") == traces

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +48,7 @@ from frugal.settings.teachers import PLACEHOLDER_KEY
 BASE_ADAPTER = "__base__"  # what the serving layer names "no adapter" (PEFT's name)
 CANCEL_POLL_S = 0.1  # how often a row in flight checks whether its client is still there
 HTTP_ATTEMPTS = 3  # a request the server closed without answering is sent again, this often
+STREAM_CHUNK = 8  # tokens per request of a streaming row on llama.cpp
 # The connection closed under a request (not a timeout): reset, or closed before any answer.
 _CONNECTION_LOST = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 
@@ -142,8 +142,11 @@ class EndpointEngine(Engine):
 
             async def one(job: Job) -> None:
                 tuned = _served_adapter(job) is not None
+                # Separate servers per adapter (llama.cpp) cannot mix base and LoRA rows.
+                gated = client.api != "llama.cpp"
                 async with semaphore:
-                    await gate.enter(tuned)
+                    if gated:
+                        await gate.enter(tuned)
                     try:
                         result = await self._run_row(client, job)
                     except Exception as error:
@@ -152,7 +155,8 @@ class EndpointEngine(Engine):
                         job.on_error(error)  # this row alone fails; the others go on
                         return
                     finally:
-                        await gate.leave()
+                        if gated:
+                            await gate.leave()
                 finish(result)
 
             try:
@@ -203,6 +207,8 @@ class EndpointEngine(Engine):
             )
             row.add(ids, Section.THINKING, forced=False, streamed=streamed)
             if stopped_on is None:  # the budget ran out mid-thought
+                if not ids:  # asking again would get nothing again, forever
+                    raise EndpointError("the server generated no token and no stop")
                 continue
             if row.thinking_tokens < budget.min_thinking_tokens or row.waits < budget.num_waits:
                 row.waits += 1
@@ -232,14 +238,18 @@ class EndpointEngine(Engine):
     async def _answer(self, client: _Clients, row: _Row, max_tokens: int,
                       stops: list[int]) -> None:
         """Generate the rest of the row as its answer, up to `max_tokens` or a stop token."""
-        ids, stopped_on, streamed = await self._complete(client, row, max_tokens, stops,
-                                                         Section.ANSWER)
-        row.add(ids, Section.ANSWER, forced=False, streamed=streamed)
-        if stopped_on is not None:
-            row.add([stopped_on], Section.ANSWER, forced=False)
-            row.finish_reason = "end_of_turn"
-        else:
-            row.finish_reason = "max_answer_tokens"
+        while True:
+            ids, stopped_on, streamed = await self._complete(client, row, max_tokens, stops,
+                                                             Section.ANSWER)
+            row.add(ids, Section.ANSWER, forced=False, streamed=streamed)
+            max_tokens -= len(ids)
+            if stopped_on is not None:
+                row.add([stopped_on], Section.ANSWER, forced=False)
+                row.finish_reason = "end_of_turn"
+                return
+            if max_tokens <= 0 or not ids:
+                row.finish_reason = "max_answer_tokens"
+                return
 
     def _force_answer_start(self, row: _Row, prefix_ids: list[int]) -> None:
         row.forced_max = True
@@ -321,12 +331,18 @@ class EndpointEngine(Engine):
         stop_ids: list[int], budget: Any, seed: int | None,
         stream: Callable[[list[int]], None] | None = None,
     ) -> tuple[list[int], int | None]:
-        """One request to llama.cpp's native /completion. It has no stop token ids: each stop
+        """Continue on llama.cpp's native /completion. It has no stop token ids: each stop
         token is rendered as its text (`preserved_tokens`) and stopped on as that text; the end
         of turn also ends generation as llama.cpp's end-of-generation tokens (so EOS is not
         ignored: llama.cpp's `ignore_eos` would forbid those tokens, not only not stop on
-        them). With `stream`, the reply comes as server-sent events and each new token up to
-        the first stop token goes to `stream` as it arrives."""
+        them). With `stream`, the continuation is asked for in short requests and each one's
+        tokens, up to the first stop token, go to `stream` as it returns: llama.cpp's own SSE
+        stream leaves out the ids of tokens that end inside a UTF-8 character."""
+        if model != self.config.model and model not in self.config.model_urls:
+            raise EndpointError(
+                f"adapter {model!r}: llama.cpp's server at {self.config.base_url} serves one "
+                "model, so adapters need a server each. Fix: use --engine llama.cpp, which "
+                "starts them, or run it on the merged model (frugal export --gguf).")
         texts = [self.tokenizer.convert_ids_to_tokens(t) for t in stop_ids]
         body: dict[str, Any] = {
             "prompt": prompt, "n_predict": max_tokens, "return_tokens": True,
@@ -338,75 +354,52 @@ class EndpointEngine(Engine):
         if seed is not None:
             body["seed"] = seed
         url = self.config.url_for(model).removesuffix("/").removesuffix("/v1") + "/completion"
-        for attempt in range(HTTP_ATTEMPTS):
-            try:
-                if stream is None:
-                    try:
-                        response = await client.http.post(url, json=body)
-                    except _CONNECTION_LOST as error:
-                        raise _Unanswered from error
-                    if response.status_code != 200:
-                        raise EndpointError(f"llama.cpp's server answered "
-                                            f"{response.status_code} at {url}: "
-                                            f"{response.text[:500]}")
-                    reply = response.json()
-                else:
-                    reply = await self._llama_cpp_stream(client, url, body | {"stream": True},
-                                                         set(stop_ids), stream)
-                break
-            except _Unanswered:
-                # llama.cpp's HTTP server closes idle keep-alive connections; a request sent
-                # on one as it closes gets no answer at all, so nothing was generated for it:
-                # send it again (as the openai client does on the other path).
-                if attempt == HTTP_ATTEMPTS - 1:
-                    raise
-        ids = [int(t) for t in reply.get("tokens") or []]
-        if reply.get("stop_type") == "limit" or not reply.get("stop_type"):
-            return ids, None
-        if ids and ids[-1] in stop_ids:
-            return ids[:-1], ids[-1]
-        if reply.get("stop_type") == "word":  # the stop text without its token (rare)
-            word = reply.get("stopping_word")
-            return ids, next((t for t, text in zip(stop_ids, texts, strict=True)
-                              if text == word),
-                             stop_ids[0])
-        # An end-of-generation token llama.cpp knows but the format does not name.
-        return ids, self._end_ids[0] if self._end_ids else self._stop_id
+        ids: list[int] = []
+        while True:
+            part = body if stream is None else body | {
+                "prompt": prompt + ids, "n_predict": min(STREAM_CHUNK, max_tokens - len(ids)),
+                **({"seed": (seed + len(ids)) % (2**31)} if seed is not None else {})}
+            reply = await self._llama_cpp_post(client, url, part)
+            new = [int(t) for t in reply.get("tokens") or []]
+            stop_at = next((i for i, t in enumerate(new) if t in stop_ids), None)
+            if stream is not None and new[:stop_at]:
+                stream(new[:stop_at])
+            ids += new
+            kind = reply.get("stop_type")
+            if stop_at is not None:
+                return ids[: len(ids) - len(new) + stop_at], new[stop_at]
+            if kind == "eos" and new:
+                # An end-of-generation token llama.cpp knows but the format does not name.
+                return ids, self._end_ids[0] if self._end_ids else self._stop_id
+            # "word" without the stop token: the marker's text spelled out in plain tokens,
+            # which does not end a section in the local engine either: go on.
+            if (stream is None and kind != "word") or len(ids) >= max_tokens or not new:
+                return ids, None
+            body["prompt"] = prompt + ids
+            body["n_predict"] = max_tokens - len(ids)
 
-    @staticmethod
-    async def _llama_cpp_stream(client: _Clients, url: str, body: dict[str, Any],
-                                stop_ids: set[int],
-                                stream: Callable[[list[int]], None]) -> dict[str, Any]:
-        """A streamed /completion: its tokens passed on as they come, up to the first stop
-        token; the result as the non-streamed reply would be (all tokens, the stop type)."""
-        tokens: list[int] = []
-        final: dict[str, Any] = {}
-        stopped = False
-        try:
-            async with client.http.stream("POST", url, json=body) as response:
-                if response.status_code != 200:
-                    text = (await response.aread()).decode(errors="replace")
-                    raise EndpointError(f"llama.cpp's server answered {response.status_code} "
-                                        f"at {url}: {text[:500]}")
-                async for line in response.aiter_lines():
-                    if not line.startswith("data: "):
-                        continue
-                    event = json.loads(line[len("data: "):])
-                    new = [int(t) for t in event.get("tokens") or []]
-                    tokens += new
-                    if not stopped:
-                        cut = next((i for i, t in enumerate(new) if t in stop_ids), len(new))
-                        stopped = cut < len(new)
-                        if new[:cut]:
-                            stream(new[:cut])
-                    if event.get("stop"):
-                        final = event
-        except _CONNECTION_LOST as error:
-            if tokens:  # some went out already: sending it again would repeat them
-                raise EndpointError(f"llama.cpp's server broke off a reply at {url}: "
-                                    f"{error}") from error
-            raise _Unanswered from error
-        return final | {"tokens": tokens}
+    async def _llama_cpp_post(self, client: _Clients, url: str,
+                              body: dict[str, Any]) -> dict[str, Any]:
+        """One /completion request, sent again when the connection is lost before any answer:
+        llama.cpp's HTTP server closes idle keep-alive connections, and a request sent on one
+        as it closes gets no answer at all, so nothing was generated for it."""
+        for attempt in range(1, HTTP_ATTEMPTS + 1):
+            try:
+                response = await client.http.post(url, json=body)
+            except _CONNECTION_LOST as error:
+                if attempt == HTTP_ATTEMPTS:
+                    raise EndpointError(f"llama.cpp's server at {url} closed the connection "
+                                        f"{attempt} times without answering ({error!r})") \
+                        from error
+                continue
+            if response.status_code != 200:
+                raise EndpointError(f"llama.cpp's server answered {response.status_code} at "
+                                    f"{url}: {response.text[:500]}")
+            reply = response.json()
+            if not isinstance(reply, dict) or "error" in reply:
+                raise EndpointError(f"llama.cpp's server at {url} answered {str(reply)[:500]}")
+            return reply
+        raise AssertionError("unreachable")
 
     @staticmethod
     async def _unless_cancelled(request: asyncio.Future[Any], job: Job) -> Any:
@@ -439,10 +432,6 @@ class _Cancelled(Exception):
 
 class EndpointError(RuntimeError):
     """The server refused a request or answered in a way the engine cannot read."""
-
-
-class _Unanswered(Exception):
-    """The server closed the connection without answering: the request did not run."""
 
 
 class _Clients:

@@ -168,7 +168,11 @@ def run(
                         context_tokens=context_length(
                             PROMPT_TOKENS_BOUND, max(config.max_thinking_tokens),
                             config.max_answer_tokens)))
-                engine = EndpointEngine(endpoint, load_tokenizer(model))
+                try:
+                    engine = EndpointEngine(endpoint, load_tokenizer(model))
+                except BaseException:
+                    resources.close()  # the engine it started must not outlive the error
+                    raise
                 if adapters and not config.route:
                     served_adapter = next(iter(adapters))
             else:

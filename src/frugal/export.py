@@ -23,6 +23,8 @@ import numpy as np
 from frugal.run_files import atomic_dir, atomic_path
 
 GGUF_TYPES = ("f32", "f16", "q8_0")
+# Raised whenever what save_gguf writes changes, so GGUF caches keyed by it export again.
+GGUF_EXPORT_VERSION = 1
 
 
 def load_merged(run_dir: Path, adapter: str | None = None, model: str | None = None) -> Any:

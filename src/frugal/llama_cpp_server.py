@@ -61,9 +61,10 @@ def gguf_for(model: str, adapter: Path | None, weights: GgufType) -> Path:
     """The GGUF file of `model` (+ `adapter` merged in), exported on first use and cached by
     the fingerprints of both, so a changed base or a retrained adapter is exported anew."""
     from frugal.adapters import adapter_fingerprint
+    from frugal.export import GGUF_EXPORT_VERSION
     from frugal.models import cache_dir, fingerprint
 
-    parts = [fingerprint(model), weights]
+    parts = [fingerprint(model), weights, f"export-{GGUF_EXPORT_VERSION}"]
     if adapter is not None:
         parts.append(adapter_fingerprint(adapter))
     key = hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
@@ -108,7 +109,7 @@ def serve_with_llama_cpp(
                 for name, file in files.items()}
         base = urls.pop(model)
         yield EndpointConfig(base_url=base, model=model, model_urls=urls, api="llama.cpp",
-                             concurrency=config.slots)
+                             concurrency=config.slots * len(files))
 
 
 @contextmanager

@@ -108,6 +108,13 @@ class StagePartial(RuntimeError):
 def _settings_json(value: Any, path: str) -> Any:
     if hasattr(value, "model_dump"):
         value = value.model_dump(mode="json")
+    if isinstance(value, dict) and "llama_cpp" in value:
+        # How llama.cpp runs matters only where it runs, and then only its weights (slots and
+        # threads change speed): other runs keep the keys they had before it existed.
+        value = dict(value)
+        llama_cpp = value.pop("llama_cpp")
+        if value.get("engine") == "llama.cpp":
+            value["llama_cpp_weights"] = llama_cpp.get("weights")
     if isinstance(value, dict):
         return {k: _settings_json(v, f"{path}.{k}") for k, v in value.items()
                 if f"{path}.{k}" not in NOT_IN_KEY}
@@ -331,9 +338,9 @@ def _trained_files(recipe: Recipe) -> list[str]:
 
 
 def _adapter_read(recipe: Recipe) -> list[str]:
-    """Evaluation reads the trained adapter (or model), and the training set for its
-    contamination check."""
-    return [*_trained_files(recipe), SELECTED]
+    """Evaluation reads the trained adapter (or model), the training set for its
+    contamination check, and the pool, whose questions it holds out."""
+    return [*_trained_files(recipe), SELECTED, POOL]
 
 
 def _summaries(recipe: Recipe) -> list[str]:
