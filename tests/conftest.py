@@ -61,6 +61,22 @@ def think_tokenizer(smollm2_tokenizer: Any) -> Any:
 
 
 @pytest.fixture(scope="session")
+def smollm2() -> Any:
+    """The real SmolLM2 in float32: the model the engine tests compare servers against."""
+    from frugal.models import load_model
+
+    return load_model(SMOLLM2, dtype="float32")
+
+
+@pytest.fixture(scope="session")
+def adapter_dir(tmp_path_factory: pytest.TempPathFactory, smollm2: Any) -> Path:
+    """A real PEFT LoRA adapter for SmolLM2 with random weights large enough to show."""
+    from .engine_cases import random_adapter
+
+    return random_adapter(tmp_path_factory.mktemp("adapters"), smollm2)
+
+
+@pytest.fixture(scope="session")
 def tiny_smollm2() -> Any:
     return tiny_model(SMOLLM2)
 

@@ -26,7 +26,6 @@ from .engine_cases import (
     QUESTIONS,
     check_budget_invariants,
     check_eval_on_engine,
-    random_adapter,
     shared_prefix,
     split,
 )
@@ -34,18 +33,6 @@ from .engine_cases import (
 pytestmark = pytest.mark.skipif(
     not vllm_available(), reason="vLLM is not installed here (make vllm builds .venv-vllm)"
 )
-
-@pytest.fixture(scope="module")
-def smollm2() -> Any:
-    from frugal.models import load_model
-
-    return load_model(SMOLLM2, dtype="float32")
-
-
-@pytest.fixture(scope="module")
-def adapter_dir(tmp_path_factory: pytest.TempPathFactory, smollm2: Any) -> Path:
-    return random_adapter(tmp_path_factory.mktemp("adapters"), smollm2)
-
 
 @pytest.fixture(scope="module")
 def vllm(adapter_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[EndpointConfig]:

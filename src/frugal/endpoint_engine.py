@@ -15,7 +15,9 @@ code drives vLLM, but on token ids so nothing is re-tokenised differently:
 
 Results carry the local engine's fields (`GenerationResult`: thinking and answer tokens, Waits,
 forced maximum, which tokens were forced). Many rows are in flight at once so the server batches
-them. Requests use `prompt` as a list of token ids and `return_token_ids` (vLLM); a server that
+them; a streaming row asks for a few tokens at a time, so its client sees them as they come.
+Requests use `prompt` as a list of token ids and `return_token_ids` (vLLM), or llama.cpp's
+native `/completion` (detected; see `_llama_cpp_completion`); a server that
 returns only text is read by re-encoding that text, which the result says in `finish_reason`
 only when it matters (never for vLLM). Formats whose end-of-thinking marker is plain text (no
 single token) are not supported here: their marker cannot be a token-level stop.
@@ -48,7 +50,7 @@ from frugal.settings.teachers import PLACEHOLDER_KEY
 BASE_ADAPTER = "__base__"  # what the serving layer names "no adapter" (PEFT's name)
 CANCEL_POLL_S = 0.1  # how often a row in flight checks whether its client is still there
 HTTP_ATTEMPTS = 3  # a request the server closed without answering is sent again, this often
-STREAM_CHUNK = 8  # tokens per request of a streaming row on llama.cpp
+STREAM_CHUNK = 8  # tokens per request of a streaming row
 # The connection closed under a request (not a timeout): reset, or closed before any answer.
 _CONNECTION_LOST = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 
@@ -69,10 +71,9 @@ class _Row:
     finish_reason: str = "length"
     requests: int = 0
 
-    def add(self, ids: Sequence[int], section: Section, forced: bool, streamed: int = 0) -> None:
-        """Append `ids`; the first `streamed` of them already reached the job's stream."""
+    def add(self, ids: Sequence[int], section: Section, forced: bool) -> None:
         if self.job.on_token is not None:  # streaming: each token as soon as it is known
-            for token_id in ids[streamed:]:
+            for token_id in ids:
                 self.job.on_token(token_id, section, forced)
         self.token_ids.extend(ids)
         self.forced.extend([forced] * len(ids))
@@ -202,11 +203,11 @@ class EndpointEngine(Engine):
             if remaining <= 0:
                 self._force_answer_start(row, prefix_ids)
                 break
-            ids, stopped_on, streamed = await self._complete(
-                client, row, remaining, [self._stop_id, *self._end_ids], Section.THINKING
+            ids, stopped_on = await self._complete(
+                client, row, remaining, [self._stop_id, *self._end_ids]
             )
-            row.add(ids, Section.THINKING, forced=False, streamed=streamed)
-            if stopped_on is None:  # the budget ran out mid-thought
+            row.add(ids, Section.THINKING, forced=False)
+            if stopped_on is None:  # the budget (or a streaming row's chunk) ran out mid-thought
                 if not ids:  # asking again would get nothing again, forever
                     raise EndpointError("the server generated no token and no stop")
                 continue
@@ -239,9 +240,8 @@ class EndpointEngine(Engine):
                       stops: list[int]) -> None:
         """Generate the rest of the row as its answer, up to `max_tokens` or a stop token."""
         while True:
-            ids, stopped_on, streamed = await self._complete(client, row, max_tokens, stops,
-                                                             Section.ANSWER)
-            row.add(ids, Section.ANSWER, forced=False, streamed=streamed)
+            ids, stopped_on = await self._complete(client, row, max_tokens, stops)
+            row.add(ids, Section.ANSWER, forced=False)
             max_tokens -= len(ids)
             if stopped_on is not None:
                 row.add([stopped_on], Section.ANSWER, forced=False)
@@ -257,13 +257,14 @@ class EndpointEngine(Engine):
         row.add(prefix_ids[: row.job.budget.max_answer_tokens], Section.ANSWER, forced=True)
 
     async def _complete(
-        self, client: _Clients, row: _Row, max_tokens: int, stop_ids: list[int],
-        section: Section,
-    ) -> tuple[list[int], int | None, int]:
-        """Continue the row by up to `max_tokens`; (new ids without the stop token, the stop
-        token it ended on or None when it ran out of tokens, how many of the ids already went
-        to the job's stream as `section`: where the server streams, llama.cpp's does, a
-        streaming job gets each token as it is generated)."""
+        self, client: _Clients, row: _Row, max_tokens: int, stop_ids: list[int]
+    ) -> tuple[list[int], int | None]:
+        """Continue the row by up to `max_tokens` (a streaming row: up to STREAM_CHUNK, so its
+        client gets tokens while they are generated; the callers ask again for the rest);
+        (new ids without the stop token, the stop token it ended on or None when it did not
+        stop). Streaming by short requests rather than the servers' own streams: llama.cpp's
+        leaves out the ids of tokens that end inside a UTF-8 character, and the prefix cache
+        makes each request cost only its new tokens."""
         budget = row.job.budget
         if row.job.cancelled is not None and row.job.cancelled():
             raise _Cancelled  # the client left: nothing more is asked of the server
@@ -274,28 +275,18 @@ class EndpointEngine(Engine):
             seed = (seed + row.requests) % (2**31)
         model = _served_adapter(row.job) or self.config.model
         prompt = row.prompt_ids + row.token_ids
-        streamed = 0
-
-        def stream(new: list[int]) -> None:
-            nonlocal streamed
-            assert row.job.on_token is not None
-            for token_id in new:
-                row.job.on_token(token_id, section, False)
-            streamed += len(new)
-
-        if client.api == "llama.cpp":
-            request = asyncio.ensure_future(self._llama_cpp_completion(
-                client, model, prompt, max_tokens, stop_ids, budget, seed,
-                stream if row.job.on_token is not None else None))
-        else:
-            request = asyncio.ensure_future(self._openai_completion(
-                client, model, prompt, max_tokens, stop_ids, budget, seed))
+        if row.job.on_token is not None:
+            max_tokens = min(max_tokens, STREAM_CHUNK)
+        complete = (self._llama_cpp_completion if client.api == "llama.cpp"
+                    else self._openai_completion)
+        request = asyncio.ensure_future(
+            complete(client, model, prompt, max_tokens, stop_ids, budget, seed))
         ids, stopped_on = await self._unless_cancelled(request, row.job)
-        # A server that ignores stop tokens writes past the marker: cut there ourselves.
+        # The stop token, where a server returns it, or writes past it: cut there.
         cut = next((i for i, t in enumerate(ids) if t in stop_ids), None)
         if cut is not None:
-            return ids[:cut], ids[cut], streamed
-        return ids, stopped_on, streamed
+            return ids[:cut], ids[cut]
+        return ids, stopped_on
 
     async def _openai_completion(
         self, client: _Clients, model: str, prompt: list[int], max_tokens: int,
@@ -329,15 +320,13 @@ class EndpointEngine(Engine):
     async def _llama_cpp_completion(
         self, client: _Clients, model: str, prompt: list[int], max_tokens: int,
         stop_ids: list[int], budget: Any, seed: int | None,
-        stream: Callable[[list[int]], None] | None = None,
     ) -> tuple[list[int], int | None]:
-        """Continue on llama.cpp's native /completion. It has no stop token ids: each stop
-        token is rendered as its text (`preserved_tokens`) and stopped on as that text; the end
-        of turn also ends generation as llama.cpp's end-of-generation tokens (so EOS is not
-        ignored: llama.cpp's `ignore_eos` would forbid those tokens, not only not stop on
-        them). With `stream`, the continuation is asked for in short requests and each one's
-        tokens, up to the first stop token, go to `stream` as it returns: llama.cpp's own SSE
-        stream leaves out the ids of tokens that end inside a UTF-8 character."""
+        """One request to llama.cpp's native /completion. It has no stop token ids: each stop
+        token is rendered as its text (`preserved_tokens`) and stopped on as that text (the
+        caller cuts at the token; the same text spelled in plain tokens does not end a section,
+        as in the local engine, so generation goes on); the end of turn also ends generation
+        as llama.cpp's end-of-generation tokens (so EOS is not ignored: llama.cpp's
+        `ignore_eos` would forbid those tokens, not only not stop on them)."""
         if model != self.config.model and model not in self.config.model_urls:
             raise EndpointError(
                 f"adapter {model!r}: llama.cpp's server at {self.config.base_url} serves one "
@@ -354,29 +343,12 @@ class EndpointEngine(Engine):
         if seed is not None:
             body["seed"] = seed
         url = self.config.url_for(model).removesuffix("/").removesuffix("/v1") + "/completion"
-        ids: list[int] = []
-        while True:
-            part = body if stream is None else body | {
-                "prompt": prompt + ids, "n_predict": min(STREAM_CHUNK, max_tokens - len(ids)),
-                **({"seed": (seed + len(ids)) % (2**31)} if seed is not None else {})}
-            reply = await self._llama_cpp_post(client, url, part)
-            new = [int(t) for t in reply.get("tokens") or []]
-            stop_at = next((i for i, t in enumerate(new) if t in stop_ids), None)
-            if stream is not None and new[:stop_at]:
-                stream(new[:stop_at])
-            ids += new
-            kind = reply.get("stop_type")
-            if stop_at is not None:
-                return ids[: len(ids) - len(new) + stop_at], new[stop_at]
-            if kind == "eos" and new:
-                # An end-of-generation token llama.cpp knows but the format does not name.
-                return ids, self._end_ids[0] if self._end_ids else self._stop_id
-            # "word" without the stop token: the marker's text spelled out in plain tokens,
-            # which does not end a section in the local engine either: go on.
-            if (stream is None and kind != "word") or len(ids) >= max_tokens or not new:
-                return ids, None
-            body["prompt"] = prompt + ids
-            body["n_predict"] = max_tokens - len(ids)
+        reply = await self._llama_cpp_post(client, url, body)
+        ids = [int(t) for t in reply.get("tokens") or []]
+        if reply.get("stop_type") == "eos" and not set(ids) & set(stop_ids):
+            # An end-of-generation token llama.cpp knows but the format does not name.
+            return ids, self._end_ids[0] if self._end_ids else self._stop_id
+        return ids, None
 
     async def _llama_cpp_post(self, client: _Clients, url: str,
                               body: dict[str, Any]) -> dict[str, Any]:

@@ -92,7 +92,6 @@ def append_entry(run_dir: Path, entry: LedgerEntry) -> Ledger:
         ledger = read_ledger(run_dir)
         ledger.entries.append(entry.model_copy(
             update={"time": time.strftime("%Y-%m-%dT%H:%M:%S")}))
-        ledger.entries[-1].model_fields_set.add("time")
         ledger.total_dollars = sum(e.dollars for e in ledger.entries)
         write_json(Path(run_dir) / LEDGER, {
             "entries": [record_json(e) for e in ledger.entries],

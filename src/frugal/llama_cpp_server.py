@@ -10,7 +10,7 @@ replies as token ids), so budget forcing is exact.
 One process per merged model rather than llama.cpp's runtime LoRA adapters in one process: a
 merged model decodes at the base model's speed, and llama.cpp cannot batch slots that use
 different adapters together; the cost is memory, a whole model per adapter (SmolLM2-135M: 145 MB
-in q8_0, 270 MB in f16, 540 MB in f32, plus its KV cache).
+in q8_0, 540 MB in f32, plus its KV cache).
 
 The binary: `$FRUGAL_LLAMA_SERVER`, else the project's `.llama.cpp/bin/llama-server` (built by
 `make llama-cpp` from llama.cpp's source, which `make test` runs), else `llama-server` on PATH.

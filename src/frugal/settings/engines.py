@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import typing
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 # The engines `--engine` can start for a command (as opposed to one already running at a URL).
-MANAGED_ENGINES = ("vllm", "llama.cpp")
 ManagedEngine = Literal["vllm", "llama.cpp"]
+MANAGED_ENGINES: tuple[str, ...] = typing.get_args(ManagedEngine)
 
 GgufType = Literal["f32", "f16", "q8_0"]
 
@@ -25,3 +26,8 @@ class LlamaCppConfig(BaseModel):
                        "(requests it decodes together, with continuous batching).")
     threads: int | None = Field(None, ge=1, description="CPU threads of each server; default: "
                                 "llama.cpp's (the physical cores).")
+
+
+# The `llama_cpp` section of every stage that can start llama.cpp (serve, eval, local teachers).
+LlamaCppSection = Annotated[LlamaCppConfig, Field(default_factory=LlamaCppConfig,
+                                                  description="How engine llama.cpp runs.")]

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from frugal.endpoint_config import EngineSetting
 from frugal.evaluation.benchmarks import BenchmarkSpec
 from frugal.names import SafeName
-from frugal.settings.engines import LlamaCppConfig
+from frugal.settings.engines import LlamaCppSection
 
 
 class EvalConfig(BaseModel):
@@ -55,8 +55,7 @@ class EvalConfig(BaseModel):
         "forcing driven from here; 'vllm' or 'llama.cpp' starts one for this evaluation (the "
         "base model and its adapters) and stops it after; None: frugal's local engine.",
     )
-    llama_cpp: LlamaCppConfig = Field(default_factory=LlamaCppConfig,
-                                      description="How engine llama.cpp runs.")
+    llama_cpp: LlamaCppSection
 
     @model_validator(mode="after")
     def _check(self) -> EvalConfig:

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from frugal.names import SafeName
-from frugal.settings.engines import LlamaCppConfig
+from frugal.settings.engines import LlamaCppSection
 
 API_KEY_ENV = "FRUGAL_API_KEY"
 
@@ -48,8 +48,7 @@ class ServeConfig(BaseModel):
         None, description="With an engine URL: the base model's name there (default: the "
         "model spec)."
     )
-    llama_cpp: LlamaCppConfig = Field(default_factory=LlamaCppConfig,
-                                      description="How engine llama.cpp runs.")
+    llama_cpp: LlamaCppSection
     max_waiting: int = Field(
         64, ge=1, description="Requests that may wait for a batch slot; more get 429 with "
         "Retry-After.")

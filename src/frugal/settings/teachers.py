@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from frugal.endpoint_config import EngineSetting
 from frugal.settings import DEFAULT_MODEL
 from frugal.settings.budget import BudgetConfig
-from frugal.settings.engines import LlamaCppConfig
+from frugal.settings.engines import LlamaCppSection
 
 # Sent when the key's variable is unset: vLLM, Ollama and llama.cpp accept any key.
 PLACEHOLDER_KEY = "EMPTY"
@@ -114,5 +114,4 @@ class LocalTeacherConfig(BaseModel):
         None, description="A completions server serving `model` (vLLM, llama.cpp's server), "
         "or vllm / llama.cpp started for the distillation; None: the local engine.",
     )
-    llama_cpp: LlamaCppConfig = Field(default_factory=LlamaCppConfig,
-                                      description="How engine llama.cpp runs.")
+    llama_cpp: LlamaCppSection
