@@ -44,6 +44,35 @@ def test_program_teacher_costs_only_compute(tmp_path: Path, tiny_dir: Path) -> N
     assert found.total_dollars == found.compute_dollars
 
 
+def test_the_estimate_says_when_the_specialist_pays_for_itself(tmp_path: Path,
+                                                               tiny_dir: Path) -> None:
+    recipe = load_recipe(str(write_recipe(tmp_path, tiny_dir, "program")),
+                         ["reference_api.prices.input_per_million=100",
+                          "reference_api.prices.output_per_million=400"])
+    found = estimate(recipe)
+    assert found.prompt_tokens_per_request > 0 and found.output_tokens_per_request > 0
+    assert found.reference_dollars_per_request == pytest.approx(
+        (round(found.prompt_tokens_per_request) * 100
+         + round(found.output_tokens_per_request) * 400) / 1e6)
+    # The one-off cost is the teacher's and training's; each request is decoding time.
+    assert found.one_off_dollars == pytest.approx(found.train_seconds / 3600 * 1.8)
+    assert found.specialist_dollars_per_request == pytest.approx(
+        found.output_tokens_per_request / found.decode_tokens_per_second / 3600 * 1.8)
+    assert found.break_even_requests == pytest.approx(found.one_off_dollars / (
+        found.reference_dollars_per_request - found.specialist_dollars_per_request))
+    plot = tmp_path / "break-even.png"
+    shown = CliRunner().invoke(app, [
+        "cost", str(write_recipe(tmp_path, tiny_dir, "program")), "--plot", str(plot),
+        "--set", "reference_api.prices.output_per_million=400"])
+    assert shown.exit_code == 0, shown.output
+    assert "pays for itself after" in shown.stdout and plot.stat().st_size > 1000
+    # An API priced at nothing is never beaten.
+    free = estimate(load_recipe(str(write_recipe(tmp_path, tiny_dir, "program")),
+                                ["reference_api.prices.input_per_million=0",
+                                 "reference_api.prices.output_per_million=0"]))
+    assert free.break_even_requests is None
+
+
 def test_api_teacher_is_priced_at_its_worst_case(tmp_path: Path, tiny_dir: Path) -> None:
     found = estimate(load_recipe(str(write_recipe(tmp_path, tiny_dir, "openai"))))
     assert found.teacher_output_tokens == 30 * 1000

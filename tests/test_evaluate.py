@@ -73,6 +73,28 @@ def test_wait_sweep_and_minimum(tmp_path: Path, tiny_dir: Path) -> None:
     assert result.summary.control == 1.0
 
 
+def test_waits_run_at_the_best_budget_of_the_sweep(tmp_path: Path, tiny_dir: Path) -> None:
+    # The budget sweep first; then mark budget 8 as the one that scored best (a random model
+    # answers nothing right), as a resumed evaluation reads it back.
+    first = evaluate.run(config(tiny_dir), tmp_path)
+    path = first.directory / evaluate.RESULTS
+    rows = results(first.directory)
+    for row in rows:
+        row["correct"] = row["max_thinking_tokens"] == 8 and row["id"] != rows[0]["id"]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+    swept = evaluate.run(config(tiny_dir, num_waits=[0, 1, 2], waits_at="best-budget"), tmp_path)
+    assert swept.generated == 12  # 6 questions at 1 and at 2 Waits, the sweep resumed
+    assert [p.budget for p in swept.summary.points] == [
+        "think4-waits0", "think8-waits0", "think16-waits0", "think8-waits1", "think8-waits2"]
+    waited = [r for r in results(swept.directory) if r["num_waits"]]
+    assert {r["max_thinking_tokens"] for r in waited} == {8}
+    # A tie goes to the smaller budget: the same accuracy for less thinking.
+    other = tmp_path / "tie"
+    tied = evaluate.run(config(tiny_dir, num_waits=[0, 1], waits_at="best-budget"), other)
+    assert [p.budget for p in tied.summary.points][-1] == "think4-waits1"
+
+
 def test_sampling_reports_majority_and_pass_at_k(tmp_path: Path, tiny_dir: Path) -> None:
     with pytest.raises(ValueError, match="identical"):
         config(tiny_dir, samples=3)

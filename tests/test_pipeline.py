@@ -16,7 +16,7 @@ from frugal import pipeline
 from frugal.cli import app
 from frugal.ledger import read_ledger
 from frugal.recipes import load_recipe
-from frugal.run_files import STAGES_FILE
+from frugal.run_files import STAGES_FILE, read_summary
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -27,6 +27,7 @@ def tiny_recipe(tmp_path: Path, tiny_dir: Path) -> Path:
 name: tiny
 model: {tiny_dir}
 machine_price_per_hour: 3.6
+reference_api: {{prices: {{input_per_million: 100, output_per_million: 400}}}}
 pool: {{per_family: 2, difficulties: [1]}}
 distill: {{teacher: program}}
 curate: {{target: 8}}
@@ -34,6 +35,8 @@ train: {{max_steps: 2, batch_size: 2, save_steps: 1}}
 eval:
   benchmark: {{name: mini, per_family: 1, difficulties: [1]}}
   max_thinking_tokens: [4, 8]
+  num_waits: [0, 1]
+  waits_at: best-budget
   max_answer_tokens: 4
 """)
     return path
@@ -58,9 +61,38 @@ def test_every_stage_writes_its_outputs(finished_run: Path) -> None:
     assert {"pool", "distill", "curate", "train", "eval", "report"} <= stages
     report = (finished_run / "report.md").read_text()
     for heading in ("## Headline", "## What ran", "## Data funnel", "## Training",
-                    "## Evaluation", "## Cost ledger", "## Serve it"):
+                    "## Evaluation", "## Cost ledger", "## Was it worth it?", "## Serve it"):
         assert heading in report
     assert "frugal serve" in report and "per correct answer" in report
+    # s1's Wait curve at the best budget (a tie: the smaller one), and its verdict.
+    tuned = read_summary(finished_run / "eval/default/summary.json")
+    assert [p.budget for p in tuned.points] == ["think4-waits0", "think8-waits0", "think4-waits1"]
+    assert "Waits make no clear difference for this model" in report
+    assert (finished_run / "plots/break-even.png").stat().st_size > 1000
+    assert "reference API" in report and "pays for itself after" in report
+
+
+def test_cost_of_a_run_is_its_ledger_and_its_break_even(finished_run: Path) -> None:
+    shown = CliRunner().invoke(app, ["cost", str(finished_run), "--json"])
+    assert shown.exit_code == 0, shown.output
+    found = json.loads(shown.stdout.strip().splitlines()[-1])
+    ledger = read_ledger(finished_run)
+    assert found["total_dollars"] == ledger.total_dollars
+    assert set(found["stages"]) == {e.stage for e in ledger.entries}
+    specialist, reference = found["break_even"]["offers"]
+    one_off = sum(e.dollars for e in ledger.entries
+                  if e.stage in ("pool", "distill", "curate", "train"))
+    assert specialist["one_off"] == pytest.approx(one_off) and one_off > 0
+    # The reference API's request: the prompt at $100/M and the specialist's output at $400/M.
+    tokens = found["break_even"]
+    assert reference["per_request"] == pytest.approx(
+        (round(tokens["prompt_tokens"]) * 100 + round(tokens["output_tokens"]) * 400) / 1e6)
+    assert reference["accuracy"] == 1.0 and reference["assumed"]
+    assert reference["requests_to_pay_off"] == pytest.approx(
+        one_off / (reference["per_request"] - specialist["per_request"]))
+    assert Path(found["plot"]).is_file()
+    text = CliRunner().invoke(app, ["cost", str(finished_run)])
+    assert "pays for itself after" in text.stdout and "per correct answer" in text.stdout
 
 
 def test_a_rerun_skips_finished_stages_and_a_change_reruns_what_follows(
@@ -75,7 +107,7 @@ def test_a_rerun_skips_finished_stages_and_a_change_reruns_what_follows(
     assert changed.skipped == ["pool", "distill", "curate", "train"]
     assert changed.ran == ["eval", "report"]
     summary = json.loads((finished_run / "eval/default/summary.json").read_text())
-    assert [p["max_thinking_tokens"] for p in summary["points"]] == [4]
+    assert [p["budget"] for p in summary["points"]] == ["think4-waits0", "think4-waits1"]
 
 
 def test_an_interrupted_stage_resumes(tmp_path: Path, tiny_dir: Path,

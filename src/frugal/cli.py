@@ -518,25 +518,43 @@ def headline_table(summaries: dict) -> Table:
 @app.command("cost")
 def cost_command(
     recipe: Annotated[
-        str | None, typer.Argument(help="A built-in recipe name or a recipe YAML file.")
+        str | None, typer.Argument(
+            help="A built-in recipe name or a recipe YAML file (an estimate before running), "
+            "or a run directory (what it cost, measured).")
     ] = None,
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="Override a setting: KEY=VALUE.")
     ] = None,
+    plot: Annotated[
+        Path | None, typer.Option(help="Also draw the break-even plot of an estimate here (a "
+                                  "run directory's goes to its plots/).")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Estimate a recipe's teacher tokens and dollars, training and evaluation time, and total."""
+    """Estimate a recipe's teacher tokens and dollars, training and evaluation time, total and
+    break-even against the reference API; or, for a run directory, what it cost and when it
+    pays for itself."""
     _quiet_transformers()
-    from frugal import cost
+    from frugal import break_even, cost
     from frugal.models import ModelNotFoundError
     from frugal.recipes import RecipeError, load_recipe
+    from frugal.run_files import LEDGER, RECIPE
 
+    if recipe and (Path(recipe) / LEDGER).is_file():
+        _cost_of_run(Path(recipe), as_json)
+        return
+    if recipe and Path(recipe).is_dir():
+        _fail(f"{recipe} is a directory without {LEDGER}: not a run that has spent anything "
+              f"yet. Fix: give a recipe (name or YAML), or a run directory after `frugal run`"
+              f" (its {RECIPE} and {LEDGER} are read)")
     try:
         loaded = load_recipe(recipe, set_ or [])
         with errors.status("Measuring training and decoding speed on this machine…"):
             found = cost.estimate(loaded)
     except (RecipeError, ModelNotFoundError, ValueError, OSError) as error:
         _fail(str(error))
+    if plot is not None:
+        break_even.plot(cost.break_even_of(found, loaded), plot)
     if as_json:
         print(json.dumps(found.as_dict()))
         return
@@ -556,7 +574,83 @@ def cost_command(
     table.add_row(f"compute at ${found.machine_price_per_hour}/h", "",
                   f"{found.compute_dollars:.4f}")
     table.add_row("total", "", f"{found.total_dollars:.4f}")
+    reference = loaded.reference_api
+    table.add_row("per request: specialist", f"{found.output_tokens_per_request:.0f} tokens "
+                  "written", f"{found.specialist_dollars_per_request:.7f}")
+    table.add_row(f"per request: {reference.name}",
+                  f"{found.prompt_tokens_per_request:.0f} in / "
+                  f"{reference.output_tokens or found.output_tokens_per_request:.0f} out at "
+                  f"${reference.prices.input_per_million}/${reference.prices.output_per_million}"
+                  " per M", f"{found.reference_dollars_per_request:.7f}")
     console.print(table)
+    pays = found.break_even_requests
+    console.print(
+        f"The one-off ${found.one_off_dollars:.4f} (teacher and training) pays for itself after "
+        f"{pays:,.0f} requests" if pays is not None else
+        "The specialist never pays for itself: each request costs more here than through "
+        f"{reference.name}", end="")
+    console.print(f" against {reference.name}; accuracy, and so dollars per correct answer, "
+                  "come with the run (`frugal cost RUN_DIR`)."
+                  + (f" Plot: {plot}" if plot else ""))
+
+
+def _cost_of_run(run_dir: Path, as_json: bool) -> None:
+    """What a finished run cost, by stage, and its measured break-even."""
+    from frugal import break_even
+    from frugal.ledger import read_ledger
+    from frugal.recipes import RecipeError, load_recipe
+    from frugal.run_files import RECIPE, RunFileError
+
+    try:
+        recipe = load_recipe(str(run_dir / RECIPE), [])
+        ledger = read_ledger(run_dir)
+        found = break_even.measured(run_dir, recipe.train.name, recipe.reference_api,
+                                    recipe.model)
+    except (RecipeError, RunFileError, OSError) as error:
+        _fail(str(error))
+    by_stage: dict[str, list[float]] = {}
+    for entry in ledger.entries:
+        spent = by_stage.setdefault(entry.stage, [0.0, 0.0])
+        spent[0] += entry.compute_seconds
+        spent[1] += entry.dollars
+    plot = break_even.plot_run(found, run_dir) if found else None
+    if as_json:
+        print(json.dumps({
+            "run": str(run_dir), "total_dollars": ledger.total_dollars,
+            "stages": {stage: {"compute_seconds": seconds, "dollars": dollars}
+                       for stage, (seconds, dollars) in by_stage.items()},
+            "break_even": None if found is None else {
+                "prompt_tokens": found.prompt_tokens, "output_tokens": found.output_tokens,
+                "offers": [{**offer.__dict__, "per_correct": offer.per_correct,
+                            "requests_to_pay_off": found.requests_to_pay_off(offer)
+                            if offer is not found.specialist else None}
+                           for offer in (found.specialist, *found.alternatives)],
+            },
+            "plot": str(plot) if plot else None,
+        }))
+        return
+    table = Table("stage", "compute seconds", "dollars", title=f"what {run_dir} cost")
+    for stage, (seconds, dollars) in by_stage.items():
+        table.add_row(stage, f"{seconds:.1f}", f"{dollars:.6f}")
+    table.add_row("total", "", f"{ledger.total_dollars:.6f}")
+    console.print(table)
+    if found is None:
+        console.print("No break-even yet: the tuned model has not been evaluated in this run.")
+        return
+    offers = Table("who", "per request", "accuracy", "per correct answer", "pays off after",
+                   title="the specialist against the APIs")
+    for offer in (found.specialist, *found.alternatives):
+        pays = None if offer is found.specialist else found.requests_to_pay_off(offer)
+        offers.add_row(
+            offer.name, f"${offer.per_request:.7f}",
+            f"{100 * offer.accuracy:.1f}%{' (assumed)' if offer.assumed else ''}",
+            f"${offer.per_correct:.7f}",
+            "" if offer is found.specialist else
+            ("never" if pays is None else f"{pays:,.0f} requests"))
+    console.print(offers)
+    for sentence in found.sentences():
+        console.print(sentence.replace("**", ""))
+    console.print(f"Plot: {plot}")
 
 
 @app.command("export")

@@ -16,6 +16,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from frugal.break_even import BreakEven, Offer, reference_offer
 from frugal.recipes import Recipe
 
 SAMPLE = 64  # questions whose traces are written and tokenized to estimate lengths
@@ -40,12 +41,21 @@ class CostEstimate:
     machine_price_per_hour: float
     compute_dollars: float
     total_dollars: float
+    # Break-even against the recipe's reference API, before any accuracy is known: a request
+    # is a prompt of the pool's mean length answered with a trace of the teacher's mean length.
+    prompt_tokens_per_request: float = 0.0
+    output_tokens_per_request: float = 0.0
+    one_off_dollars: float = 0.0  # teacher and training
+    specialist_dollars_per_request: float = 0.0
+    reference_dollars_per_request: float = 0.0
+    break_even_requests: float | None = None  # None: never
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def estimate(recipe: Recipe) -> CostEstimate:
+    from frugal.evaluate import later_waits, points_of
     from frugal.evaluation.benchmarks import load_questions, resolve
     from frugal.models import load_model
     from frugal.pool import load_pool_questions
@@ -86,7 +96,7 @@ def estimate(recipe: Recipe) -> CostEstimate:
     train_rate = _train_speed(loaded, fmt, round(per_example) or 128)
     spec = resolve(recipe.eval.benchmark)
     eval_questions = len(load_questions(spec))
-    points = len(recipe.eval.max_thinking_tokens) * len(recipe.eval.num_waits)
+    points = len(points_of(recipe.eval)) + len(later_waits(recipe.eval))
     models = 2 if recipe.eval.base else 1
     generations = eval_questions * points * recipe.eval.samples * models
     # Worst case: every generation thinks its whole budget and writes its whole answer.
@@ -98,7 +108,11 @@ def estimate(recipe: Recipe) -> CostEstimate:
     eval_seconds = eval_tokens / decode_rate
     price = recipe.machine_price_per_hour
     compute = (train_seconds + eval_seconds) / 3600 * price
-    return CostEstimate(
+    mean_prompt = statistics.fmean(prompt_tokens) if sample else 0.0
+    mean_output = statistics.fmean(trace_tokens) if sample else 0.0
+    one_off = teacher_dollars + train_seconds / 3600 * price
+    per_request = mean_output / decode_rate / 3600 * price
+    found = CostEstimate(
         questions=len(questions), teacher_input_tokens=input_tokens,
         teacher_output_tokens=output_tokens, teacher_dollars=teacher_dollars,
         teacher_seconds=teacher_seconds, train_examples=examples, train_tokens=train_tokens,
@@ -107,7 +121,24 @@ def estimate(recipe: Recipe) -> CostEstimate:
         decode_tokens_per_second=decode_rate, eval_seconds=eval_seconds,
         machine_price_per_hour=price, compute_dollars=compute,
         total_dollars=teacher_dollars + compute,
+        prompt_tokens_per_request=mean_prompt, output_tokens_per_request=mean_output,
+        one_off_dollars=one_off, specialist_dollars_per_request=per_request,
     )
+    comparison = break_even_of(found, recipe)
+    reference = comparison.alternatives[0]
+    found.reference_dollars_per_request = reference.per_request
+    found.break_even_requests = comparison.requests_to_pay_off(reference)
+    return found
+
+
+def break_even_of(found: CostEstimate, recipe: Recipe) -> BreakEven:
+    """The estimate's break-even, as `frugal.break_even` draws it (accuracy still unknown)."""
+    specialist = Offer("specialist", found.one_off_dollars, found.specialist_dollars_per_request,
+                       1.0)
+    reference = reference_offer(recipe.reference_api, found.prompt_tokens_per_request,
+                                found.output_tokens_per_request)
+    return BreakEven(specialist, [reference], found.prompt_tokens_per_request,
+                     found.output_tokens_per_request)
 
 
 def _trace_tokens(recipe: Recipe, sample: list[Any], fmt: Any) -> list[int]:

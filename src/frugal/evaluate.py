@@ -80,11 +80,45 @@ class SettingsMismatchError(ValueError):
 
 
 def points_of(config: EvalConfig) -> list[Point]:
-    return [
-        Point(budget, waits)
-        for waits in dict.fromkeys(config.num_waits)
-        for budget in dict.fromkeys(config.max_thinking_tokens)
-    ]
+    """The points known before any generation: the whole sweep, or with `waits_at:
+    best-budget` only the budgets at the first `num_waits` value."""
+    waits = list(dict.fromkeys(config.num_waits))
+    budgets = list(dict.fromkeys(config.max_thinking_tokens))
+    if config.waits_at == "best-budget":
+        return [Point(budget, waits[0]) for budget in budgets]
+    return [Point(budget, w) for w in waits for budget in budgets]
+
+
+def later_waits(config: EvalConfig) -> list[int]:
+    """The Wait counts that run at the best budget once the budget sweep is in."""
+    if config.waits_at != "best-budget":
+        return []
+    return list(dict.fromkeys(config.num_waits))[1:]
+
+
+def best_budget(
+    rows: dict[tuple[str, str, int], EvalRow], points: list[Point], questions: list[Question],
+    samples: int,
+) -> int | None:
+    """The budget whose point scored most (the smaller on a tie: the same accuracy for less
+    thinking), or None while any of their generations is missing."""
+    scores = []
+    for point in points:
+        marks = [rows.get((point.key, q.id, s)) for q in questions for s in range(samples)]
+        if any(row is None for row in marks):
+            return None
+        scores.append((sum(row.correct for row in marks if row), -point.max_thinking_tokens))
+    return -max(scores)[1] if scores else None
+
+
+def all_points(
+    config: EvalConfig, rows: dict[tuple[str, str, int], EvalRow], questions: list[Question]
+) -> list[Point]:
+    """Every point known so far: the budget sweep, then the Waits at its best budget once
+    that is known."""
+    first = points_of(config)
+    best = best_budget(rows, first, questions, config.samples) if later_waits(config) else None
+    return first + ([Point(best, w) for w in later_waits(config)] if best is not None else [])
 
 
 @locks_run_dir
@@ -128,26 +162,24 @@ def run(
     _check_settings(directory, settings, label)
     results_path = directory / RESULTS
     done = _read_results(results_path)
-    points = points_of(config)
-    todo = [
-        (point, question, sample)
-        for point in points
-        for question in questions
-        for sample in range(config.samples)
-        if (point.key, question.id, sample) not in done
-    ]
-    total = len(points) * len(questions) * config.samples
-    finished = total - len(todo)
+    first = points_of(config)
+    waits_later = later_waits(config)
+    known = all_points(config, done, questions)
+    per_point = len(questions) * config.samples
+    total = (len(first) + len(waits_later)) * per_point
+    finished = sum(1 for point in known for q in questions for s in range(config.samples)
+                   if (point.key, q.id, s) in done)
     correct = sum(
-        1 for point in points for q in questions for s in range(config.samples)
+        1 for point in known for q in questions for s in range(config.samples)
         if (row := done.get((point.key, q.id, s))) is not None and row.correct
     )
+    made: list[tuple[str, str, int]] = []  # generations of this invocation
     events = events or QuietEvents()
     started = time.perf_counter()
     routes: dict[str, str] = {}  # question id -> expert adapter, when routing
     with events.progress(f"eval {label}", total, finished,
                          accuracy=_accuracy(finished, correct)) as bar:
-        if todo:
+        if finished < total:
             if config.route:
                 routes = _route(run_dir, questions, adapters)
             engine: Engine
@@ -178,44 +210,53 @@ def run(
             else:
                 loaded = load_with_adapters(model, adapters, dtype=inference_dtype(config.dtype))
                 engine = BudgetForcingEngine(loaded.model, loaded.tokenizer)
+
+            def run_point(point: Point) -> None:
+                rows = [(q, s) for q in questions for s in range(config.samples)
+                        if (point.key, q.id, s) not in done]
+                if not rows:
+                    return
+                budget = BudgetConfig(
+                    max_thinking_tokens=point.max_thinking_tokens,
+                    min_thinking_tokens=config.min_thinking_tokens,
+                    num_waits=point.num_waits,
+                    max_answer_tokens=config.max_answer_tokens,
+                    temperature=config.temperature,
+                    top_p=config.top_p,
+                    seed=config.seed,
+                )
+
+                def record(result: Any) -> None:
+                    nonlocal finished, correct
+                    question, sample = rows[result.index]
+                    row = _result_row(spec, point, question, sample, result, config)
+                    if routes:
+                        row.expert = routes[question.id]
+                    sink.write(json.dumps(record_json(row), ensure_ascii=False) + "\n")
+                    # One line per generation: a kill loses at most the one in flight.
+                    sink.flush()
+                    done[(row.budget, row.id, row.sample)] = row
+                    made.append((row.budget, row.id, row.sample))
+                    finished += 1
+                    correct += row.correct
+                    bar.advance(1, accuracy=_accuracy(finished, correct))
+
+                jobs = [
+                    Job(engine.format.generation_prompt(spec.prompt(q), config.system), budget,
+                        index=i, seed=_sample_seed(config.seed, q.id, s),
+                        adapter=routes.get(q.id, served_adapter))
+                    for i, (q, s) in enumerate(rows)
+                ]
+                engine.run_jobs(ListSource(jobs, engine.format.encode), config.batch_size, record)
+
             with resources, results_path.open("a", encoding="utf-8") as sink:
-                for point in points:
-                    rows = [(q, s) for p, q, s in todo if p == point]
-                    if not rows:
-                        continue
-                    budget = BudgetConfig(
-                        max_thinking_tokens=point.max_thinking_tokens,
-                        min_thinking_tokens=config.min_thinking_tokens,
-                        num_waits=point.num_waits,
-                        max_answer_tokens=config.max_answer_tokens,
-                        temperature=config.temperature,
-                        top_p=config.top_p,
-                        seed=config.seed,
-                    )
-
-                    def record(result: Any, rows: list = rows, point: Point = point) -> None:
-                        nonlocal finished, correct
-                        question, sample = rows[result.index]
-                        row = _result_row(spec, point, question, sample, result, config)
-                        if routes:
-                            row.expert = routes[question.id]
-                        sink.write(json.dumps(record_json(row), ensure_ascii=False) + "\n")
-                        # One line per generation: a kill loses at most the one in flight.
-                        sink.flush()
-                        done[(row.budget, row.id, row.sample)] = row
-                        finished += 1
-                        correct += row.correct
-                        bar.advance(1, accuracy=_accuracy(finished, correct))
-
-                    jobs = [
-                        Job(engine.format.generation_prompt(spec.prompt(q), config.system), budget,
-                            index=i, seed=_sample_seed(config.seed, q.id, s),
-                            adapter=routes.get(q.id, served_adapter))
-                        for i, (q, s) in enumerate(rows)
-                    ]
-                    engine.run_jobs(ListSource(jobs, engine.format.encode), config.batch_size,
-                                    record)
+                for point in first:
+                    run_point(point)
+                # The budget sweep is complete now, so its best budget is known.
+                for point in all_points(config, done, questions)[len(first):]:
+                    run_point(point)
     seconds = time.perf_counter() - started
+    points = all_points(config, done, questions)
 
     # `done`: what was read at the start plus every generation appended since.
     summary = summarize(done, points, questions, config, spec, label, model, adapters)
@@ -224,19 +265,16 @@ def run(
         "examples": [o.__dict__ for o in overlaps[:5]],
     }
     write_json(directory / SUMMARY, record_json(summary))
-    if len(todo):
+    if made:
         append_entry(run_dir, LedgerEntry.model_validate({
             "stage": "eval", "kind": "compute", "name": label, "benchmark": spec.name,
-            "generations": len(todo), "compute_seconds": round(seconds, 3),
+            "generations": len(made), "compute_seconds": round(seconds, 3),
             "machine_price_per_hour": config.machine_price_per_hour,
-            "tokens": sum(
-                done[key].thinking_tokens + done[key].answer_tokens
-                for key in {(p.key, q.id, s) for p, q, s in todo} if key in done
-            ),
+            "tokens": sum(done[key].thinking_tokens + done[key].answer_tokens for key in made),
             "dollars": round(compute_cost(seconds, config.machine_price_per_hour), 6),
         }))
     plot = plot_run(run_dir, spec.name)
-    return EvalResult(label, directory, summary, len(todo), overlaps, plot)
+    return EvalResult(label, directory, summary, len(made), overlaps, plot)
 
 
 def _route(run_dir: Path, questions: list[Question], adapters: dict[str, Path]) -> dict[str, str]:

@@ -24,6 +24,7 @@ from frugal.pool import PoolConfig
 from frugal.run_files import RunFileError, read_yaml
 from frugal.settings import DEFAULT_MODEL, with_section_defaults
 from frugal.settings.evaluate import RunEvalConfig
+from frugal.settings.reference import ReferenceApi
 from frugal.train import TrainConfig
 
 RECIPES_DIR = Path(__file__).resolve().parent / "builtin_recipes"  # shipped as package data
@@ -43,6 +44,10 @@ class Recipe(BaseModel):
     description: str = ""
     model: str = Field(DEFAULT_MODEL, description="The base model of every stage.")
     machine_price_per_hour: float = Field(0.0, ge=0.0, description="Dollars per hour here.")
+    reference_api: ReferenceApi = Field(
+        default_factory=ReferenceApi,
+        description="The hosted model the report and `frugal cost` weigh the specialist against.",
+    )
     engine: EngineSetting = Field(
         None, description="An OpenAI-compatible completions server serving `model` (vLLM, "
         "llama.cpp's server), or vllm / llama.cpp started where needed, for every stage that "

@@ -17,11 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from frugal import break_even
 from frugal.evaluate import read_summaries
 from frugal.evaluation.table import comparison
+from frugal.evaluation.waits import wait_verdict
 from frugal.ledger import read_ledger
 from frugal.recipes import Recipe, dump_recipe
 from frugal.run_files import (
+    BREAK_EVEN_PLOT,
     COMPARISON,
     CURATION_PLOT,
     EXPERTS_PLOT,
@@ -133,6 +136,9 @@ def sections(recipe: Recipe, run_dir: Path) -> list[Section]:
             f"{'rises' if top.rising else 'does not rise'} with the thinking budget "
             "somewhere on the tuned model's curve."
         )
+        verdict = wait_verdict(read_summaries(run_dir)[tuned].points)
+        if verdict:
+            summary.paragraphs.append(verdict)
     else:
         summary.paragraphs.append("No base-vs-tuned evaluation in this run yet.")
     money = costs(run_dir, tuned)
@@ -232,6 +238,11 @@ def sections(recipe: Recipe, run_dir: Path) -> list[Section]:
     ledger.paragraphs.extend(lines)
     found.append(ledger)
 
+    worth = _break_even_section(recipe, run_dir)
+    if worth:
+        found.append(worth)
+        summary.paragraphs.append(worth.paragraphs[-1])
+
     serve = Section("Serve it")
     serve.paragraphs.append("An OpenAI-compatible API with the adapter and thinking budgets:")
     serve.code = (
@@ -242,6 +253,28 @@ def sections(recipe: Recipe, run_dir: Path) -> list[Section]:
     )
     found.append(serve)
     return found
+
+
+def _break_even_section(recipe: Recipe, run_dir: Path) -> Section | None:
+    """The specialist against the reference API (and a paid teacher): per request, per correct
+    answer, and the requests after which its one-off cost is paid back."""
+    found = break_even.measured(run_dir, recipe.train.name, recipe.reference_api, recipe.model)
+    if found is None:
+        return None
+    reference = recipe.reference_api
+    section = Section("Was it worth it?")
+    section.paragraphs.append(
+        f"Against {reference.name} at ${reference.prices.input_per_million}/M input and "
+        f"${reference.prices.output_per_million}/M output tokens, with {found.prompt_tokens:.0f} "
+        f"prompt tokens and {found.output_tokens:.0f} written tokens per request (the "
+        "specialist's, at its best budget"
+        + (f"; the API writes {reference.output_tokens}" if reference.output_tokens else "")
+        + ")."
+    )
+    section.paragraphs.extend(found.sentences())
+    break_even.plot_run(found, run_dir)
+    section.images.append((BREAK_EVEN_PLOT, "Dollars spent against requests served"))
+    return section
 
 
 def _experts_section(run_dir: Path) -> Section | None:

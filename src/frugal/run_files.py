@@ -52,6 +52,7 @@ SCALING_PLOT = "plots/test-time-scaling.png"
 LOSS_PLOT = "plots/training-loss.png"
 CURATION_PLOT = "plots/curation.png"
 EXPERTS_PLOT = "plots/experts.png"
+BREAK_EVEN_PLOT = "plots/break-even.png"
 REPORT_MD = "report.md"
 REPORT_HTML = "report.html"
 

@@ -37,6 +37,11 @@ class EvalConfig(BaseModel):
         default_factory=lambda: [64, 128, 256, 512], description="Budget sweep (maximum)."
     )
     num_waits: list[int] = Field(default_factory=lambda: [0], description="Wait sweep.")
+    waits_at: Literal["every-budget", "best-budget"] = Field(
+        "every-budget", description="Where the Wait sweep runs: at every budget, or, after the "
+        "budget sweep at the first num_waits value, only at the budget that scored best there "
+        "(s1's Wait curve at a fraction of the cost).",
+    )
     min_thinking_tokens: int = Field(0, ge=0, description="Minimum thinking (Wait when the "
                                      "model stops before it).")
     max_answer_tokens: int = Field(64, ge=1, description="Cap on answer tokens.")

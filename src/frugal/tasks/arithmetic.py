@@ -11,6 +11,7 @@ import random
 from dataclasses import dataclass
 
 from frugal.tasks.base import Composed, TaskFamily
+from frugal.tasks.columns import column_work
 
 __all__ = ["Arithmetic"]
 
@@ -29,7 +30,6 @@ class _Op:
 
 _Node = _Num | _Op
 _PRECEDENCE = {"+": 1, "-": 1, "×": 2}
-_VERB = {"+": "add", "-": "subtract", "×": "multiply"}
 
 
 @dataclass(frozen=True)
@@ -157,24 +157,25 @@ def _build(rng: random.Random, level: _Level) -> _Op:
 
 def _solution(tree: _Op, answer: int) -> list[str]:
     expr = _render(tree)
-    steps = [f"We need to evaluate {expr}."]
+    steps = []
     if "(" in expr:
-        steps.append(
-            "Brackets come first, then multiplication, then addition and subtraction "
-            "from left to right."
-        )
+        steps = [f"We need to evaluate {expr}.",
+                 "Brackets come first, then multiplication, then addition and subtraction "
+                 "from left to right."]
     elif "×" in expr:
-        steps.append(
-            "Multiplication comes before addition and subtraction, which go from left to right."
-        )
-    else:
-        steps.append("There are only additions and subtractions, so we work from left to right.")
+        steps = [f"We need to evaluate {expr}.",
+                 "Multiplication comes before addition and subtraction, which go from left to "
+                 "right."]
     current: _Node = tree
     number = 1
     while isinstance(current, _Op):
         current, done = _reduce_first(current)
         assert isinstance(done.left, _Num) and isinstance(done.right, _Num)
-        line = f"Step {number} ({_VERB[done.op]}): {_render(done)} = {_evaluate(done)}."
+        if done.op == "×":
+            line = f"Step {number} (multiply): {_render(done)} = {_evaluate(done)}."
+        else:  # written in columns: a small model adds digits reliably, whole numbers not
+            work = column_work(done.left.value, done.op, done.right.value)
+            line = f"Step {number}: {work}."
         if isinstance(current, _Op):
             line += f" The expression is now {_render(current)}."
         steps.append(line)

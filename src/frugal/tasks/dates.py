@@ -14,6 +14,7 @@ import random
 from datetime import date, timedelta
 
 from frugal.tasks.base import Composed, TaskFamily
+from frugal.tasks.columns import column_work
 
 __all__ = ["Dates"]
 
@@ -90,7 +91,8 @@ def _year_note(span: int) -> str:
 
 
 def _walk_forward(start: date, n: int) -> tuple[date, list[str]]:
-    """Count `n` days forward from `start` in whole years, then month ends."""
+    """Count `n` days forward from `start`: whole years first, then add the remaining days to
+    the day of the month and take away the length of each month passed, in columns."""
     steps: list[str] = []
     cur, left = start, n
     while (nxt := _shift_year(cur, 1)) is not None and (span := (nxt - cur).days) <= left:
@@ -101,29 +103,20 @@ def _walk_forward(start: date, n: int) -> tuple[date, list[str]]:
         cur, left = nxt, left - span
     if left == 0:
         return cur, steps
-    end_of_month = _month_end(cur)
-    to_end = (end_of_month - cur).days
-    if left <= to_end:
-        end = cur + left * _DAY
-        steps.append(f"{left} more days after {_fmt(cur)} is {_fmt(end)}.")
-        return end, steps
-    if to_end:
+    day = cur.day + left
+    steps.append(f"Add the days to the day of the month, {column_work(cur.day, '+', left)}.")
+    month = cur.replace(day=1)
+    while day > (length := _month_end(month).day):
+        following = _month_end(month) + _DAY
         steps.append(
-            f"{_month_name(cur)} has {end_of_month.day} days, so {to_end} days take us from "
-            f"{_fmt(cur)} to {_fmt(end_of_month)}; {left} - {to_end} = {left - to_end} days remain."
+            f"{_month_name(month)} has {length} days, and {day} is more, so take them away, "
+            f"{column_work(day, '-', length)}: day {day - length} of {_month_name(following)}."
         )
-    cur, left = end_of_month, left - to_end
-    while True:
-        next_end = _month_end(cur + _DAY)
-        if left <= next_end.day:
-            end = cur + left * _DAY
-            steps.append(f"{left} more days after {_fmt(cur)} is {_fmt(end)}.")
-            return end, steps
-        steps.append(
-            f"All {next_end.day} days of {_month_name(next_end)} take us to {_fmt(next_end)}; "
-            f"{left} - {next_end.day} = {left - next_end.day} days remain."
-        )
-        cur, left = next_end, left - next_end.day
+        day, month = day - length, following
+    end = month.replace(day=day)
+    steps.append(f"{_month_name(month)} has {_month_end(month).day} days, so day {day} is "
+                 f"{_fmt(end)}.")
+    return end, steps
 
 
 def _walk_backward(start: date, n: int) -> tuple[date, list[str]]:
@@ -190,15 +183,20 @@ def _count_between(start: date, end: date) -> list[str]:
 
 
 def _weekday_steps(weekday: int, n: int) -> tuple[int, list[str]]:
-    """Steps that move `n` days forward from `weekday` (0 = Monday)."""
+    """Steps that move `n` days forward from `weekday` (0 = Monday): whole weeks change
+    nothing, and the days left over are counted one by one, numbered, so none is skipped."""
     weeks, extra = divmod(n, 7)
-    steps = [f"The weekday repeats every 7 days, and {n} = 7 × {weeks} + {extra}."]
     result = (weekday + extra) % 7
-    if extra == 0:
-        steps.append(f"Whole weeks leave the weekday unchanged, so it is {_WEEKDAYS[result]}.")
+    if weeks:
+        steps = [f"Whole weeks leave the weekday unchanged: 7 × {weeks} = {7 * weeks}, and "
+                 f"{n} - {7 * weeks} = {extra} days are left over."]
     else:
-        passed = ", ".join(_WEEKDAYS[(weekday + i) % 7] for i in range(1, extra + 1))
-        steps.append(f"Counting {extra} days on from {_WEEKDAYS[weekday]}: {passed}.")
+        steps = [f"{n} days is less than a week, so all {n} are counted."]
+    if extra == 0:
+        steps.append(f"No days are left over, so it is {_WEEKDAYS[result]} again.")
+    else:
+        counted = ", ".join(f"{i} {_WEEKDAYS[(weekday + i) % 7]}" for i in range(1, extra + 1))
+        steps.append(f"Count {extra} days on from {_WEEKDAYS[weekday]}: {counted}.")
     return result, steps
 
 
@@ -232,10 +230,10 @@ class Dates(TaskFamily):
             direction = "after" if kind == "date_after" else "before"
             answer = _fmt(end)
             steps = [
-                f"We need the date {n} days {direction} {_fmt(start)}; we count "
-                f"{'in whole years first, then ' if n >= 365 else ''}month by month.",
+                f"We need the date {n} days {direction} {_fmt(start)}"
+                f"{'; we count in whole years first' if n >= 365 else ''}.",
                 *walk_steps,
-                f"So {n} days {direction} {_fmt(start)} is {answer}.",
+                f"So the date is {answer}.",
             ]
         else:
             end = start + n * _DAY

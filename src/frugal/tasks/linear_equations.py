@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 
 from frugal.tasks.base import Composed, TaskFamily
+from frugal.tasks.columns import column_work, quotient_work
 
 __all__ = ["LinearEquations"]
 
@@ -75,12 +76,15 @@ def _solve_steps(a: int, b: int, c: int, d: int, var: str, x: int) -> list[str]:
             f"{_linear(coef, b, var)} = {d}."
         )
     if b:
-        moved = f"{d} - {b}" if b > 0 else f"{d} + {-b}"
-        steps.append(f"{_move_constant(b)}: {_term(coef, var)} = {moved} = {d - b}.")
+        work = column_work(d, "-", b) if b > 0 else column_work(d, "+", -b)
+        steps.append(f"{_move_constant(b)}: {_term(coef, var)} = {work}.")
     if coef == -1:
         steps.append(f"Multiply both sides by -1: {var} = {x}.")
     elif coef != 1:
-        steps.append(f"Divide both sides by {coef}: {var} = {d - b} ÷ {_paren(coef)} = {x}.")
+        division = f"{d - b} ÷ {_paren(coef)} = {x}"
+        if d - b >= 0 and coef > 0:
+            division = quotient_work(d - b, coef)
+        steps.append(f"Divide both sides by {coef}: {var} = {division}.")
     return steps
 
 

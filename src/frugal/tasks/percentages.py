@@ -14,6 +14,7 @@ import random
 from fractions import Fraction
 
 from frugal.tasks.base import Composed, TaskFamily, format_fraction, format_number
+from frugal.tasks.columns import product_work, quotient_work
 
 __all__ = ["Percentages"]
 
@@ -97,6 +98,18 @@ def _percent_of(rng: random.Random, difficulty: int) -> tuple[str, str, list[str
         template = rng.choice(_PERCENT_OF_PLAIN)
     result = Fraction(base * p, 100)
     answer = format_number(result)
+    share = Fraction(p, 100)
+    if difficulty == 1:  # a whole answer: the base divides by the share's denominator
+        # Small numbers in columns: "75% = 3/4, so divide by 4 and multiply by 3".
+        part = base // share.denominator
+        steps = [f"{p}% is {p}/100 = {share.numerator}/{share.denominator} of the whole"
+                 + (f", so divide {base} by {share.denominator}"
+                    + (f" and multiply by {share.numerator}." if share.numerator > 1 else ".")
+                    if share != 1 else ".")]
+        steps.append(f"{quotient_work(base, share.denominator)}.")
+        if share.numerator > 1:
+            steps.append(f"{product_work(part, share.numerator)}.")
+        return template.format(p=p, base=base), answer, steps
     steps = [
         f"{p}% means {p} out of every 100, so {p}% of {base} is {base} × {p} ÷ 100.",
         f"First multiply: {base} × {p} = {base * p}.",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 
 from frugal.tasks.base import Composed, TaskFamily
+from frugal.tasks.columns import column_work
 
 __all__ = ["Sequences"]
 
@@ -52,13 +53,12 @@ def _arithmetic_next(rng: random.Random) -> tuple[str, int, list[str]]:
     start, step = rng.randint(1, 60), rng.randint(2, 15) * rng.choice((1, 1, -1))
     terms = [start + i * step for i in range(rng.randint(4, 5))]
     answer = terms[-1] + step
+    # The difference and the next term are written in columns (frugal.tasks.columns): the
+    # whole-number sums are what a small model gets wrong.
     steps = [
-        f"Differences between neighbours: {', '.join(_differences(terms))}.",
-        f"Each term is the previous one plus {step}, so the next term is "
-        f"{terms[-1]} + {step} = {answer}."
-        if step > 0
-        else f"Each term is the previous one minus {-step}, so the next term is "
-        f"{terms[-1]} - {-step} = {answer}.",
+        f"The terms go up by {column_work(terms[1], '-', terms[0])}." if step > 0 else
+        f"The terms go down by {column_work(terms[0], '-', terms[1])}.",
+        f"Next term: {column_work(terms[-1], '+' if step > 0 else '-', abs(step))}.",
     ]
     return rng.choice(_NEXT_TEMPLATES).format(terms=_listing(terms)), answer, steps
 
