@@ -37,6 +37,7 @@ eval:
   max_thinking_tokens: [4, 8]
   num_waits: [0, 1]
   waits_at: best-budget
+  base_at: largest-budget
   max_answer_tokens: 4
 """)
     return path
@@ -67,6 +68,9 @@ def test_every_stage_writes_its_outputs(finished_run: Path) -> None:
     # s1's Wait curve at the best budget (a tie: the smaller one), and its verdict.
     tuned = read_summary(finished_run / "eval/default/summary.json")
     assert [p.budget for p in tuned.points] == ["think4-waits0", "think8-waits0", "think4-waits1"]
+    # The base model only where it is compared: the largest budget, no Waits.
+    base = read_summary(finished_run / "eval/base/summary.json")
+    assert [p.budget for p in base.points] == ["think8-waits0"]
     assert "Waits make no clear difference for this model" in report
     assert (finished_run / "plots/break-even.png").stat().st_size > 1000
     assert "reference API" in report and "pays for itself after" in report

@@ -97,8 +97,9 @@ def estimate(recipe: Recipe) -> CostEstimate:
     spec = resolve(recipe.eval.benchmark)
     eval_questions = len(load_questions(spec))
     points = len(points_of(recipe.eval)) + len(later_waits(recipe.eval))
-    models = 2 if recipe.eval.base else 1
-    generations = eval_questions * points * recipe.eval.samples * models
+    if recipe.eval.base:
+        points += 1 if recipe.eval.base_at == "largest-budget" else points
+    generations = eval_questions * points * recipe.eval.samples
     # Worst case: every generation thinks its whole budget and writes its whole answer.
     per_generation = statistics.fmean(recipe.eval.max_thinking_tokens) + \
         recipe.eval.max_answer_tokens

@@ -291,9 +291,12 @@ def _eval(recipe: Recipe, run_dir: Path, events: Events, resume: bool) -> Any:
             model, adapter = recipe.train.model, label
         system = settings.system if "system" in settings.model_fields_set else \
             recipe.train.system  # what the model was trained with
+        chosen = {"model": model, "adapter": adapter, "label": label, "system": system}
+        if label == "base" and settings.base_at == "largest-budget":
+            chosen |= {"max_thinking_tokens": [max(settings.max_thinking_tokens)],
+                       "num_waits": settings.num_waits[:1]}
         config = evaluate.EvalConfig.model_validate(
-            settings.model_dump(exclude={"base"}) | {"model": model, "adapter": adapter,
-                                                      "label": label, "system": system})
+            settings.model_dump(exclude={"base", "base_at"}) | chosen)
         results.append(evaluate.run(config, run_dir, events))
     return results
 

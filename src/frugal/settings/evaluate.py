@@ -86,6 +86,10 @@ class RunEvalConfig(EvalConfig):
     one, whose model, adapter and label `frugal run` sets for each."""
 
     base: bool = Field(True, description="Also evaluate the untrained base model.")
+    base_at: Literal["every-point", "largest-budget"] = Field(
+        "every-point", description="The base model's points: the whole sweep, or only the "
+        "largest budget at the first num_waits value (where it is compared; it costs one point).",
+    )
 
     @model_validator(mode="after")
     def _per_model_fields_are_set_by_the_run(self) -> RunEvalConfig:

@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass
 
 from frugal.tasks.base import Composed, TaskFamily
-from frugal.tasks.columns import column_work
+from frugal.tasks.counting import counting_work
 
 __all__ = ["Arithmetic"]
 
@@ -30,6 +30,7 @@ class _Op:
 
 _Node = _Num | _Op
 _PRECEDENCE = {"+": 1, "-": 1, "×": 2}
+_VERB = {"+": "add", "-": "subtract", "×": "multiply"}
 
 
 @dataclass(frozen=True)
@@ -171,11 +172,12 @@ def _solution(tree: _Op, answer: int) -> list[str]:
     while isinstance(current, _Op):
         current, done = _reduce_first(current)
         assert isinstance(done.left, _Num) and isinstance(done.right, _Num)
-        if done.op == "×":
-            line = f"Step {number} (multiply): {_render(done)} = {_evaluate(done)}."
-        else:  # written in columns: a small model adds digits reliably, whole numbers not
-            work = column_work(done.left.value, done.op, done.right.value)
-            line = f"Step {number}: {work}."
+        a, b, value = done.left.value, done.right.value, _evaluate(done)
+        counted = counting_work(a, done.op, b) if done.op != "×" else None
+        if counted:  # counted on in tens and ones: see frugal.tasks.counting
+            line = f"Step {number} ({_VERB[done.op]}): {counted}."
+        else:
+            line = f"Step {number} ({_VERB[done.op]}): {_render(done)} = {value}."
         if isinstance(current, _Op):
             line += f" The expression is now {_render(current)}."
         steps.append(line)

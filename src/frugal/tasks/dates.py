@@ -14,7 +14,7 @@ import random
 from datetime import date, timedelta
 
 from frugal.tasks.base import Composed, TaskFamily
-from frugal.tasks.columns import column_work
+from frugal.tasks.counting import counting_work
 
 __all__ = ["Dates"]
 
@@ -90,6 +90,11 @@ def _year_note(span: int) -> str:
     return " (it includes a February 29)" if span == 366 else ""
 
 
+def _sum(a: int, op: str, b: int) -> str:
+    """`a op b = result`, counted on where the numbers are small (frugal.tasks.counting)."""
+    return counting_work(a, op, b) or f"{a} {op} {b} = {a + b if op == '+' else a - b}"
+
+
 def _walk_forward(start: date, n: int) -> tuple[date, list[str]]:
     """Count `n` days forward from `start`: whole years first, then add the remaining days to
     the day of the month and take away the length of each month passed, in columns."""
@@ -104,13 +109,13 @@ def _walk_forward(start: date, n: int) -> tuple[date, list[str]]:
     if left == 0:
         return cur, steps
     day = cur.day + left
-    steps.append(f"Add the days to the day of the month, {column_work(cur.day, '+', left)}.")
+    steps.append(f"Add the days to the day of the month: {_sum(cur.day, '+', left)}.")
     month = cur.replace(day=1)
     while day > (length := _month_end(month).day):
         following = _month_end(month) + _DAY
         steps.append(
-            f"{_month_name(month)} has {length} days, and {day} is more, so take them away, "
-            f"{column_work(day, '-', length)}: day {day - length} of {_month_name(following)}."
+            f"{_month_name(month)} has {length} days, and {day} is more, so take them away: "
+            f"{_sum(day, '-', length)}, day {day - length} of {_month_name(following)}."
         )
         day, month = day - length, following
     end = month.replace(day=day)
@@ -183,20 +188,21 @@ def _count_between(start: date, end: date) -> list[str]:
 
 
 def _weekday_steps(weekday: int, n: int) -> tuple[int, list[str]]:
-    """Steps that move `n` days forward from `weekday` (0 = Monday): whole weeks change
-    nothing, and the days left over are counted one by one, numbered, so none is skipped."""
+    """Steps that move `n` days forward from `weekday` (0 = Monday). Up to four weeks are
+    counted on day by day, numbered, so the count stops at `n` (counting is what a small model
+    does reliably); longer spans take the remainder after whole weeks."""
     weeks, extra = divmod(n, 7)
     result = (weekday + extra) % 7
-    if weeks:
-        steps = [f"Whole weeks leave the weekday unchanged: 7 × {weeks} = {7 * weeks}, and "
-                 f"{n} - {7 * weeks} = {extra} days are left over."]
-    else:
-        steps = [f"{n} days is less than a week, so all {n} are counted."]
+    start = _WEEKDAYS[weekday]
+    if n <= 28:
+        days = ", ".join(f"{i} {_WEEKDAYS[(weekday + i) % 7]}" for i in range(1, n + 1))
+        return result, [f"Counting {n} days on from {start}: {days}."]
+    steps = [f"The weekday repeats every 7 days, and {n} = 7 × {weeks} + {extra}."]
     if extra == 0:
-        steps.append(f"No days are left over, so it is {_WEEKDAYS[result]} again.")
+        steps.append(f"Whole weeks leave the weekday unchanged, so it is {_WEEKDAYS[result]}.")
     else:
-        counted = ", ".join(f"{i} {_WEEKDAYS[(weekday + i) % 7]}" for i in range(1, extra + 1))
-        steps.append(f"Count {extra} days on from {_WEEKDAYS[weekday]}: {counted}.")
+        passed = ", ".join(_WEEKDAYS[(weekday + i) % 7] for i in range(1, extra + 1))
+        steps.append(f"Counting {extra} days on from {start}: {passed}.")
     return result, steps
 
 

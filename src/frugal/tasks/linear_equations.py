@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 
 from frugal.tasks.base import Composed, TaskFamily
-from frugal.tasks.columns import column_work, quotient_work
+from frugal.tasks.counting import counting_work, division_work
 
 __all__ = ["LinearEquations"]
 
@@ -76,15 +76,18 @@ def _solve_steps(a: int, b: int, c: int, d: int, var: str, x: int) -> list[str]:
             f"{_linear(coef, b, var)} = {d}."
         )
     if b:
-        work = column_work(d, "-", b) if b > 0 else column_work(d, "+", -b)
-        steps.append(f"{_move_constant(b)}: {_term(coef, var)} = {work}.")
+        moved = f"{d} - {b}" if b > 0 else f"{d} + {-b}"
+        counted = counting_work(d, "-", b) if b > 0 else counting_work(d, "+", -b)
+        if counted:  # counted on in tens and ones: see frugal.tasks.counting
+            steps.append(f"{_move_constant(b)}: {_term(coef, var)} = {counted}.")
+        else:
+            steps.append(f"{_move_constant(b)}: {_term(coef, var)} = {moved} = {d - b}.")
     if coef == -1:
         steps.append(f"Multiply both sides by -1: {var} = {x}.")
     elif coef != 1:
-        division = f"{d - b} ÷ {_paren(coef)} = {x}"
-        if d - b >= 0 and coef > 0:
-            division = quotient_work(d - b, coef)
-        steps.append(f"Divide both sides by {coef}: {var} = {division}.")
+        counted = division_work(d - b, coef)  # counted in steps of coef where it is small
+        steps.append(f"Divide both sides by {coef}: {var} = {d - b} ÷ {_paren(coef)}"
+                     + (f"; {counted}." if counted else f" = {x}."))
     return steps
 
 

@@ -14,7 +14,6 @@ import random
 from fractions import Fraction
 
 from frugal.tasks.base import Composed, TaskFamily, format_fraction, format_number
-from frugal.tasks.columns import product_work, quotient_work
 
 __all__ = ["Percentages"]
 
@@ -100,15 +99,14 @@ def _percent_of(rng: random.Random, difficulty: int) -> tuple[str, str, list[str
     answer = format_number(result)
     share = Fraction(p, 100)
     if difficulty == 1:  # a whole answer: the base divides by the share's denominator
-        # Small numbers in columns: "75% = 3/4, so divide by 4 and multiply by 3".
+        # A round percentage is a simple fraction: divide, then multiply by a small number.
         part = base // share.denominator
-        steps = [f"{p}% is {p}/100 = {share.numerator}/{share.denominator} of the whole"
-                 + (f", so divide {base} by {share.denominator}"
-                    + (f" and multiply by {share.numerator}." if share.numerator > 1 else ".")
-                    if share != 1 else ".")]
-        steps.append(f"{quotient_work(base, share.denominator)}.")
+        steps = [f"{p}% is {p}/100 = {share.numerator}/{share.denominator}, so {p}% of {base} "
+                 f"is {base} ÷ {share.denominator}"
+                 + (f" × {share.numerator}." if share.numerator > 1 else "."),
+                 f"{base} ÷ {share.denominator} = {part}."]
         if share.numerator > 1:
-            steps.append(f"{product_work(part, share.numerator)}.")
+            steps.append(f"{part} × {share.numerator} = {part * share.numerator}.")
         return template.format(p=p, base=base), answer, steps
     steps = [
         f"{p}% means {p} out of every 100, so {p}% of {base} is {base} × {p} ÷ 100.",

@@ -11,7 +11,6 @@ from __future__ import annotations
 import random
 
 from frugal.tasks.base import Composed, TaskFamily
-from frugal.tasks.columns import column_work
 
 __all__ = ["Sequences"]
 
@@ -53,12 +52,14 @@ def _arithmetic_next(rng: random.Random) -> tuple[str, int, list[str]]:
     start, step = rng.randint(1, 60), rng.randint(2, 15) * rng.choice((1, 1, -1))
     terms = [start + i * step for i in range(rng.randint(4, 5))]
     answer = terms[-1] + step
-    # The difference and the next term are written in columns (frugal.tasks.columns): the
-    # whole-number sums are what a small model gets wrong.
+    # Counted, not subtracted: a small model counts on reliably and subtracts badly. Counting
+    # from the first term to the second, and from the last term in step, needs no difference.
+    way, direction = ("up", 1) if step > 0 else ("down", -1)
+    pairs = ", ".join(f"{terms[0] + direction * i} and {terms[-1] + direction * i}"
+                      for i in range(1, abs(step) + 1))
     steps = [
-        f"The terms go up by {column_work(terms[1], '-', terms[0])}." if step > 0 else
-        f"The terms go down by {column_work(terms[0], '-', terms[1])}.",
-        f"Next term: {column_work(terms[-1], '+' if step > 0 else '-', abs(step))}.",
+        f"Each term goes {way} by the same amount. Count {way} from {terms[0]} to {terms[1]} "
+        f"and, step for step, {way} from {terms[-1]}: {pairs}.",
     ]
     return rng.choice(_NEXT_TEMPLATES).format(terms=_listing(terms)), answer, steps
 

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from frugal.tasks.base import Composed, TaskFamily, format_number
-from frugal.tasks.columns import product_work, quotient_work
 
 __all__ = ["UnitConversion"]
 
@@ -159,13 +158,10 @@ class UnitConversion(TaskFamily):
                 new = current / factor
                 how = f"divide by {factor}: {format_number(current)} ÷ {factor}"
                 unit = ladder.units[big]
-            rule = f"1 {ladder.units[big][0]} = {factor} {ladder.units[small][1]}"
-            if new.denominator == current.denominator == 1:  # whole numbers: in columns
-                work = (product_work(int(current), factor) if start > end
-                        else quotient_work(int(current), factor))
-                steps.append(f"{rule}, so {how.split(':')[0]}; {work}.")
-            else:
-                steps.append(f"{rule}, so {how} = {_quantity(new, unit)}.")
+            steps.append(
+                f"1 {ladder.units[big][0]} = {factor} {ladder.units[small][1]}, so {how} = "
+                f"{_quantity(new, unit)}."
+            )
             current = new
         assert current == answer
         steps.append(f"So {_quantity(value, source)} is {_quantity(answer, target)}.")
