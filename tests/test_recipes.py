@@ -30,7 +30,12 @@ def test_quickstart_is_offline_and_small() -> None:
     quick = load_recipe("quickstart")
     assert quick.model == "smollm2-135m-instruct"
     assert quick.pool.source == "tasks" and quick.distill.teacher == "program"
-    assert quick.train.method == "lora" and len(quick.eval.max_thinking_tokens) >= 3
+    assert quick.train.method == "full" and len(quick.eval.max_thinking_tokens) >= 2
+    # s1's Wait curve at the best budget, and the base model compared where it is cheapest.
+    assert quick.eval.num_waits[0] == 0 and len(quick.eval.num_waits) >= 2
+    assert quick.eval.waits_at == "best-budget"
+    assert quick.eval.base and quick.eval.base_at == "largest-budget"
+    assert quick.reference_api.prices.output_per_million > 0
 
 
 def test_overrides_and_inheritance(tmp_path: Path) -> None:

@@ -78,7 +78,7 @@ class BreakEven:
             verdict = (f"pays for itself after **{pays:,.0f} requests**" if pays is not None
                        else "**never pays for itself** against it: each request costs more here")
             found.append(
-                f"{other.name}: ${other.per_request:.7f} per request, "
+                f"Against {other.name}: ${other.per_request:.7f} per request, "
                 f"${other.per_correct:.7f} per correct answer ({accuracy}); the specialist "
                 f"{verdict}."
             )
