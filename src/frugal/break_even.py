@@ -22,6 +22,7 @@ from frugal.run_files import (
     RESULTS,
     TRACES,
     EvalRow,
+    Ledger,
     Trace,
     read_records,
 )
@@ -125,7 +126,7 @@ def measured(run_dir: Path, tuned: str, reference: ReferenceApi, tokenizer_model
     return BreakEven(specialist, alternatives, prompt_tokens, output_tokens)
 
 
-def _teacher_offer(run_dir: Path, ledger) -> Offer | None:  # type: ignore[no-untyped-def]
+def _teacher_offer(run_dir: Path, ledger: Ledger) -> Offer | None:
     """The teacher as an alternative, when it was a paid API: billed dollars per call and the
     share of its traces that were right."""
     paid = [e for e in ledger.entries if e.stage == "distill" and e.teacher_dollars]
