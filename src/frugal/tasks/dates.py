@@ -97,7 +97,8 @@ def _sum(a: int, op: str, b: int) -> str:
 
 def _walk_forward(start: date, n: int) -> tuple[date, list[str]]:
     """Count `n` days forward from `start`: whole years first, then add the remaining days to
-    the day of the month and take away the length of each month passed, in columns."""
+    the day of the month and take away the length of each month passed, counted on where the
+    numbers are small."""
     steps: list[str] = []
     cur, left = start, n
     while (nxt := _shift_year(cur, 1)) is not None and (span := (nxt - cur).days) <= left:
