@@ -15,6 +15,7 @@ import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
+from frugal.figures import new_figure, save_figure
 from frugal.ledger import read_ledger
 from frugal.run_files import (
     BREAK_EVEN_PLOT,
@@ -142,16 +143,11 @@ def _teacher_offer(run_dir: Path, ledger: Ledger) -> Offer | None:
 
 def plot(found: BreakEven, path: Path) -> Path:
     """Cumulative dollars against requests for the specialist and each alternative."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display on servers and CI
-    import matplotlib.pyplot as plt
-
     paid_off = [n for other in found.alternatives
                 if (n := found.requests_to_pay_off(other)) is not None]
     horizon = max([2 * n for n in paid_off] + [1000.0])
     xs = [horizon * i / 50 for i in range(51)]
-    figure, axes = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+    figure, axes = new_figure(figsize=(6.4, 4.0), dpi=120)
     for offer in (found.specialist, *found.alternatives):
         axes.plot(xs, [offer.dollars(x) for x in xs], label=offer.name)
     for other in found.alternatives:
@@ -165,11 +161,7 @@ def plot(found: BreakEven, path: Path) -> Path:
     axes.set_title("When the specialist pays for itself")
     axes.grid(alpha=0.3)
     axes.legend()
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
 
 
 def plot_run(found: BreakEven, run_dir: Path) -> Path:

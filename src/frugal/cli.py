@@ -597,26 +597,23 @@ def cost_command(
 def _cost_of_run(run_dir: Path, as_json: bool) -> None:
     """What a finished run cost, by stage, and its measured break-even."""
     from frugal import break_even
-    from frugal.ledger import read_ledger
     from frugal.recipes import RecipeError, load_recipe
+    from frugal.report import costs
     from frugal.run_files import RECIPE, RunFileError
 
     try:
         recipe = load_recipe(str(run_dir / RECIPE), [])
-        ledger = read_ledger(run_dir)
+        money = costs(run_dir, recipe.train.name)
         found = break_even.measured(run_dir, recipe.train.name, recipe.reference_api,
                                     recipe.model)
     except (RecipeError, RunFileError, OSError) as error:
         _fail(str(error))
-    by_stage: dict[str, list[float]] = {}
-    for entry in ledger.entries:
-        spent = by_stage.setdefault(entry.stage, [0.0, 0.0])
-        spent[0] += entry.compute_seconds
-        spent[1] += entry.dollars
+    by_stage = {stage: (money["seconds"].get(stage, 0.0), dollars)
+                for stage, dollars in money["by_stage"].items()}
     plot = break_even.plot_run(found, run_dir) if found else None
     if as_json:
         print(json.dumps({
-            "run": str(run_dir), "total_dollars": ledger.total_dollars,
+            "run": str(run_dir), "total_dollars": money["total"],
             "stages": {stage: {"compute_seconds": seconds, "dollars": dollars}
                        for stage, (seconds, dollars) in by_stage.items()},
             "break_even": None if found is None else {
@@ -632,7 +629,7 @@ def _cost_of_run(run_dir: Path, as_json: bool) -> None:
     table = Table("stage", "compute seconds", "dollars", title=f"what {run_dir} cost")
     for stage, (seconds, dollars) in by_stage.items():
         table.add_row(stage, f"{seconds:.1f}", f"{dollars:.6f}")
-    table.add_row("total", "", f"{ledger.total_dollars:.6f}")
+    table.add_row("total", "", f"{money['total']:.6f}")
     console.print(table)
     if found is None:
         console.print("No break-even yet: the tuned model has not been evaluated in this run.")

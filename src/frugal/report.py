@@ -122,6 +122,7 @@ def costs(run_dir: Path, tuned: str) -> dict[str, Any]:
 def sections(recipe: Recipe, run_dir: Path) -> list[Section]:
     tuned = recipe.train.name
     found: list[Section] = []
+    summaries = read_summaries(run_dir)
     top = headline(run_dir, tuned)
     summary = Section("Headline")
     if top:
@@ -136,7 +137,7 @@ def sections(recipe: Recipe, run_dir: Path) -> list[Section]:
             f"{'rises' if top.rising else 'does not rise'} with the thinking budget "
             "somewhere on the tuned model's curve."
         )
-        verdict = wait_verdict(read_summaries(run_dir)[tuned].points)
+        verdict = wait_verdict(summaries[tuned].points)
         if verdict:
             summary.paragraphs.append(verdict)
     else:
@@ -198,7 +199,6 @@ def sections(recipe: Recipe, run_dir: Path) -> list[Section]:
     found.append(training)
 
     evaluation = Section("Evaluation")
-    summaries = read_summaries(run_dir)
     if summaries:
         evaluation.paragraphs.append(
             "Accuracy [95% Wilson interval] at each budget, with the mean thinking tokens "
@@ -333,22 +333,14 @@ def plot_loss(run_dir: Path) -> Path | None:
     points = [p for p in points if "loss" in p]
     if not points:
         return None
-    import matplotlib
+    from frugal.figures import new_figure, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(6.4, 3.6), dpi=110)
+    figure, axes = new_figure(figsize=(6.4, 3.6), dpi=110)
     axes.plot([p["step"] for p in points], [p["loss"] for p in points], marker=".")
     axes.set_xlabel("step")
     axes.set_ylabel("training loss")
     axes.grid(alpha=0.3)
-    figure.tight_layout()
-    path = run_dir / LOSS_PLOT
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
-    plt.close(figure)
-    return path
+    return save_figure(figure, run_dir / LOSS_PLOT)
 
 
 def to_markdown(title: str, parts: list[Section]) -> str:

@@ -6,11 +6,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only: no display on servers and CI
-
-import matplotlib.pyplot as plt  # noqa: E402
+from frugal.figures import new_figure, save_figure
 
 
 def plot_selection(
@@ -18,8 +14,7 @@ def plot_selection(
 ) -> Path:
     """Write a two-panel PNG of curation items: domains of the candidates that reached the
     sampler against the selected ones, and trace lengths of the pool against the selected."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure, (domains_axis, lengths_axis) = plt.subplots(1, 2, figsize=(11, 4))
+    figure, (domains_axis, lengths_axis) = new_figure(1, 2, figsize=(11, 4))
     pool_domains = Counter(i.domain for i in candidates)
     chosen_domains = Counter(i.domain for i in selected)
     names = sorted(set(pool_domains) | set(chosen_domains))
@@ -44,7 +39,4 @@ def plot_selection(
     lengths_axis.set_title("Trace length")
     if pool_lengths or chosen_lengths:
         lengths_axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path, dpi=100)

@@ -5,18 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from frugal.figures import new_figure, save_figure
 from frugal.run_files import EvalPoint
 
 
 def plot_scaling(curves: Mapping[str, Sequence[EvalPoint]], path: Path, title: str) -> Path:
     """Write a PNG; `curves` maps a model label to its summary points (mean thinking tokens,
     accuracy and its 95% interval), drawn with error bars in order of thinking tokens."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display on servers and CI
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    figure, axes = new_figure(figsize=(6.4, 4.2), dpi=120)
     for label, points in curves.items():
         ordered = sorted(points, key=lambda p: p.mean_thinking_tokens)
         xs = [p.mean_thinking_tokens for p in ordered]
@@ -30,8 +26,4 @@ def plot_scaling(curves: Mapping[str, Sequence[EvalPoint]], path: Path, title: s
     axes.set_title(title)
     axes.grid(alpha=0.3)
     axes.legend()
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)

@@ -199,16 +199,14 @@ def _verdict(winner: str, runner_up: str, gap: float, diff: dict[str, float]) ->
 
 
 def plot_comparison(table: dict[str, Any], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+
+    from frugal.figures import new_figure, save_figure
 
     domains = sorted({d for row in table.values() for d in row["by_domain"]})
     groups = [*domains, "overall"]
     width = 0.8 / len(table)
-    figure, axes = plt.subplots(figsize=(8, 4), dpi=110)
+    figure, axes = new_figure(figsize=(8, 4), dpi=110)
     for i, (label, row) in enumerate(table.items()):
         values = [row["by_domain"].get(d, {}) for d in domains] + [row["overall"]]
         heights = [100 * v.get("accuracy", 0.0) for v in values]
@@ -223,8 +221,4 @@ def plot_comparison(table: dict[str, Any], path: Path) -> Path:
     axes.set_ylim(0, 100)
     axes.legend(fontsize=8)
     axes.grid(axis="y", alpha=0.3)
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
-    plt.close(figure)
-    return path
+    return save_figure(figure, path)
