@@ -99,3 +99,24 @@ def lively_dir(tmp_path_factory: pytest.TempPathFactory, smollm2_tokenizer: Any)
     model.save_pretrained(path)
     smollm2_tokenizer.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def early_stopper(smollm2_tokenizer: Any) -> Any:
+    """A model that often tries to end its thinking and its turn early."""
+    model = lively_model()
+    with torch.no_grad():
+        head = model.get_output_embeddings().weight
+        for marker in ("<|im_start|>", "<|im_end|>"):
+            head[smollm2_tokenizer.convert_tokens_to_ids(marker)] *= 2.5
+    return model
+
+
+@pytest.fixture(scope="session")
+def early_dir(tmp_path_factory: pytest.TempPathFactory, early_stopper: Any,
+              smollm2_tokenizer: Any) -> Any:
+    """The early stopper saved with SmolLM2's tokenizer, as a model directory."""
+    path = tmp_path_factory.mktemp("early-stopper")
+    early_stopper.save_pretrained(path)
+    smollm2_tokenizer.save_pretrained(path)
+    return path

@@ -19,6 +19,19 @@ QUESTIONS = [
     for op in ("+", "-", "times", "divided by")
 ] + [f"How many days are in {n} weeks?" for n in range(2, 18)]  # 32 prompts
 
+# For a model that often tries to end its thinking and its turn early (conftest's
+# early_stopper): together these take every branch of budget forcing.
+BRANCH_QUESTIONS = [f"What is {i} plus {3 * i + 1}?" for i in range(8)]
+BRANCH_BUDGETS = [
+    BudgetConfig(max_thinking_tokens=40, min_thinking_tokens=10, num_waits=1,
+                 max_answer_tokens=12),
+    BudgetConfig(max_thinking_tokens=6, max_answer_tokens=5),  # the cap forces the answer
+    BudgetConfig(max_thinking_tokens=30, num_waits=3, max_answer_tokens=12),
+    BudgetConfig(max_thinking_tokens=12, min_thinking_tokens=12, max_answer_tokens=2,
+                 answer_prefix="Final Answer:"),  # a prefix longer than the answer cap
+]
+BRANCH_IDS = ["min-and-wait", "cap", "waits", "prefix-cap"]
+
 INVARIANT_BUDGETS = {
     "minimum": BudgetConfig(max_thinking_tokens=48, min_thinking_tokens=24,
                             max_answer_tokens=16),

@@ -14,7 +14,6 @@ import json
 from typing import Any
 
 import pytest
-import torch
 
 from frugal.endpoint_engine import EndpointConfig, EndpointEngine
 from frugal.events import RecordedEvents
@@ -23,27 +22,9 @@ from frugal.serve import ServeConfig
 
 from .completions_server import CompletionsServer
 from .conftest import lively_model
-
-QUESTIONS = [f"What is {i} plus {3 * i + 1}?" for i in range(8)]
-BUDGETS = [
-    BudgetConfig(max_thinking_tokens=40, min_thinking_tokens=10, num_waits=1,
-                 max_answer_tokens=12),
-    BudgetConfig(max_thinking_tokens=6, max_answer_tokens=5),  # the cap forces the answer
-    BudgetConfig(max_thinking_tokens=30, num_waits=3, max_answer_tokens=12),
-    BudgetConfig(max_thinking_tokens=12, min_thinking_tokens=12, max_answer_tokens=2,
-                 answer_prefix="Final Answer:"),  # a prefix longer than the answer cap
-]
-
-
-@pytest.fixture(scope="module")
-def early_stopper(smollm2_tokenizer: Any) -> Any:
-    """A model that often tries to end its thinking and its turn early."""
-    model = lively_model()
-    with torch.no_grad():
-        head = model.get_output_embeddings().weight
-        for marker in ("<|im_start|>", "<|im_end|>"):
-            head[smollm2_tokenizer.convert_tokens_to_ids(marker)] *= 2.5
-    return model
+from .engine_cases import BRANCH_BUDGETS as BUDGETS
+from .engine_cases import BRANCH_IDS
+from .engine_cases import BRANCH_QUESTIONS as QUESTIONS
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +44,7 @@ def fields(result: GenerationResult) -> tuple[Any, ...]:
             result.thinking, result.answer)
 
 
-@pytest.mark.parametrize("budget", BUDGETS, ids=["min-and-wait", "cap", "waits", "prefix-cap"])
+@pytest.mark.parametrize("budget", BUDGETS, ids=BRANCH_IDS)
 def test_the_endpoint_gives_the_local_engines_tokens(
     server: CompletionsServer, early_stopper: Any, smollm2_tokenizer: Any, budget: BudgetConfig
 ) -> None:
@@ -111,15 +92,6 @@ def test_a_plain_text_marker_is_refused_with_the_fix(gemma3_tokenizer: Any) -> N
     config = EndpointConfig(base_url="http://127.0.0.1:9/v1", model="m")
     with pytest.raises(ValueError, match="local engine"):
         EndpointEngine(config, gemma3_tokenizer)
-
-
-@pytest.fixture(scope="module")
-def early_dir(tmp_path_factory: pytest.TempPathFactory, early_stopper: Any,
-              smollm2_tokenizer: Any) -> Any:
-    path = tmp_path_factory.mktemp("early-stopper")
-    early_stopper.save_pretrained(path)
-    smollm2_tokenizer.save_pretrained(path)
-    return path
 
 
 def test_eval_on_an_endpoint_writes_what_a_local_eval_writes(

@@ -32,6 +32,9 @@ from frugal.settings.engines import LlamaCppConfig
 
 from .conftest import SMOLLM2
 from .engine_cases import (
+    BRANCH_BUDGETS,
+    BRANCH_IDS,
+    BRANCH_QUESTIONS,
     INVARIANT_BUDGETS,
     QUESTIONS,
     check_budget_invariants,
@@ -138,6 +141,36 @@ def test_llama_cpp_agrees_with_the_local_engine(
           f"({sum(same) / len(same):.1%}), identical tokens {identical}/{len(same)}; first "
           f"difference at token {apart}")
     assert sum(same) / len(same) >= 0.9
+
+
+@pytest.fixture(scope="module")
+def early_llama_cpp(early_dir: Path) -> Iterator[EndpointConfig]:
+    with serve_with_llama_cpp(str(early_dir), config=EXACT, context_tokens=512) as endpoint:
+        yield endpoint
+
+
+@pytest.mark.parametrize("budget", BRANCH_BUDGETS, ids=BRANCH_IDS)
+def test_every_branch_gives_the_local_engines_tokens_on_llama_cpp(
+    early_llama_cpp: EndpointConfig, early_stopper: Any, smollm2_tokenizer: Any,
+    budget: BudgetConfig,
+) -> None:
+    # A model that tries to stop early takes every branch of budget forcing (Waits for the
+    # minimum and for num_waits, the cap, its own end, an end of turn inside thinking, the
+    # answer's cap): on llama.cpp's native API, f32, the tokens, forced flags, sections and
+    # counts are the local engine's.
+    local = BudgetForcingEngine(early_stopper, smollm2_tokenizer).generate(
+        BRANCH_QUESTIONS, budget, batch_size=1)
+    remote = EndpointEngine(early_llama_cpp, smollm2_tokenizer).generate(BRANCH_QUESTIONS,
+                                                                         budget)
+    same = sum(a.token_ids == b.token_ids for a, b in zip(remote, local, strict=True))
+    print(f"\n{budget.max_thinking_tokens}/{budget.min_thinking_tokens}/{budget.num_waits}: "
+          f"{same}/{len(local)} identical; waits {[r.waits for r in remote]}, forced max "
+          f"{[r.forced_max for r in remote]}, finish {[r.finish_reason for r in remote]}")
+    for mine, theirs in zip(remote, local, strict=True):
+        assert (mine.token_ids, mine.forced, mine.sections, mine.thinking_tokens,
+                mine.answer_tokens, mine.waits, mine.forced_max, mine.finish_reason) == (
+            theirs.token_ids, theirs.forced, theirs.sections, theirs.thinking_tokens,
+            theirs.answer_tokens, theirs.waits, theirs.forced_max, theirs.finish_reason)
 
 
 def test_the_gguf_export_is_cached_by_fingerprint(adapter_dir: Path, llama_cpp: Any,

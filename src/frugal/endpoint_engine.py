@@ -338,7 +338,10 @@ class EndpointEngine(Engine):
             "cache_prompt": True, "stop": texts, "preserved_tokens": texts,
             "temperature": budget.temperature,
             # Sampling as frugal's engine does it: nucleus only, none of llama.cpp's defaults.
-            "top_p": budget.top_p, "top_k": 0, "min_p": 0.0, "repeat_penalty": 1.0,
+            # Greedy is top-1: with top_k 0 llama.cpp sorts the whole vocabulary for every
+            # token of every slot (measured: 259-261 against 290-292 tok/s at 16 slots).
+            "top_p": budget.top_p, "top_k": 1 if budget.temperature == 0 else 0,
+            "min_p": 0.0, "repeat_penalty": 1.0,
         }
         if seed is not None:
             body["seed"] = seed
