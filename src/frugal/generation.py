@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -552,7 +552,7 @@ class BudgetForcingEngine(Engine):
         return chosen
 
 
-def continuation_end_ids(job: Job, end_of_turn_ids: set[int]) -> set[int]:
+def continuation_end_ids(job: Job, end_of_turn_ids: Iterable[int]) -> set[int]:
     """The tokens that end a row's answer: the end of turn, or a continuation's own stops."""
     if job.continuation is None:
         return set(end_of_turn_ids)

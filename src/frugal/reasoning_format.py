@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
 # End-of-turn markers of well-known chat templates; the first one the template uses wins.
@@ -84,21 +85,22 @@ class ReasoningFormat:
 
     # -- token-level facts the generation engine needs -------------------------------------
 
-    @property
+    # Cached: the tokenizer's get_vocab() builds a dict of the whole vocabulary on each call;
+    # asked once per chat request, it was 45% of frugal serve's CPU under 16 clients.
+    @cached_property
     def stop_token_id(self) -> int | None:
         """The token id that ends thinking when the stop marker is a single special token."""
         if self.think_end_stop not in self.tokenizer.get_vocab():
             return None
         return self.tokenizer.convert_tokens_to_ids(self.think_end_stop)
 
-    @property
-    def end_of_turn_ids(self) -> set[int]:
+    @cached_property
+    def end_of_turn_ids(self) -> frozenset[int]:
         """Token ids that end the assistant turn (the template's marker and the EOS token)."""
-        ids = set()
-        for marker in (self.end_of_turn, self.tokenizer.eos_token):
-            if marker and marker in self.tokenizer.get_vocab():
-                ids.add(self.tokenizer.convert_tokens_to_ids(marker))
-        return ids
+        vocab = self.tokenizer.get_vocab()
+        return frozenset(self.tokenizer.convert_tokens_to_ids(marker)
+                         for marker in (self.end_of_turn, self.tokenizer.eos_token)
+                         if marker and marker in vocab)
 
     def encode(self, text: str) -> list[int]:
         # The templates already write BOS and turn markers; adding special tokens would double them.
