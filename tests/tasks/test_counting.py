@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from frugal.tasks.counting import COUNTABLE, counting_work, division_work
+from frugal.tasks.counting import COUNTABLE, counting_work, division_work, sum_work
 
 _COUNT = re.compile(r"count (up|down) (\d) (tens?|ones?)(?: from (-?\d+))?: "
                     r"((?:-?\d+ \(\d\)(?:, )?)+)")
@@ -42,6 +42,9 @@ def test_the_written_form() -> None:
     assert counting_work(68, "-", 71).startswith(
         "68 - 71: 71 is more than 68, so the answer is minus 71 - 68: from 71 count down 6 tens")
     assert counting_work(150, "+", 300) is None and counting_work(5, "+", 0) is None
+    # What the solutions write: the count where there is one, else the sum stated.
+    assert sum_work(72, "-", 57) == counting_work(72, "-", 57)
+    assert sum_work(150, "+", 300) == "150 + 300 = 450" and sum_work(5, "-", 0) == "5 - 0 = 5"
     with pytest.raises(ValueError, match="adds or subtracts"):
         counting_work(2, "×", 3)
 

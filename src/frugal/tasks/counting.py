@@ -13,7 +13,7 @@ counted; larger ones are stated directly.
 
 from __future__ import annotations
 
-__all__ = ["COUNTABLE", "counting_work", "division_work"]
+__all__ = ["COUNTABLE", "counting_work", "division_work", "sum_work"]
 
 COUNTABLE = 100  # a number counted on must be below this: at most 9 tens and 9 ones
 MAX_SKIPS = 30  # a division is counted in at most this many steps of the divisor
@@ -67,6 +67,11 @@ def counting_work(a: int, op: str, b: int) -> str | None:
     if y == 0 or y >= COUNTABLE:
         return None
     return f"{expression}: {said}{_walk(x, y, direction)}. So {expression} = {result}"
+
+
+def sum_work(a: int, op: str, b: int) -> str:
+    """`a op b = result`, counted on where `counting_work` can count it, else stated."""
+    return counting_work(a, op, b) or f"{a} {op} {b} = {a + b if op == '+' else a - b}"
 
 
 def division_work(n: int, d: int) -> str | None:

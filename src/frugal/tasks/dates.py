@@ -14,7 +14,7 @@ import random
 from datetime import date, timedelta
 
 from frugal.tasks.base import Composed, TaskFamily
-from frugal.tasks.counting import counting_work
+from frugal.tasks.counting import sum_work
 
 __all__ = ["Dates"]
 
@@ -90,11 +90,6 @@ def _year_note(span: int) -> str:
     return " (it includes a February 29)" if span == 366 else ""
 
 
-def _sum(a: int, op: str, b: int) -> str:
-    """`a op b = result`, counted on where the numbers are small (frugal.tasks.counting)."""
-    return counting_work(a, op, b) or f"{a} {op} {b} = {a + b if op == '+' else a - b}"
-
-
 def _walk_forward(start: date, n: int) -> tuple[date, list[str]]:
     """Count `n` days forward from `start`: whole years first, then add the remaining days to
     the day of the month and take away the length of each month passed, counted on where the
@@ -110,13 +105,13 @@ def _walk_forward(start: date, n: int) -> tuple[date, list[str]]:
     if left == 0:
         return cur, steps
     day = cur.day + left
-    steps.append(f"Add the days to the day of the month: {_sum(cur.day, '+', left)}.")
+    steps.append(f"Add the days to the day of the month: {sum_work(cur.day, '+', left)}.")
     month = cur.replace(day=1)
     while day > (length := _month_end(month).day):
         following = _month_end(month) + _DAY
         steps.append(
             f"{_month_name(month)} has {length} days, and {day} is more, so take them away: "
-            f"{_sum(day, '-', length)}, day {day - length} of {_month_name(following)}."
+            f"{sum_work(day, '-', length)}, day {day - length} of {_month_name(following)}."
         )
         day, month = day - length, following
     end = month.replace(day=day)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 
 from frugal.tasks.base import Composed, TaskFamily
-from frugal.tasks.counting import counting_work, division_work
+from frugal.tasks.counting import division_work, sum_work
 
 __all__ = ["LinearEquations"]
 
@@ -76,12 +76,8 @@ def _solve_steps(a: int, b: int, c: int, d: int, var: str, x: int) -> list[str]:
             f"{_linear(coef, b, var)} = {d}."
         )
     if b:
-        moved = f"{d} - {b}" if b > 0 else f"{d} + {-b}"
-        counted = counting_work(d, "-", b) if b > 0 else counting_work(d, "+", -b)
-        if counted:  # counted on in tens and ones: see frugal.tasks.counting
-            steps.append(f"{_move_constant(b)}: {_term(coef, var)} = {counted}.")
-        else:
-            steps.append(f"{_move_constant(b)}: {_term(coef, var)} = {moved} = {d - b}.")
+        moved = sum_work(d, "-", b) if b > 0 else sum_work(d, "+", -b)  # counted if small
+        steps.append(f"{_move_constant(b)}: {_term(coef, var)} = {moved}.")
     if coef == -1:
         steps.append(f"Multiply both sides by -1: {var} = {x}.")
     elif coef != 1:
