@@ -16,9 +16,9 @@ import os
 import time
 from collections import defaultdict
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -51,6 +51,9 @@ from frugal.run_files import (
 from frugal.run_lock import locks_run_dir
 from frugal.settings import DEFAULT_MODEL
 from frugal.settings.evaluate import EvalConfig
+
+if TYPE_CHECKING:
+    from frugal.generation import GenerationResult
 
 
 @dataclass(frozen=True)
@@ -130,7 +133,14 @@ def run(
     """Evaluate, resuming finished generations; a progress bar of `events` follows them."""
     from frugal.adapters import base_model_of, find_adapter, load_with_adapters
     from frugal.endpoint_engine import EndpointEngine
-    from frugal.generation import BudgetConfig, BudgetForcingEngine, Engine, Job, ListSource
+    from frugal.evaluation.resume import Resumption, merged, resumption, same_as_earlier
+    from frugal.generation import (
+        BudgetConfig,
+        BudgetForcingEngine,
+        Engine,
+        Job,
+        ListSource,
+    )
     from frugal.models import inference_dtype, load_tokenizer
 
     run_dir = Path(run_dir)
@@ -174,6 +184,7 @@ def run(
         if (row := done.get((point.key, q.id, s))) is not None and row.correct
     )
     made: list[tuple[str, str, int]] = []  # generations of this invocation
+    reused = 0  # tokens of those that a Wait point took over from its no-Wait row
     events = events or QuietEvents()
     started = time.perf_counter()
     routes: dict[str, str] = {}  # question id -> expert adapter, when routing
@@ -211,7 +222,10 @@ def run(
                 loaded = load_with_adapters(model, adapters, dtype=inference_dtype(config.dtype))
                 engine = BudgetForcingEngine(loaded.model, loaded.tokenizer)
 
-            def run_point(point: Point) -> None:
+            # This invocation's no-Wait results, which the Wait points continue (greedy only).
+            generated: dict[tuple[str, str, int], GenerationResult] = {}
+
+            def run_point(point: Point, earlier_key: str | None = None) -> None:
                 rows = [(q, s) for q in questions for s in range(config.samples)
                         if (point.key, q.id, s) not in done]
                 if not rows:
@@ -226,9 +240,12 @@ def run(
                     seed=config.seed,
                 )
 
-                def record(result: Any) -> None:
-                    nonlocal finished, correct
+                def record(result: Any, reused_tokens: int = 0) -> None:
+                    nonlocal finished, correct, reused
                     question, sample = rows[result.index]
+                    if earlier_key is None and config.temperature == 0:
+                        generated[(point.key, question.id, sample)] = result
+                    reused += reused_tokens
                     row = _result_row(spec, point, question, sample, result, config)
                     if routes:
                         row.expert = routes[question.id]
@@ -241,20 +258,39 @@ def run(
                     correct += row.correct
                     bar.advance(1, accuracy=_accuracy(finished, correct))
 
-                jobs = [
-                    Job(engine.format.generation_prompt(spec.prompt(q), config.system), budget,
-                        index=i, seed=_sample_seed(config.seed, q.id, s),
-                        adapter=routes.get(q.id, served_adapter))
-                    for i, (q, s) in enumerate(rows)
-                ]
-                engine.run_jobs(ListSource(jobs, engine.format.encode), config.batch_size, record)
+                jobs = []
+                continued: dict[int, Resumption] = {}  # job index -> the row it continues
+                for i, (q, s) in enumerate(rows):
+                    job = Job(engine.format.generation_prompt(spec.prompt(q), config.system),
+                              budget, index=i, seed=_sample_seed(config.seed, q.id, s),
+                              adapter=routes.get(q.id, served_adapter))
+                    earlier = generated.get((earlier_key, q.id, s)) if earlier_key else None
+                    if earlier is not None and same_as_earlier(earlier, budget):
+                        record(replace(earlier, index=i), _generated_tokens(earlier))
+                        continue
+                    resumed = earlier and resumption(
+                        earlier, engine.format.encode(job.prompt), budget, engine.format)
+                    if resumed:
+                        continued[i] = resumed
+                        job = replace(job, prompt_ids=resumed.prompt_ids, budget=resumed.budget)
+                    jobs.append(job)
+
+                def finish(result: GenerationResult) -> None:
+                    resumed = continued.get(result.index)
+                    if resumed is None:
+                        record(result)
+                    else:  # the earlier row's thinking was not generated again
+                        record(merged(resumed, result, engine.format),
+                               len(resumed.thinking_ids))
+
+                engine.run_jobs(ListSource(jobs, engine.format.encode), config.batch_size, finish)
 
             with resources, results_path.open("a", encoding="utf-8") as sink:
                 for point in first:
                     run_point(point)
                 # The budget sweep is complete now, so its best budget is known.
                 for point in all_points(config, done, questions)[len(first):]:
-                    run_point(point)
+                    run_point(point, Point(point.max_thinking_tokens, first[0].num_waits).key)
     seconds = time.perf_counter() - started
     points = all_points(config, done, questions)
 
@@ -270,11 +306,16 @@ def run(
             "stage": "eval", "kind": "compute", "name": label, "benchmark": spec.name,
             "generations": len(made), "compute_seconds": round(seconds, 3),
             "machine_price_per_hour": config.machine_price_per_hour,
-            "tokens": sum(done[key].thinking_tokens + done[key].answer_tokens for key in made),
+            "tokens": sum(done[key].thinking_tokens + done[key].answer_tokens for key in made)
+            - reused,
             "dollars": round(compute_cost(seconds, config.machine_price_per_hour), 6),
         }))
     plot = plot_run(run_dir, spec.name)
     return EvalResult(label, directory, summary, len(made), overlaps, plot)
+
+
+def _generated_tokens(result: GenerationResult) -> int:
+    return result.thinking_tokens + result.answer_tokens
 
 
 def _route(run_dir: Path, questions: list[Question], adapters: dict[str, Path]) -> dict[str, str]:

@@ -34,6 +34,18 @@ def test_selected_families_and_difficulties_in_order() -> None:
     assert [p.difficulty for p in problems[:7]] == [3, 1, 3, 1, 3, 1, 3]
 
 
+def test_a_count_per_family_gives_a_hard_family_more_of_the_same_problems() -> None:
+    even = generate_problems(["dates", "percentages"], per_family=5, seed=2)
+    mixed = generate_problems(per_family={"dates": 5, "percentages": 9}, seed=2)
+    assert [p.family for p in mixed] == ["dates"] * 5 + ["percentages"] * 9
+    # Each family draws from its own generator: the first 5 are the even pool's.
+    assert mixed[:10] == even
+    with pytest.raises(ValueError, match="families is"):
+        generate_problems(["dates"], per_family={"dates": 2, "sequences": 2})
+    with pytest.raises(ValueError, match="per_family.*sequences"):
+        generate_problems(per_family={"dates": 2, "sequences": -1})
+
+
 def test_a_single_family_name_and_repeated_names() -> None:
     assert generate_problems("dates", per_family=4) == generate_problems(["dates"], per_family=4)
     assert len(generate_problems(["dates", "dates"], per_family=4)) == 4

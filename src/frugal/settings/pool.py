@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 from frugal.questions import FieldMap
 
@@ -19,7 +19,9 @@ class PoolConfig(BaseModel):
         description="'tasks' (built-in families), 'gsm8k', or a file path / hub dataset name.",
     )
     families: list[str] | None = Field(None, description="Task families; all when unset.")
-    per_family: int = Field(200, ge=1, description="Questions per task family.")
+    per_family: PositiveInt | dict[str, PositiveInt] = Field(
+        200, description="Questions per task family: one count for all, or a count per family "
+        "(for example {percentages: 120, dates: 60}; the families are then its names).")
     difficulties: list[int] | None = Field(None, description="Task difficulty levels; all.")
     seed: int = Field(0, description="Seed of the task generators.")
     limit: int | None = Field(None, ge=1, description="Keep at most this many questions.")

@@ -64,25 +64,36 @@ def _family(name: str) -> TaskFamily:
 
 def generate_problems(
     families: Sequence[str] | None = None,
-    per_family: int = 100,
+    per_family: int | Mapping[str, int] = 100,
     difficulties: Sequence[int] | None = None,
     seed: int = 0,
 ) -> list[Problem]:
     """`per_family` distinct problems from each family, spread evenly over the difficulties.
 
-    `families` defaults to all of `FAMILIES` (a single name is accepted too; repeated
-    names count once) and `difficulties` to each family's own levels. Problem `i` of a
+    `per_family` is one count for every family, or a count per family name (the families are
+    then its names, so a mix can give a hard family more examples). `families` defaults to all
+    of `FAMILIES` (a single name is accepted too; repeated names count once) and
+    `difficulties` to each family's own levels. Problem `i` of a
     family gets level `difficulties[i % len(difficulties)]`, so the counts per level differ
     by at most one. Problem seeds are drawn from a generator seeded by
     `(seed, family)`; a draw whose question text repeats an earlier one is skipped, so the
     result has no exact duplicates. Raises `ValueError` for an unknown family, a level a family
     does not have, or a request larger than a family can fill with distinct questions.
     """
-    if isinstance(per_family, bool) or not isinstance(per_family, int) or per_family < 0:
-        raise ValueError(f"per_family must be a non-negative integer, got {per_family!r}")
     if isinstance(families, str):
         families = [families]  # one name, not a sequence of one-letter names
+    if isinstance(per_family, Mapping):
+        if families is not None and set(families) != set(per_family):
+            raise ValueError(
+                f"per_family names the families {sorted(per_family)} but families is "
+                f"{sorted(families)}. Fix: leave families unset, or give a count for each.")
+        families = list(per_family)
     names = list(dict.fromkeys(FAMILIES if families is None else families))
+    counts = per_family if isinstance(per_family, Mapping) else dict.fromkeys(names, per_family)
+    for name, count in counts.items():
+        if isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise ValueError(
+                f"per_family must be a non-negative integer, got {count!r} for {name}")
     # Check every name and level before generating anything.
     plans: list[tuple[TaskFamily, tuple[int, ...]]] = []
     for name in names:
@@ -102,7 +113,8 @@ def generate_problems(
     seen: set[str] = set()
     for family, levels in plans:
         seeds = random.Random(f"pool:{seed}:{family.name}")
-        for index in range(per_family):
+        wanted = counts[family.name]
+        for index in range(wanted):
             level = levels[index % len(levels)]
             for _ in range(_MAX_DRAWS_PER_PROBLEM):
                 problem = family.generate(seeds.getrandbits(32), level)
@@ -111,7 +123,7 @@ def generate_problems(
                     break
             else:
                 raise ValueError(
-                    f"{family.name} could not produce {per_family} distinct questions at "
+                    f"{family.name} could not produce {wanted} distinct questions at "
                     f"difficulty {level}; ask for fewer"
                 )
             seen.add(key)
