@@ -98,6 +98,14 @@ def test_options_and_set_reach_the_model(monkeypatch: pytest.MonkeyPatch,
     assert serve.allowed_hosts == ["a.example", "b.example"]
 
 
+def test_a_count_or_a_count_per_family(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    one = captured("pool", ["--run", str(tmp_path), "--per-family", "7"], monkeypatch)
+    assert one.per_family == 7
+    each = captured("pool", ["--run", str(tmp_path), "--per-family", "{dates: 2, sequences: 5}"],
+                    monkeypatch)
+    assert each.per_family == {"dates": 2, "sequences": 5}
+
+
 def test_a_bad_value_names_the_option(tmp_path: Any) -> None:
     shown = CliRunner().invoke(app, ["train", "--run", str(tmp_path), "--lora-r", "0"])
     assert shown.exit_code != 0 and "--lora-r" in shown.output

@@ -97,7 +97,15 @@ class Setting:
                 # Values are YAML (numbers, lists) unless the field holds strings (paths).
                 mapping[name] = rest if self._holds_strings() else yaml.safe_load(rest)
             return mapping
+        if self.kind == "str" and _allows_mapping(self.annotation):
+            return yaml.safe_load(value)  # a count, or a YAML mapping such as {dates: 60}
         return value
+
+
+def _allows_mapping(annotation: Any) -> bool:
+    """A union with a dict in it (`int | dict[str, int]`): given as YAML on the command line."""
+    args = typing.get_args(without_none(annotation)) if is_union(annotation) else ()
+    return any(typing.get_origin(arg) is dict for arg in args)
 
 
 def _dict_values(annotation: Any) -> Any:

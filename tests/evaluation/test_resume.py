@@ -81,7 +81,7 @@ def test_the_wait_points_of_an_evaluation_match_a_sweep_from_the_questions(
                           benchmark=BenchmarkSpec(name="mini", per_family=2, difficulties=[1]),
                           max_thinking_tokens=[40], num_waits=[0, 1, 2], max_answer_tokens=6,
                           batch_size=4)
-    swept = evaluate.run(settings.model_copy(update={"waits_at": "all"}), tmp_path / "all")
+    swept = evaluate.run(settings.model_copy(update={"waits_at": "every-budget"}), tmp_path / "all")
     continued = evaluate.run(settings.model_copy(update={"waits_at": "best-budget"}),
                              tmp_path / "best")
 
