@@ -8,7 +8,8 @@ or it already had as many Waits as asked, from the minimum), or it is resumed: t
 thinking tokens and the Wait become the prompt of a row whose budget is what is left of the
 original one. The merged row has the same tokens, sections, counts and finish as a row run from
 the question, as the engines' own continuations do (an endpoint engine re-sends the prompt and
-every token so far after each Wait). On the quickstart this is most of the Wait pass's work.
+every token so far after each Wait). On the quickstart a Wait row then decodes about a
+quarter of its tokens (what follows the Wait); the rest is one batched prefill.
 """
 
 from __future__ import annotations
