@@ -33,6 +33,7 @@ import httpx
 from openai import OpenAI
 
 from frugal.models import inference_dtype
+from frugal.settings.engines import GGUF_TYPES
 
 REPO = Path(__file__).resolve().parents[1]
 GSM8K = REPO.parent / "shared" / "data" / "gsm8k" / "train.jsonl"
@@ -166,7 +167,7 @@ def main() -> None:
     parser.add_argument("--max-answer-tokens", type=int, default=32)
     parser.add_argument("--dtype", default="auto", help="local engine weights (auto: bfloat16 "
                         "on GPUs and AMX CPUs, else float32)")
-    parser.add_argument("--gguf", default="q8_0", choices=["f32", "f16", "q8_0"],
+    parser.add_argument("--gguf", default="q8_0", choices=GGUF_TYPES,
                         help="llama.cpp's weights")
     parser.add_argument("--engines", default="local,llama.cpp")
     parser.add_argument("--json", type=Path, help="also write the results here")

@@ -255,3 +255,50 @@ def test_frugal_serve_is_itself_an_endpoint(early_stopper: Any, early_dir: Any,
         assert any(r.waits for r in results) and any(r.forced_max for r in results)
     finally:
         running.stop()
+
+
+def test_only_rows_whose_tokens_are_awaited_are_asked_for_a_few_at_a_time(
+    lively_dir: Any, smollm2_tokenizer: Any
+) -> None:
+    """`frugal serve` in front of a completions server: a plain chat asks for a whole section
+    per request (each request costs a round trip, and the row misses a batch step while it
+    is away); a streaming chat, and one with stop strings (which end the row when their text
+    appears), ask STREAM_CHUNK tokens at a time. All three get the same greedy text."""
+    from openai import OpenAI
+
+    from frugal.endpoint_engine import STREAM_CHUNK
+
+    from .serving.conftest import start
+
+    # The lively model almost never ends its thinking or its turn: every section runs to its cap.
+    with CompletionsServer(lively_model(), smollm2_tokenizer, name="lively") as backend:
+        running = start(ServeConfig(target=str(lively_dir), served_name="tiny",
+                                    engine=backend.base_url, engine_model="lively",
+                                    max_thinking_tokens=64, max_answer_tokens=32))
+        try:
+            client = OpenAI(base_url=running.base_url, api_key="none", max_retries=0)
+
+            def asked(**options: Any) -> tuple[str, list[int]]:
+                before = len(backend.requests)
+                reply = client.chat.completions.create(
+                    model="tiny", messages=[{"role": "user", "content": QUESTIONS[0]}],
+                    max_tokens=24, temperature=0, extra_body={"max_thinking_tokens": 40},
+                    **options)
+                if options.get("stream"):
+                    text = "".join(chunk.choices[0].delta.content or "" for chunk in reply
+                                   if chunk.choices)
+                else:
+                    text = reply.choices[0].message.content
+                return text, [body["max_tokens"] for body in backend.requests[before:]]
+
+            plain_text, plain = asked()
+            streamed_text, streamed = asked(stream=True)
+            stopped_text, stopped = asked(stop=["never in this text"])
+        finally:
+            running.stop()
+    # The thinking to its cap, then the answer: 24 tokens less the forced answer prefix.
+    assert len(plain) == 2 and plain[0] == 40 and 16 < plain[1] <= 24
+    in_chunks = [min(STREAM_CHUNK, section - start) for section in plain
+                 for start in range(0, section, STREAM_CHUNK)]
+    assert streamed == stopped == in_chunks
+    assert plain_text and streamed_text == stopped_text == plain_text

@@ -71,6 +71,30 @@ def test_gguf_loads_back_with_the_same_greedy_tokens(run_with_adapter: Path, tin
     assert greedy(back, ids) == reference(run_with_adapter, tiny_dir, ids)
 
 
+def test_q4_0_keeps_the_tied_embeddings_in_q8_0(run_with_adapter: Path, tmp_path: Path) -> None:
+    """q4_0 quantizes every 2-D weight to 4 bits but the token embeddings, which are also the
+    output layer (tied) and stay in q8_0; what loads back is the merged model within each
+    type's rounding."""
+    import gguf
+
+    out = tmp_path / "tiny-q4_0.gguf"
+    shown = CliRunner().invoke(app, ["export", str(run_with_adapter), "--gguf", str(out),
+                                     "--gguf-type", "q4_0"])
+    assert shown.exit_code == 0, shown.output
+    types = {t.name: t.tensor_type.name for t in gguf.GGUFReader(out).tensors
+             if len(t.shape) == 2}
+    assert types.pop("token_embd.weight") == "Q8_0"
+    assert set(types.values()) == {"Q4_0"} and len(types) == 7 * 2  # 7 matrices per layer
+    back = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=out.name,
+                                                dtype=torch.float32).state_dict()
+    merged = export.load_merged(run_with_adapter).model.state_dict()
+    for name, weight in merged.items():
+        if weight.dim() != 2 or name == "lm_head.weight":
+            continue
+        error = ((back[name] - weight).norm() / weight.norm()).item()
+        assert error < (0.01 if name.endswith("embed_tokens.weight") else 0.12), (name, error)
+
+
 def test_export_errors_are_clear(tmp_path: Path) -> None:
     nothing = CliRunner().invoke(app, ["export", str(tmp_path)])
     assert nothing.exit_code == 1 and "nothing to export" in nothing.output

@@ -303,11 +303,11 @@ def test_a_local_teacher_answers_through_llama_cpp_it_starts(smollm2: Any) -> No
 def test_a_streaming_row_gets_its_tokens_while_llama_cpp_generates_them(
     engine: EndpointEngine,
 ) -> None:
-    """A streaming job sees its tokens while they are generated (STREAM_CHUNK at a time), in
+    """A live job sees its tokens while they are generated (STREAM_CHUNK at a time), in
     order, with their sections, and exactly the tokens of the same row unstreamed."""
     budget = BudgetConfig(max_thinking_tokens=64, min_thinking_tokens=48, max_answer_tokens=32)
     seen: list[tuple[int, Any, bool, float]] = []
-    job = Job(engine.format.generation_prompt(QUESTIONS[0]), budget, index=0,
+    job = Job(engine.format.generation_prompt(QUESTIONS[0]), budget, index=0, live=True,
               on_token=lambda t, section, forced: seen.append(
                   (t, section, forced, time.perf_counter())))
     results: list[GenerationResult] = []

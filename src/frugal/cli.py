@@ -658,7 +658,8 @@ def export_command(
         Path | None, typer.Option(help="Write a merged Hugging Face model to this directory.")
     ] = None,
     gguf: Annotated[Path | None, typer.Option(help="Write a GGUF file here.")] = None,
-    gguf_type: Annotated[str, typer.Option(help="GGUF weights: f16 or q8_0.")] = "f16",
+    gguf_type: Annotated[str, typer.Option(
+        help="GGUF weights: f32, f16, q8_0, or q4_0 (4-bit; the embeddings stay q8_0).")] = "f16",
     adapter: Annotated[
         str | None, typer.Option(help="Which adapter (default: 'default' or the only one).")
     ] = None,

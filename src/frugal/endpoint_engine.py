@@ -15,7 +15,8 @@ code drives vLLM, but on token ids so nothing is re-tokenised differently:
 
 Results carry the local engine's fields (`GenerationResult`: thinking and answer tokens, Waits,
 forced maximum, which tokens were forced). Many rows are in flight at once so the server batches
-them; a streaming row asks for a few tokens at a time, so its client sees them as they come.
+them; a live row (a streaming client, or stop strings) asks for a few tokens at a time, so its
+client sees them as they come; any other row asks for a whole section per request.
 Requests use `prompt` as a list of token ids and `return_token_ids` (vLLM), or llama.cpp's
 native `/completion` (detected; see `_llama_cpp_completion`); a server that
 returns only text is read by re-encoding that text, which the result says in `finish_reason`
@@ -50,7 +51,7 @@ from frugal.settings.teachers import PLACEHOLDER_KEY
 BASE_ADAPTER = "__base__"  # what the serving layer names "no adapter" (PEFT's name)
 CANCEL_POLL_S = 0.1  # how often a row in flight checks whether its client is still there
 HTTP_ATTEMPTS = 3  # a request the server closed without answering is sent again, this often
-STREAM_CHUNK = 8  # tokens per request of a streaming row
+STREAM_CHUNK = 8  # tokens per request of a live row
 # The connection closed under a request (not a timeout): reset, or closed before any answer.
 _CONNECTION_LOST = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 
@@ -207,7 +208,7 @@ class EndpointEngine(Engine):
                 client, row, remaining, [self._stop_id, *self._end_ids]
             )
             row.add(ids, Section.THINKING, forced=False)
-            if stopped_on is None:  # the budget (or a streaming row's chunk) ran out mid-thought
+            if stopped_on is None:  # the budget (or a live row's chunk) ran out mid-thought
                 if not ids:  # asking again would get nothing again, forever
                     raise EndpointError("the server generated no token and no stop")
                 continue
@@ -259,7 +260,7 @@ class EndpointEngine(Engine):
     async def _complete(
         self, client: _Clients, row: _Row, max_tokens: int, stop_ids: list[int]
     ) -> tuple[list[int], int | None]:
-        """Continue the row by up to `max_tokens` (a streaming row: up to STREAM_CHUNK, so its
+        """Continue the row by up to `max_tokens` (a live row: up to STREAM_CHUNK, so its
         client gets tokens while they are generated; the callers ask again for the rest);
         (new ids without the stop token, the stop token it ended on or None when it did not
         stop). Streaming by short requests rather than the servers' own streams: llama.cpp's
@@ -275,7 +276,7 @@ class EndpointEngine(Engine):
             seed = (seed + row.requests) % (2**31)
         model = _served_adapter(row.job) or self.config.model
         prompt = row.prompt_ids + row.token_ids
-        if row.job.on_token is not None:
+        if row.job.live:  # every request costs a round trip, so only where tokens are awaited
             max_tokens = min(max_tokens, STREAM_CHUNK)
         complete = (self._llama_cpp_completion if client.api == "llama.cpp"
                     else self._openai_completion)

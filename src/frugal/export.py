@@ -2,7 +2,7 @@
 
 Merged: PEFT folds the LoRA weights into the base (`merge_and_unload`) and transformers saves
 safetensors, the tokenizer and its chat template. GGUF: the merged weights are written with the
-`gguf` package (f32, f16, or q8_0 for the 2-D weights) under llama.cpp's tensor names, with the
+`gguf` package (f32, f16, q8_0 or q4_0 for the 2-D weights) under llama.cpp's tensor names, with the
 model's hyper-parameters and its BPE tokenizer as metadata, so llama.cpp-based runtimes and
 transformers' `gguf_file=` loader read it. GGUF export covers the Llama architecture (SmolLM2,
 Llama, and the like).
@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from frugal.run_files import atomic_dir, atomic_path
+from frugal.settings.engines import GGUF_TYPES
 
-GGUF_TYPES = ("f32", "f16", "q8_0")
 # Raised whenever what save_gguf writes changes, so GGUF caches keyed by it export again.
 GGUF_EXPORT_VERSION = 1
 
@@ -123,7 +123,8 @@ def _write_gguf(writer: Any, loaded: Any, kind: str) -> None:
     writer.add_layer_norm_rms_eps(config.rms_norm_eps)
     writer.add_vocab_size(config.vocab_size)
     file_type = {"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
-                 "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[kind]
+                 "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0,
+                 "q4_0": gguf.LlamaFileType.MOSTLY_Q4_0}[kind]
     writer.add_file_type(file_type)
     _add_tokenizer(writer, loaded.tokenizer, config.vocab_size)
 
@@ -142,12 +143,17 @@ def _write_gguf(writer: Any, loaded: Any, kind: str) -> None:
             data = _permute(data, kv_heads)
         if data.ndim == 1 or kind == "f32":  # norms stay float32, as llama.cpp writes them
             writer.add_tensor(name, data.astype(np.float32))
-        elif kind == "q8_0":
-            quantized = gguf.quants.quantize(data.astype(np.float32),
-                                             gguf.GGMLQuantizationType.Q8_0)
-            writer.add_tensor(name, quantized, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
-        else:
+        elif kind == "f16":
             writer.add_tensor(name, data.astype(np.float16))
+        else:
+            # q4_0 keeps the token embeddings in q8_0: tied, they are also the output layer,
+            # whose rounding moves every logit (llama.cpp's own quantizer keeps that layer at
+            # higher precision too).
+            target = "q8_0" if name in ("token_embd.weight", "output.weight") else kind
+            quant = {"q8_0": gguf.GGMLQuantizationType.Q8_0,
+                     "q4_0": gguf.GGMLQuantizationType.Q4_0}[target]
+            quantized = gguf.quants.quantize(data.astype(np.float32), quant)
+            writer.add_tensor(name, quantized, raw_dtype=quant)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

@@ -70,8 +70,11 @@ class Job:
 
     `adapter` names a PEFT adapter for this row alone ("__base__": none), so rows of different
     adapters share one batch (PEFT's mixed-batch LoRA); None runs the model as loaded.
-    `on_token(token_id, section, forced)` sees every token as it is decided (streaming), and
-    `cancelled()` returning True ends the row at its next step (finish reason "cancelled").
+    `on_token(token_id, section, forced)` sees every token as it is decided, and `cancelled()`
+    returning True ends the row at its next step (finish reason "cancelled"). `live` says the
+    caller needs the tokens while they are generated (a streaming client, or stop strings that
+    end the row early): the local engine decides token by token anyway, but an endpoint engine
+    then asks its server for a few tokens at a time rather than a whole section at once.
     `on_error(error)`, where an engine can fail one row alone (a server refusing one request),
     gets that row's failure and the other rows go on; without it the failure ends the run.
     `prompt_ids`, when given, are the prompt's tokens as the caller already has them (a served
@@ -84,6 +87,7 @@ class Job:
     seed: int | None = None
     adapter: str | None = None
     on_token: TokenCallback | None = None
+    live: bool = False
     cancelled: Callable[[], bool] | None = None
     on_error: Callable[[BaseException], None] | None = None
     prompt_ids: list[int] | None = None

@@ -156,6 +156,7 @@ class ServingEngine:
         seed: int | None,
         on_done: Callable[[GenerationResult], None],
         on_token: Callable[[int, str, bool], None] | None = None,
+        live: bool = False,
         on_error: Callable[[BaseException], None] | None = None,
         prompt_ids: list[int] | None = None,
         continuation: Continuation | None = None,
@@ -178,6 +179,7 @@ class ServingEngine:
         try:
             self.source.put(Job(
                 prompt, budget, index=index, seed=seed, adapter=adapter, on_token=tokens,
+                live=live,
                 cancelled=lambda: ticket.cancelled,
                 on_error=lambda error: self._fail_one(index, error),
                 prompt_ids=prompt_ids, continuation=continuation,

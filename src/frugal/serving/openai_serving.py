@@ -335,6 +335,7 @@ class OpenAIServing:
             job, reply,
             lambda result: loop.call_soon_threadsafe(events.put_nowait, ("done", result)),
             lambda error: loop.call_soon_threadsafe(_log_and_put, events, error),
+            live=True,
         )
         stream = self._events(job, reply, ticket, events, chat=chat, include_usage=include_usage)
         # A response cancelled before its first step never runs the stream's `finally`: when the
@@ -346,15 +347,16 @@ class OpenAIServing:
 
     def _submit(self, job: PreparedJob, reply: _Reply,
                 on_done: Callable[[GenerationResult], None],
-                on_error: Callable[[BaseException], None]) -> Ticket:
+                on_error: Callable[[BaseException], None], *, live: bool) -> Ticket:
+        """Queue the job; `live`: its tokens are needed while generated (see `Job.live`)."""
         if self.engine.failure is not None or not self.engine.alive:
             raise RequestError(503, "the decode loop has stopped; see the server log",
                                kind="server_error")
         try:
             ticket = self.engine.submit(
                 job.prompt, job.budget, adapter=job.adapter, seed=job.seed, on_done=on_done,
-                on_token=reply.on_token, on_error=on_error, prompt_ids=job.prompt_ids,
-                continuation=job.continuation)
+                on_token=reply.on_token, live=live, on_error=on_error,
+                prompt_ids=job.prompt_ids, continuation=job.continuation)
         except QueueFull as full:
             raise RequestError(429, f"the server is busy ({full}); retry after "
                                f"{full.retry_after_s} s", kind="rate_limit_error",
@@ -377,6 +379,8 @@ class OpenAIServing:
         ticket = self._submit(
             job, reply, lambda r: loop.call_soon_threadsafe(_settle, done, r),
             lambda e: loop.call_soon_threadsafe(_fail, done, e),
+            # A stop string ends the row when its text appears, not at the end of the budget.
+            live=bool(job.stops),
         )
         try:
             while True:

@@ -11,7 +11,8 @@ from pydantic import BaseModel, ConfigDict, Field
 ManagedEngine = Literal["vllm", "llama.cpp"]
 MANAGED_ENGINES: tuple[str, ...] = typing.get_args(ManagedEngine)
 
-GgufType = Literal["f32", "f16", "q8_0"]
+GgufType = Literal["f32", "f16", "q8_0", "q4_0"]
+GGUF_TYPES: tuple[str, ...] = typing.get_args(GgufType)
 
 
 class LlamaCppConfig(BaseModel):
@@ -20,8 +21,9 @@ class LlamaCppConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     weights: GgufType = Field(
-        "q8_0", description="GGUF weights of the exported models: q8_0 (fastest on CPUs), f16, "
-        "or f32 (token-for-token closest to frugal's float32 engine).")
+        "q8_0", description="GGUF weights of the exported models: q8_0 (fast on CPUs, "
+        "accuracy kept), q4_0 (faster again, but a small model loses accuracy: see the "
+        "README), f16, or f32 (token-for-token closest to frugal's float32 engine).")
     slots: int = Field(16, ge=1, description="Parallel slots of each llama.cpp server "
                        "(requests it decodes together, with continuous batching).")
     threads: int | None = Field(None, ge=1, description="CPU threads of each server; default: "
