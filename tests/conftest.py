@@ -16,6 +16,21 @@ SMOLLM2 = "smollm2-135m-instruct"
 GEMMA3 = "gemma3-270m"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_gguf_left_behind() -> Any:
+    """GGUF exports the tests cause (llama.cpp's tests) are cached by the fingerprints of
+    models and adapters made for this session alone, so the cache would gain about 1 GB per
+    run: those files go at the end. The packaged models' own files stay, reused next time."""
+    from frugal.models import ALIASES, cache_dir
+
+    folder = cache_dir() / "gguf"
+    before = set(folder.glob("*.gguf")) if folder.is_dir() else set()
+    yield
+    for path in set(folder.glob("*.gguf")) - before if folder.is_dir() else ():
+        if "+" in path.name or not path.name.startswith(tuple(ALIASES)):
+            path.unlink(missing_ok=True)
+
+
 def tiny_model(spec: str = SMOLLM2, seed: int = 0) -> Any:
     """A 2-layer, hidden-size-64 model of the same architecture and vocabulary as `spec`."""
     config = AutoConfig.from_pretrained(resolve_model_path(spec))

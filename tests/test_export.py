@@ -95,6 +95,18 @@ def test_q4_0_keeps_the_tied_embeddings_in_q8_0(run_with_adapter: Path, tmp_path
         assert error < (0.01 if name.endswith("embed_tokens.weight") else 0.12), (name, error)
 
 
+def test_a_tokenizer_llama_cpp_would_split_differently_is_refused_with_the_fix(
+        run_with_adapter: Path, tmp_path: Path) -> None:
+    from tokenizers import pre_tokenizers
+
+    loaded = export.load_merged(run_with_adapter)
+    loaded.tokenizer.backend_tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel()])
+    with pytest.raises(ValueError, match="Digits.*convert_hf_to_gguf"):
+        export.save_gguf(loaded, tmp_path / "split.gguf")
+    assert not (tmp_path / "split.gguf").exists()
+
+
 def test_export_errors_are_clear(tmp_path: Path) -> None:
     nothing = CliRunner().invoke(app, ["export", str(tmp_path)])
     assert nothing.exit_code == 1 and "nothing to export" in nothing.output

@@ -188,6 +188,20 @@ def test_the_gguf_export_is_cached_by_fingerprint(adapter_dir: Path, llama_cpp: 
     gguf_for(SMOLLM2, retrained, "f32").unlink()
 
 
+def test_llama_cpp_splits_text_as_the_models_tokenizer_does(llama_cpp: EndpointConfig,
+                                                            smollm2: Any) -> None:
+    """The exported GGUF names its pre-tokenizer, so a runtime given text (not frugal's token
+    ids) tokenizes it as transformers does: without it llama.cpp split "74 + 54", "$1" and
+    "don't" its own way."""
+    texts = ["What is 74 + 54?", "It costs $1,234.50 in 2024.", "don't I'll we've",
+             "  two  spaces\n\n\tand a tab", "x=3.14159; y = 12345678 // ok", "Ünïcödé — 東京 🙂",
+             "<think>\nStep 1: 3 × 4 = 12.\n</think>"]
+    url = llama_cpp.base_url.removesuffix("/v1") + "/tokenize"
+    for text in texts:
+        ours = httpx.post(url, json={"content": text}, timeout=30).json()["tokens"]
+        assert ours == smollm2.tokenizer(text, add_special_tokens=False).input_ids, text
+
+
 def test_frugal_eval_on_llama_cpp_writes_what_a_local_eval_writes(tmp_path: Path) -> None:
     """`--engine llama.cpp` starts llama.cpp's server for the evaluation and stops it after."""
     check_eval_on_engine(tmp_path, ["--engine", "llama.cpp", "--llama-cpp-weights", "f32"])

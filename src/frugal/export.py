@@ -24,7 +24,7 @@ from frugal.run_files import atomic_dir, atomic_path
 from frugal.settings.engines import GGUF_TYPES
 
 # Raised whenever what save_gguf writes changes, so GGUF caches keyed by it export again.
-GGUF_EXPORT_VERSION = 1
+GGUF_EXPORT_VERSION = 2
 
 
 def load_merged(run_dir: Path, adapter: str | None = None, model: str | None = None) -> Any:
@@ -182,6 +182,7 @@ def _add_tokenizer(writer: Any, tokenizer: Any, vocab_size: int) -> None:
     types = [3 if i in special else 1 for i in range(size)]
     merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
     writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre(_pre_tokenizer(data))
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     writer.add_token_merges(merges)
@@ -196,3 +197,18 @@ def _add_tokenizer(writer: Any, tokenizer: Any, vocab_size: int) -> None:
     writer.add_add_bos_token(False)  # the chat template writes its own start tokens
     if tokenizer.chat_template:
         writer.add_chat_template(tokenizer.chat_template)
+
+
+def _pre_tokenizer(data: dict[str, Any]) -> str:
+    """llama.cpp's name for how the tokenizer splits text before BPE. Without it llama.cpp
+    falls back to its own default split, which tokenizes text differently (SmolLM2's "74 + 54"
+    and "don't" among others): frugal sends token ids, but a runtime given text would not."""
+    pre = data.get("pre_tokenizer") or {}
+    if pre.get("type") == "ByteLevel" and pre.get("use_regex", True) and not pre.get(
+            "add_prefix_space"):
+        return "gpt-2"  # GPT-2's regular expression, as SmolLM2's tokenizer has it
+    raise ValueError(
+        "GGUF export writes tokenizers that split text as GPT-2 does (byte-level, its regular "
+        f"expression); this one splits with {json.dumps(pre)[:300]}. Fix: export --merged and "
+        "convert with llama.cpp's convert_hf_to_gguf.py."
+    )
