@@ -194,7 +194,8 @@ def test_llama_cpp_splits_text_as_the_models_tokenizer_does(llama_cpp: EndpointC
     ids) tokenizes it as transformers does: without it llama.cpp split "74 + 54", "$1" and
     "don't" its own way."""
     texts = ["What is 74 + 54?", "It costs $1,234.50 in 2024.", "don't I'll we've",
-             "  two  spaces\n\n\tand a tab", "x=3.14159; y = 12345678 // ok", "Ünïcödé — 東京 🙂",
+             "  two  spaces\n\n\tand a tab", "x=3.14159; y = 12345678 // ok",
+             "Ünïcödé — 東京 🙂",
              "<think>\nStep 1: 3 × 4 = 12.\n</think>"]
     url = llama_cpp.base_url.removesuffix("/v1") + "/tokenize"
     for text in texts:

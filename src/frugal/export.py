@@ -2,10 +2,10 @@
 
 Merged: PEFT folds the LoRA weights into the base (`merge_and_unload`) and transformers saves
 safetensors, the tokenizer and its chat template. GGUF: the merged weights are written with the
-`gguf` package (f32, f16, q8_0 or q4_0 for the 2-D weights) under llama.cpp's tensor names, with the
-model's hyper-parameters and its BPE tokenizer as metadata, so llama.cpp-based runtimes and
-transformers' `gguf_file=` loader read it. GGUF export covers the Llama architecture (SmolLM2,
-Llama, and the like).
+`gguf` package (f32, f16, q8_0 or q4_0 for the 2-D weights) under llama.cpp's tensor names,
+with the model's hyper-parameters and its BPE tokenizer (and how it splits text) as metadata, so
+llama.cpp-based runtimes and transformers' `gguf_file=` loader read it. GGUF export covers the
+Llama architecture (SmolLM2, Llama, and the like).
 
 Both are written under a temporary name next to the destination and renamed into place when
 complete, so a full disk, a crash or an error never leaves a truncated `.gguf` or a half-written
