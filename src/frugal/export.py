@@ -150,8 +150,7 @@ def _write_gguf(writer: Any, loaded: Any, kind: str) -> None:
             # whose rounding moves every logit (llama.cpp's own quantizer keeps that layer at
             # higher precision too).
             target = "q8_0" if name in ("token_embd.weight", "output.weight") else kind
-            quant = {"q8_0": gguf.GGMLQuantizationType.Q8_0,
-                     "q4_0": gguf.GGMLQuantizationType.Q4_0}[target]
+            quant = gguf.GGMLQuantizationType[target.upper()]
             quantized = gguf.quants.quantize(data.astype(np.float32), quant)
             writer.add_tensor(name, quantized, raw_dtype=quant)
     writer.write_header_to_file()
