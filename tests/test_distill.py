@@ -179,3 +179,46 @@ def test_a_crashing_teacher_still_writes_its_ledger_entry(
     tmp_path = run_dir
     entry = read_ledger(tmp_path).entries[-1]
     assert entry.stage == "distill" and entry.calls == 0
+
+
+def test_a_chat_teacher_that_reasons_in_its_answer_text_yields_traces_with_thinking(
+    tmp_path: Path
+) -> None:
+    total = task_pool(tmp_path, per_family=1)
+    prices = TokenPrices(input_per_million=1.0, output_per_million=2.0)
+    with FakeOpenAIServer(reasoning_mode="content", prices=(1.0, 2.0)) as server:
+        config = DistillConfig(teacher="openai", openai=openai_config(server), prices=prices)
+        events = RecordedEvents()
+        result = distill.run(config, tmp_path, events)
+        billed = server.billed_dollars
+    assert len(result.traces) == total
+    assert all(t.thinking.startswith("Let me think about:") and t.thinking_from == "content"
+               and t.answer == "Final Answer: 42" for t in result.traces)
+    assert read_ledger(tmp_path).total_dollars == pytest.approx(billed)
+    # The start says what this teacher gives, from its first reply.
+    assert any("reasons in its reply's text" in note for note, _ in events.notes)
+    # Read under another setting, the same cached replies are split again: no call is made.
+    with FakeOpenAIServer() as server:
+        config.openai = openai_config(server, thinking_source="field")
+        again = distill.run(config, tmp_path)
+        assert server.total_calls == 0
+    assert all(t.thinking == "" and t.thinking_from == "none" for t in again.traces)
+
+
+def test_a_hidden_reasoning_teacher_stops_distill_and_is_not_asked_again(tmp_path: Path) -> None:
+    task_pool(tmp_path, per_family=1)
+    prices = TokenPrices(input_per_million=1.0, output_per_million=2.0)
+    with FakeOpenAIServer(reasoning_mode="hidden", prices=(1.0, 2.0)) as server:
+        config = DistillConfig(teacher="openai", prices=prices,
+                               openai=openai_config(server, concurrency=1))
+        result = distill.run(config, tmp_path)
+        calls, billed = server.total_calls, server.billed_dollars
+    assert calls == 1 and result.stopped and "hides its reasoning" in result.stopped
+    assert not result.complete and len(result.traces) == 1
+    assert result.traces[0].thinking_from == "hidden"
+    assert read_ledger(tmp_path).total_dollars == pytest.approx(billed)  # charged
+    with FakeOpenAIServer(reasoning_mode="hidden") as server:
+        config.openai = openai_config(server, concurrency=1)
+        again = distill.run(config, tmp_path)
+        assert server.total_calls == 0
+    assert again.stopped and "not asking" in again.stopped

@@ -45,6 +45,7 @@ from frugal.run_files import (
 )
 from frugal.run_lock import locks_run_dir
 from frugal.settings.curate import CurateConfig
+from frugal.teachers.thinking import DESCRIPTIONS, FOUND_HIDDEN, FOUND_NONE
 
 
 @dataclass
@@ -215,12 +216,16 @@ def _check_trace(items: list[Item]) -> dict[str, str]:
         if item.trace is None:
             reasons[item.question.id] = "no trace: the teacher never answered it"
         elif not item.trace.thinking.strip():
-            reasons[item.question.id] = "trace has no thinking"
+            found = item.trace.thinking_from
+            reasons[item.question.id] = "trace has no thinking" + (
+                f" (the teacher's reply: {DESCRIPTIONS[found]})" if found in WITHOUT_THINKING
+                else "")
         elif not item.trace.answer.strip():
             reasons[item.question.id] = "trace has no answer section (cut off while thinking?)"
     return reasons
 
 
+WITHOUT_THINKING = (FOUND_NONE, FOUND_HIDDEN)
 _PLACEHOLDER_ANSWERS = {"n/a", "na", "none", "null", "unknown", "?", "-", "tbd"}
 
 

@@ -46,6 +46,7 @@ from frugal.teacher_cache import (
     cache_key,
 )
 from frugal.teachers.base import Teacher, TeacherResponse, TeacherStopped, Usage
+from frugal.teachers.thinking import DESCRIPTIONS, FOUND_HIDDEN, FOUND_NONE
 
 
 @dataclass
@@ -146,6 +147,7 @@ class _CachingSink:
         self.possibly_billed = 0
         self.failed: dict[str, str] = {}
         self.cap_message: str | None = None
+        self.announced = False
 
     @property
     def spent(self) -> float:
@@ -207,6 +209,8 @@ class _CachingSink:
         self.admitted.pop(question.id, None)
         self.calls += 1
         self.tokens += response.input_tokens + response.output_tokens
+        if not self.announced:
+            self.announced = announce_thinking(self.teacher, [response], self.events)
         self._advance()
 
     def billed(self, reservation: Reservation, usage: Usage, reason: str) -> None:
@@ -237,6 +241,25 @@ class _CachingSink:
 
     def _refresh(self) -> None:
         self.bar.update(tokens=self.tokens, dollars=self.spent, failed=len(self.failed))
+
+
+def announce_thinking(
+    teacher: Teacher, responses: list[TeacherResponse], events: Events
+) -> bool:
+    """Say where the teacher's thinking comes from, as its first reply shows; False when the
+    teacher writes thinking and answer apart (nothing to say)."""
+    found = next((c.found_in for r in responses for c in teacher.completions(r) if c.found_in),
+                 None)
+    if found is None:
+        return False
+    events.note(f"teacher {teacher.model}: {DESCRIPTIONS.get(found, found)} (from its first "
+                "reply)", warning=found in (FOUND_NONE, FOUND_HIDDEN))
+    return True
+
+
+def hidden_reasoning(teacher: Teacher, responses: list[TeacherResponse]) -> bool:
+    """Whether a stored reply of this teacher billed reasoning it never returned."""
+    return any(c.found_in == FOUND_HIDDEN for r in responses for c in teacher.completions(r))
 
 
 @dataclass
@@ -295,6 +318,12 @@ def collect(
     final_failures = {} if retry_failed else {
         key: failure for key, failure in cache.failures(keys.values()).items() if failure.final
     }
+    # What the replies cached already show about this teacher, said before any new call; a
+    # teacher that hides its reasoning is not asked again (it would bill reasoning for nothing).
+    earlier = [TeacherResponse.from_dict(r) for key in sorted(cached)
+               if (r := cache.get(key)) is not None]
+    announced = announce_thinking(teacher, earlier, events)
+    hides = hidden_reasoning(teacher, earlier)
     todo, asked = [], set()
     for q in questions:
         key = keys[q.id]
@@ -306,13 +335,19 @@ def collect(
     with events.progress(label, len(questions), len(questions) - len(todo), tokens=0,
                          dollars=0.0, failed=len(final_failures)) as bar:
         sink = _CachingSink(teacher, cache, keys, params, prices, max_cost, bar, events)
+        sink.announced = announced
         sink.paid_elsewhere = paid_elsewhere
         sink.failed.update({f.question_id: f.reason for f in final_failures.values()})
         interrupted = False
         stopped: str | None = None
         error: Exception | None = None
         try:
-            if todo:
+            if todo and hides:
+                stopped = (f"not asking {teacher.model} again: a reply it gave before billed "
+                           "reasoning tokens and returned no reasoning text. Fix: use a teacher "
+                           "that returns its reasoning, or set distill.openai.thinking_source: "
+                           "content")
+            elif todo:
                 teacher.run(todo, sink)
         except KeyboardInterrupt:
             interrupted = True  # everything received is already in the cache
@@ -444,13 +479,15 @@ def _derive_traces(
         if stored is None:
             continue
         response = TeacherResponse.from_dict(stored)
+        # Split again under the current settings (where the thinking is read from).
+        completions = teacher.completions(response)
         # Only the answer section counts: a trace cut off before answering is not correct
         # because its thinking happens to end on the right number.
-        graded = [grade(c.answer, question.answer) for c in response.completions]
+        graded = [grade(c.answer, question.answer) for c in completions]
         if not graded:
             continue
         best = next((i for i, g in enumerate(graded) if g.correct), 0)
-        completion = response.completions[best]
+        completion = completions[best]
         trace = Trace(
             id=question.id, domain=question.domain, thinking=completion.thinking,
             answer=completion.answer, extracted=graded[best].extracted,
@@ -459,6 +496,7 @@ def _derive_traces(
             tokens=TraceTokens(input=response.input_tokens,
                                output=completion.output_tokens or response.output_tokens,
                                cached_input=response.cached_input_tokens),
+            thinking_from=completion.found_in or None,
         )
         if len(graded) > 1:
             trace.samples = len(graded)

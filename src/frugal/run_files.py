@@ -272,6 +272,9 @@ class Trace(BaseModel):
     tokens: TraceTokens = TraceTokens()
     samples: int | None = None  # with several samples (the self teacher): how many
     pass_rate: float | None = None  # and the share of them that were correct
+    # Where a model teacher's reply had its thinking (frugal.teachers.thinking): field, tags,
+    # content, none or hidden; None for teachers that write the two apart.
+    thinking_from: str | None = None
 
 
 class SelectedItem(BaseModel):

@@ -59,7 +59,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 Fault = tuple[Any, ...] | str
-ReasoningMode = Literal["reasoning_content", "reasoning", "think"]
+# Where the reply puts its thinking: a reasoning field, a <think> block, the text before the
+# answer in content (a chat model without a reasoning channel), or nowhere: billed as
+# reasoning tokens and not returned (OpenAI's reasoning models).
+ReasoningMode = Literal["reasoning_content", "reasoning", "think", "content", "hidden"]
 # (thinking, answer) for a prompt; the default thinks about the question and answers 42.
 ReplyFn = Callable[[str], tuple[str, str]]
 
@@ -255,6 +258,10 @@ class FakeOpenAIServer:
             message = {"role": "assistant", "content": ""}
         elif self.reasoning_mode == "think":
             message["content"] = f"<think>\n{thinking}\n</think>\n\n{answer}"
+        elif self.reasoning_mode == "content":
+            message["content"] = f"{thinking}\n\n{answer}"
+        elif self.reasoning_mode == "hidden":
+            pass  # billed below as reasoning tokens, never sent
         else:
             message[self.reasoning_mode] = thinking
         payload: dict[str, Any] = {
@@ -273,6 +280,9 @@ class FakeOpenAIServer:
                 "total_tokens": PROMPT_TOKENS + completion_tokens,
                 "prompt_tokens_details": {"cached_tokens": CACHED_TOKENS},
             }
+            if self.reasoning_mode == "hidden":
+                payload["usage"]["completion_tokens_details"] = {
+                    "reasoning_tokens": min(len(thinking.split()), completion_tokens)}
         if name in (None, "no_usage"):
             with self._lock:
                 self.answered[prompt] += 1
@@ -367,7 +377,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--reasoning-mode",
         default="reasoning_content",
-        choices=["reasoning_content", "reasoning", "think"],
+        choices=["reasoning_content", "reasoning", "think", "content", "hidden"],
     )
     args = parser.parse_args(argv)
     plan = {

@@ -41,8 +41,8 @@ from frugal.teachers.openai_teacher import (
     OpenAITeacherConfig,
     max_input_tokens,
     parse_retry_after,
-    split_reasoning,
 )
+from frugal.teachers.thinking import Split, split_content, split_reply, split_tags
 from tests.teachers.fake_openai_server import (
     CACHED_TOKENS,
     PROMPT_TOKENS,
@@ -205,9 +205,12 @@ def test_answers_come_back_parsed_with_usage(serve: Callable[..., FakeOpenAIServ
     assert body["messages"][0] == {"role": "system", "content": SYSTEM_PROMPT}
 
 
-@pytest.mark.parametrize("mode", ["reasoning_content", "reasoning", "think"])
+@pytest.mark.parametrize(("mode", "found_in"), [
+    ("reasoning_content", "field"), ("reasoning", "field"), ("think", "tags"),
+    ("content", "content"),
+])
 def test_reasoning_is_read_from_each_place_servers_put_it(
-    serve: Callable[..., FakeOpenAIServer], mode: str
+    serve: Callable[..., FakeOpenAIServer], mode: str, found_in: str
 ) -> None:
     server = serve(reasoning_mode=mode, reply=lambda p: ("First, 7 * 6 = 42.", "Final Answer: 42"))
     teacher, _ = make_teacher(server)
@@ -217,13 +220,84 @@ def test_reasoning_is_read_from_each_place_servers_put_it(
     (completion,) = sink.puts["q7"].completions
     assert completion.thinking == "First, 7 * 6 = 42."
     assert completion.answer == "Final Answer: 42"  # no <think> block left in the answer
+    assert completion.found_in == found_in
+    # The reply is kept as it came, so the split can be made again without a call.
+    assert sink.puts["q7"].extra["reply"]["content"].endswith("Final Answer: 42")
 
 
-def test_split_reasoning_edge_cases() -> None:
-    assert split_reasoning("<think>a</think>\n\nb") == ("a", "b")
-    assert split_reasoning("  <think>\nstill thinking") == ("still thinking", "")  # cut off
-    assert split_reasoning("opened by the template</think>b") == ("opened by the template", "b")
-    assert split_reasoning("just an answer") == (None, "just an answer")
+def test_a_named_thinking_source_reads_only_that_place(
+    serve: Callable[..., FakeOpenAIServer]
+) -> None:
+    server = serve(reasoning_mode="content",
+                   reply=lambda p: ("First, 7 * 6 = 42.", "Final Answer: 42"))
+    field_only, _ = make_teacher(server, thinking_source="field")
+    sink = RecordingSink()
+    field_only.run([question(7)], sink)
+    (completion,) = sink.puts["q7"].completions
+    assert (completion.thinking, completion.found_in) == ("", "none")
+    assert completion.answer == "First, 7 * 6 = 42.\n\nFinal Answer: 42"
+    # The same stored reply under auto: the chain of thought, without asking again.
+    auto, _ = make_teacher(server)
+    (again,) = auto.completions(sink.puts["q7"])
+    assert (again.thinking, again.answer, again.found_in) == (
+        "First, 7 * 6 = 42.", "Final Answer: 42", "content")
+    assert server.total_calls == 1
+
+
+def test_a_teacher_that_hides_its_reasoning_stops_the_run_at_its_first_reply(
+    serve: Callable[..., FakeOpenAIServer]
+) -> None:
+    server = serve(reasoning_mode="hidden")
+    teacher, sleep = make_teacher(server, concurrency=1)
+    sink = RecordingSink()
+    with pytest.raises(TeacherStopped, match="hides its reasoning") as stopped:
+        teacher.run([question(i) for i in range(4)], sink)
+    assert "thinking_source: content" in str(stopped.value)
+    # One call: charged at its usage and kept, not retried, and no other question asked.
+    assert server.total_calls == 1 and sleep.delays == []
+    assert sink.outcomes() == ["put"] and list(sink.puts) == ["q0"] and sink.fails == {}
+    (completion,) = sink.puts["q0"].completions
+    assert completion.found_in == "hidden" and completion.thinking == ""
+    assert sink.puts["q0"].extra["reply"]["reasoning_tokens"] == 9  # "Let me think about: ..."
+
+    # Told to read the chain of thought from the answer text, the same teacher runs on.
+    content, _ = make_teacher(server, concurrency=1, thinking_source="content")
+    sink = RecordingSink()
+    content.run([question(i) for i in range(4)], sink)
+    assert len(sink.puts) == 4 and server.total_calls == 5
+
+
+def test_split_tags_edge_cases() -> None:
+    assert split_tags("<think>a</think>\n\nb") == ("a", "b")
+    assert split_tags("  <think>\nstill thinking") == ("still thinking", "")  # cut off
+    assert split_tags("opened by the template</think>b") == ("opened by the template", "b")
+    assert split_tags("just an answer") == (None, "just an answer")
+
+
+def test_split_content_finds_the_final_answer_line_or_the_last_box() -> None:
+    assert split_content("Step 1.\nStep 2.\nFinal Answer: 42") == (
+        "Step 1.\nStep 2.", "Final Answer: 42")
+    # The last final-answer line ends the thinking; markdown around it is still that line,
+    # and what follows it belongs to the answer.
+    assert split_content("Final answer might be 3.\nNo.\n**Final Answer:** 4\nDone.") == (
+        "Final answer might be 3.\nNo.", "**Final Answer:** 4\nDone.")
+    assert split_content("a\n### Final Answer\n\\[\\boxed{7}\\]") == (
+        "a", "### Final Answer\n\\[\\boxed{7}\\]")
+    assert split_content("So 2+2 is\n\\boxed{4}.") == ("So 2+2 is", "\\boxed{4}.")
+    assert split_content("It is 42.") is None
+
+
+def test_split_reply_per_setting() -> None:
+    text = "Half of 84.\nFinal Answer: 42"
+    assert split_reply(text, None, "auto") == Split("Half of 84.", "Final Answer: 42", "content")
+    assert split_reply(text, "from the field", "auto").found_in == "field"
+    assert split_reply(text, "from the field", "content").thinking == "Half of 84."
+    assert split_reply(text, None, "tags") == Split("", text, "none")
+    assert split_reply("<think>t</think>Final Answer: 1", None, "auto").found_in == "tags"
+    # Billed reasoning with no text is hidden, unless the answer text is to be read.
+    assert split_reply(text, None, "auto", hidden_tokens=9).found_in == "hidden"
+    assert split_reply(text, None, "content", hidden_tokens=9).found_in == "content"
+    assert split_reply("It is 42.", None, "auto") == Split("", "It is 42.", "none")
 
 
 def test_requests_run_concurrently(serve: Callable[..., FakeOpenAIServer]) -> None:

@@ -14,6 +14,9 @@ from frugal.settings.engines import LlamaCppSection
 # Sent when the key's variable is unset: vLLM, Ollama and llama.cpp accept any key.
 PLACEHOLDER_KEY = "EMPTY"
 
+# Where a reply's reasoning is read from (frugal.teachers.thinking): per reply, or one place.
+ThinkingSource = Literal["auto", "field", "tags", "content"]
+
 
 class OpenAITeacherConfig(BaseModel):
     """Where the teacher is, how to sample it, and how hard to try."""
@@ -82,7 +85,13 @@ class OpenAITeacherConfig(BaseModel):
         description="Extra JSON merged into each request body, passed through unchanged "
         '(e.g. {"top_p": 0.95} or vLLM options such as {"top_k": 20}).',
     )
-
+    thinking_source: ThinkingSource = Field(
+        "auto",
+        description="Where each reply's reasoning is read from: field (reasoning_content / "
+        "reasoning), tags (a <think> block), content (the chain of thought before the reply's "
+        "final-answer line, for chat models without a reasoning channel), or auto: the first "
+        "of these a reply has. Changing it re-splits the cached replies without a new call.",
+    )
 
     @field_validator("extra_body")
     @classmethod

@@ -54,6 +54,9 @@ class Completion:
     thinking: str
     answer: str
     output_tokens: int = 0
+    # Where the thinking was found (frugal.teachers.thinking): field, tags, content, none,
+    # hidden; empty for teachers that write thinking and answer apart (programs, local models).
+    found_in: str = ""
 
 
 @dataclass
@@ -132,6 +135,10 @@ class Teacher(ABC):
 
     def messages(self, question: Question) -> list[dict[str, str]]:
         return teacher_messages(question)
+
+    def completions(self, response: TeacherResponse) -> list[Completion]:
+        """The completions a stored response gives under this teacher's current settings."""
+        return response.completions
 
     @abstractmethod
     def run(self, questions: Sequence[Question], sink: ResponseSink) -> None:

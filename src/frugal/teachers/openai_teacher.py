@@ -1,13 +1,12 @@
 """A teacher that asks any OpenAI-compatible chat-completions endpoint for reasoning traces.
 
 One class serves OpenAI itself, DeepSeek, OpenRouter and local servers (vLLM, Ollama, llama.cpp):
-they differ only in `base_url`, the key, and where they put the reasoning, which is read from
-
-1. `message.reasoning_content` (DeepSeek, vLLM with a reasoning parser), else
-2. `message.reasoning` (newer vLLM, OpenRouter), else
-3. a `<think>...</think>` block at the start of `content` (servers without a reasoning
-   parser); a `</think>` with no opening tag also counts, because chat templates such as
-   Qwen3's and DeepSeek-R1's put the opening `<think>` in the prompt, not in the output.
+they differ only in `base_url`, the key, and where they put the reasoning: a reasoning field, a
+`<think>` block, the chain of thought before the final answer in `content`, or nowhere (hidden);
+`frugal.teachers.thinking` reads it, as `thinking_source` says. Each reply's text is stored as it
+came (`extra["reply"]`), so the split can be made again without paying again. A reply whose
+usage bills reasoning tokens while no reasoning text came back stops the run with the fix: it is
+charged and kept, not retried, because every further call would pay for reasoning nobody gets.
 
 Calls run concurrently (an `asyncio.Semaphore` of `concurrency`) with the official
 `openai.AsyncOpenAI` client, its own retries off (`max_retries=0`) so that every attempt is one
@@ -61,8 +60,9 @@ from frugal.teachers.base import (
     TeacherStopped,
     Usage,
 )
+from frugal.teachers.thinking import FOUND_HIDDEN, REASONING_FIELDS, split_reply
 
-__all__ = ["OpenAITeacher", "OpenAITeacherConfig", "max_input_tokens", "split_reasoning"]
+__all__ = ["OpenAITeacher", "OpenAITeacherConfig", "max_input_tokens"]
 
 # Statuses worth another try besides 5xx: 429 (rate limit), 408 (request timeout) and 409
 # (lock conflict) are transient; the official client retries the same set.
@@ -71,7 +71,6 @@ _RETRY_STATUSES = frozenset({408, 409, 429})
 _STOP_STATUSES = frozenset({401, 403, 404})
 # httpx (and httpx2) errors raised before any byte of the request left: nothing can be billed.
 _NEVER_SENT = frozenset({"ConnectError", "ConnectTimeout", "PoolTimeout"})
-_THINK_OPEN, _THINK_CLOSE = "<think>", "</think>"
 
 
 def max_input_tokens(messages: Sequence[Mapping[str, str]]) -> int:
@@ -84,23 +83,6 @@ def max_input_tokens(messages: Sequence[Mapping[str, str]]) -> int:
     """
     content = sum(len((m.get("content") or "").encode("utf-8")) for m in messages)
     return content + 8 * len(messages) + 8
-
-
-def split_reasoning(content: str) -> tuple[str | None, str]:
-    """Split `<think>...</think>` off the start of `content`: (thinking or None, answer).
-
-    A missing close tag means the output stopped mid-thought (all thinking, no answer); a close
-    tag with no opening tag means the template opened the block in the prompt.
-    """
-    text = content.lstrip()
-    if text.startswith(_THINK_OPEN):
-        body = text[len(_THINK_OPEN) :]
-        thinking, closed, answer = body.partition(_THINK_CLOSE)
-        return thinking.strip(), answer.strip() if closed else ""
-    if _THINK_CLOSE in text:
-        thinking, _, answer = text.partition(_THINK_CLOSE)
-        return thinking.strip(), answer.strip()
-    return None, content.strip()
 
 
 def parse_retry_after(headers: Mapping[str, str] | None, now: float | None = None) -> float | None:
@@ -328,10 +310,14 @@ class OpenAITeacher(Teacher):
                     return
                 await self._backoff(reply, attempt, state)
                 continue
-            self._charge(reply, question, reservation, sink, state)
             if reply.response is not None:
                 reply.response.extra["attempts"] = attempt + 1
+            self._charge(reply, question, reservation, sink, state)
+            if reply.response is not None:
                 state.succeeded()
+                hidden = self._hides_reasoning(question, reply.response)
+                if hidden is not None:
+                    state.stop(hidden)
                 return
             state.failed_attempt(reply.problem)
             if reply.hit_output_cap:
@@ -476,20 +462,11 @@ class OpenAITeacher(Teacher):
         message = choice.message
         content = message.content if isinstance(message.content, str) else ""
         extra = getattr(message, "model_extra", None) or {}
-        thinking = next(
-            (
-                v
-                for k in ("reasoning_content", "reasoning")
-                if isinstance(v := extra.get(k), str) and v
-            ),
-            None,
-        )
-        if thinking is None:
-            thinking, answer = split_reasoning(content)
-        else:
-            answer = content.strip()
+        reasoning = next((v for k in REASONING_FIELDS
+                          if isinstance(v := extra.get(k), str) and v.strip()), None)
+        hidden_tokens = _reasoning_tokens(raw)
         finish_reason = getattr(choice, "finish_reason", None)
-        if not thinking and not answer:
+        if not content.strip() and not reasoning:
             if finish_reason == "length":
                 return _Reply(usage, None, (
                     f"the reply is empty: it stopped at the output cap (finish_reason "
@@ -497,18 +474,47 @@ class OpenAITeacher(Teacher):
                     "used it up"
                 ), hit_output_cap=True)
             return _Reply(usage, None, "the reply's message has neither content nor reasoning")
+        # Stored as it came, so a changed thinking_source splits it again without a call.
+        reply = {"content": content, "reasoning": reasoning, "reasoning_tokens": hidden_tokens}
         output_tokens = usage.output_tokens if usage else 0
         response = TeacherResponse(
-            completions=[
-                Completion(thinking=thinking or "", answer=answer, output_tokens=output_tokens)
-            ],
+            completions=[self._completion(reply, output_tokens)],
             input_tokens=usage.input_tokens if usage else 0,
             output_tokens=output_tokens,
             cached_input_tokens=usage.cached_input_tokens if usage else 0,
             model=raw.model or self.config.model,
-            extra={"finish_reason": finish_reason, **({} if usage else {"no_usage": True})},
+            extra={"finish_reason": finish_reason, "reply": reply,
+                   **({} if usage else {"no_usage": True})},
         )
         return _Reply(usage, response)
+
+    def _completion(self, reply: Mapping[str, Any], output_tokens: int) -> Completion:
+        split = split_reply(reply["content"], reply.get("reasoning"),
+                            self.config.thinking_source,
+                            hidden_tokens=reply.get("reasoning_tokens") or 0)
+        return Completion(thinking=split.thinking, answer=split.answer,
+                          output_tokens=output_tokens, found_in=split.found_in)
+
+    def completions(self, response: TeacherResponse) -> list[Completion]:
+        reply = response.extra.get("reply")
+        if not isinstance(reply, dict) or not isinstance(reply.get("content"), str):
+            return response.completions  # stored before replies were kept whole
+        return [self._completion(reply, c.output_tokens) for c in response.completions]
+
+    def _hides_reasoning(self, question: Question, response: TeacherResponse) -> str | None:
+        """The run-stopping message for a reply that billed reasoning it did not return."""
+        if response.completions[0].found_in != FOUND_HIDDEN:
+            return None
+        tokens = response.extra["reply"]["reasoning_tokens"]
+        return (
+            f"{self.config.model!r} at {self.config.base_url} hides its reasoning: its reply to "
+            f"question {question.id} billed {tokens} reasoning tokens and returned no reasoning "
+            "text (no reasoning field, no <think> block), so what it thought cannot become a "
+            "trace. That reply is charged and kept, and no new call is sent. Fix: use a "
+            "teacher that returns its reasoning (a reasoning model behind vLLM with a reasoning "
+            "parser, DeepSeek's API, OpenRouter), or set distill.openai.thinking_source: "
+            "content to train on the chain of thought it writes before its final answer"
+        )
 
     def _delay(self, attempt: int, retry_after: float | None) -> float:
         """Seconds before retry number `attempt + 1`."""
@@ -547,6 +553,14 @@ class OpenAITeacher(Teacher):
                 "and extra_body in the teacher config"
             )
         return TeacherError(f"{where}. Not retried: {hint}.")
+
+
+def _reasoning_tokens(raw: ChatCompletion) -> int:
+    """Reasoning tokens the reply's usage bills (0 when it says none, or nothing readable)."""
+    details = getattr(raw.usage, "completion_tokens_details", None)
+    tokens = getattr(details, "reasoning_tokens", None)
+    return tokens if isinstance(tokens, int) and not isinstance(tokens, bool) and tokens > 0 \
+        else 0
 
 
 def _usage(raw: ChatCompletion) -> Usage | None:
