@@ -560,6 +560,7 @@ def cost_command(
         return
     table = Table("item", "amount", "dollars", title=f"cost estimate: {loaded.name}")
     table.add_row("questions", f"{found.questions:,}", "")
+    table.add_row("teacher's traces", found.teacher_gives, "")
     local_teacher = (f" = {found.teacher_seconds / 60:.1f} min of decoding"
                      if found.teacher_seconds else "")
     table.add_row("teacher tokens (in / out, worst case)",

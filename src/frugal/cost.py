@@ -14,6 +14,7 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from frugal.break_even import BreakEven, Offer, reference_offer
@@ -41,6 +42,7 @@ class CostEstimate:
     machine_price_per_hour: float
     compute_dollars: float
     total_dollars: float
+    teacher_gives: str = ""  # what its traces' thinking will be, as far as can be told
     # Break-even against the recipe's reference API, before any accuracy is known: a request
     # is a prompt of the pool's mean length answered with a trace of the teacher's mean length.
     prompt_tokens_per_request: float = 0.0
@@ -55,6 +57,7 @@ class CostEstimate:
 
 
 def estimate(recipe: Recipe) -> CostEstimate:
+    from frugal.distill import teacher_gives
     from frugal.evaluate import later_waits, points_of
     from frugal.evaluation.benchmarks import load_questions, resolve
     from frugal.models import load_model
@@ -125,6 +128,7 @@ def estimate(recipe: Recipe) -> CostEstimate:
         prompt_tokens_per_request=mean_prompt, output_tokens_per_request=mean_output,
         one_off_dollars=one_off, specialist_dollars_per_request=per_request,
     )
+    found.teacher_gives = teacher_gives(recipe.distill, Path("runs") / recipe.name)
     comparison = break_even_of(found, recipe)
     reference = comparison.alternatives[0]
     found.reference_dollars_per_request = reference.per_request

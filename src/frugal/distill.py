@@ -257,6 +257,32 @@ def announce_thinking(
     return True
 
 
+def teacher_gives(config: DistillConfig, run_dir: Path | None = None) -> str:
+    """One sentence on what traces the configured teacher gives: from a reply it gave this run
+    directory before where there is one, else what its kind and settings say."""
+    if config.teacher == "program":
+        return "worked solutions of the task families' programs (thinking, then Final Answer)"
+    if config.teacher == "dataset":
+        return "the pool's own worked solutions (thinking, then Final Answer)"
+    if config.teacher in ("hf", "self"):
+        return "the local model's thinking section, with budget forcing"
+    source = config.openai.thinking_source if config.openai else "auto"
+    cache_path = run_dir / TEACHER_CACHE if run_dir is not None else None
+    if config.openai is not None and cache_path is not None and cache_path.is_file():
+        teacher = make_teacher(config)
+        with TeacherCache(cache_path) as cache:
+            stored = cache.latest_response(teacher.kind, teacher.model)
+        if stored is not None:
+            found = next((c.found_in for c in teacher.completions(
+                TeacherResponse.from_dict(stored))), FOUND_NONE)
+            return f"{DESCRIPTIONS.get(found, found)} (from a reply it gave {run_dir})"
+    if source != "auto":
+        return f"read from one place ({source}): {DESCRIPTIONS[source]}"
+    return ("known from its first reply, which `frugal distill` reports: a reasoning field, a "
+            "<think> block, or the chain of thought before its final-answer line; a teacher "
+            "that hides its reasoning stops the run at that reply")
+
+
 def hidden_reasoning(teacher: Teacher, responses: list[TeacherResponse]) -> bool:
     """Whether a stored reply of this teacher billed reasoning it never returned."""
     return any(c.found_in == FOUND_HIDDEN for r in responses for c in teacher.completions(r))

@@ -138,6 +138,13 @@ class TeacherCache:
         row = self._db.execute("SELECT response FROM responses WHERE key = ?", (key,)).fetchone()
         return json.loads(row[0]) if row else None
 
+    def latest_response(self, teacher: str, model: str) -> dict[str, Any] | None:
+        """The newest stored response of this teacher and model, None when there is none."""
+        row = self._db.execute(
+            "SELECT response FROM responses WHERE teacher = ? AND model = ? "
+            "ORDER BY created DESC LIMIT 1", (teacher, model)).fetchone()
+        return json.loads(row[0]) if row else None
+
     def has(self, keys: Iterable[str]) -> set[str]:
         """Which of `keys` have a usable response (one query per chunk, not per key)."""
         return self._present("responses", keys)
