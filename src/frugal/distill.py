@@ -108,6 +108,10 @@ def make_teacher(config: DistillConfig) -> Teacher:
         from frugal.teachers.openai_teacher import OpenAITeacher
 
         return OpenAITeacher(config.openai)
+    if config.teacher == "hf" and config.local.style == "chat":
+        from frugal.teachers.served_chat import ServedChatTeacher
+
+        return ServedChatTeacher(config.local)
     if config.teacher in ("hf", "self"):
         from frugal.teachers.local import HFTeacher, SelfTeacher
 
@@ -264,6 +268,9 @@ def teacher_gives(config: DistillConfig, run_dir: Path | None = None) -> str:
         return "worked solutions of the task families' programs (thinking, then Final Answer)"
     if config.teacher == "dataset":
         return "the pool's own worked solutions (thinking, then Final Answer)"
+    if config.teacher == "hf" and config.local.style == "chat":
+        return ("the local model's chat answers: " + DESCRIPTIONS["content"]
+                + "; a reply without one has no thinking")
     if config.teacher in ("hf", "self"):
         return "the local model's thinking section, with budget forcing"
     source = config.openai.thinking_source if config.openai else "auto"

@@ -1,9 +1,12 @@
 """Serve a model and its adapters with llama.cpp's `llama-server`, and stop it afterwards.
 
-`--engine llama.cpp` (serve and eval) runs generation here: each served model (the base, and
-each adapter merged into it) is exported to GGUF once (`frugal.export`), cached under
+`--engine llama.cpp` (serve, eval, local teachers) runs generation here: each served model (the
+base, and each adapter merged into it) is exported to GGUF once (`frugal.export`), cached under
 `$FRUGAL_CACHE/gguf` by the base's and the adapter's fingerprints so a restart does not export
 again, and served by its own `llama-server` process with parallel slots and continuous batching.
+A base that is a GGUF file already (a `.gguf` path, a parted alias such as
+`qwen2.5-coder-1.5b-instruct`) is served from that file as it is: no dequantizing, no export,
+its own quantization (the `weights` setting applies to exported models only).
 The endpoint engine talks to each through llama.cpp's native `/completion` API (prompts and
 replies as token ids), so budget forcing is exact.
 
@@ -58,12 +61,19 @@ def llama_cpp_available() -> bool:
 
 
 def gguf_for(model: str, adapter: Path | None, weights: GgufType) -> Path:
-    """The GGUF file of `model` (+ `adapter` merged in), exported on first use and cached by
-    the fingerprints of both, so a changed base or a retrained adapter is exported anew."""
+    """The GGUF file of `model` (+ `adapter` merged in): a GGUF base's own file, else exported
+    on first use and cached by the fingerprints of both, so a changed base or a retrained
+    adapter is exported anew."""
     from frugal.adapters import adapter_fingerprint
     from frugal.export import GGUF_EXPORT_VERSION
     from frugal.models import cache_dir, fingerprint
 
+    if adapter is None:
+        from frugal.models import served_gguf
+
+        as_is = served_gguf(model)
+        if as_is is not None:
+            return as_is
     parts = [fingerprint(model), weights, f"export-{GGUF_EXPORT_VERSION}"]
     if adapter is not None:
         parts.append(adapter_fingerprint(adapter))

