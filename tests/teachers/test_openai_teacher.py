@@ -284,6 +284,14 @@ def test_split_content_finds_the_final_answer_line_or_the_last_box() -> None:
     assert split_content("a\n### Final Answer\n\\[\\boxed{7}\\]") == (
         "a", "### Final Answer\n\\[\\boxed{7}\\]")
     assert split_content("So 2+2 is\n\\boxed{4}.") == ("So 2+2 is", "\\boxed{4}.")
+    # How chat models close when nobody taught them a format (SmolLM2, Qwen2.5).
+    assert split_content("9 - 4 = 5 birds are left.\n\nThe answer is 5.") == (
+        "9 - 4 = 5 birds are left.", "The answer is 5.")
+    assert split_content("Add: 74 + 54 = 128.\nTherefore, the final answer is "
+                         "\\(\\boxed{128}\\).")[1].startswith("Therefore")
+    assert split_content("So, the answer is 13.\nNo wait.\nSo, the answer is 14.") == (
+        "So, the answer is 13.\nNo wait.", "So, the answer is 14.")
+    assert split_content("We add them. The answer is 42 apples.") is None  # not a line's start
     assert split_content("It is 42.") is None
 
 

@@ -9,9 +9,10 @@ Chat endpoints put a model's reasoning in one of four places:
   and DeepSeek-R1's put the opening `<think>` in the prompt, not in the output;
 - `content`: no reasoning channel at all: the chain of thought is written in `content` before the
   final answer (every instruct model behind vLLM, llama.cpp or Ollama, small hosted chat models).
-  The teachers' prompt asks for a `Final Answer:` line; the text before the last such line is
-  the thinking, that line and what follows it the answer. Without one, the line holding the last
-  `\\boxed{}` starts the answer;
+  The teachers' prompt asks for a `Final Answer:` line; the text before the last final-answer
+  line (that, or a line opening with "The answer is", "So, the answer is", ...) is the thinking,
+  that line and what follows it the answer. Without one, the line holding the last `\\boxed{}`
+  starts the answer;
 - `hidden`: the provider bills reasoning tokens but returns no reasoning text (OpenAI's reasoning
   models): nothing of the reasoning can become a trace.
 
@@ -34,8 +35,14 @@ FOUND_NONE, FOUND_HIDDEN = "none", "hidden"
 
 REASONING_FIELDS = ("reasoning_content", "reasoning")
 _THINK_OPEN, _THINK_CLOSE = "<think>", "</think>"
-# "Final Answer: 42", "**Final Answer:** 42", "### Final answer", "Final answer is 42".
-_FINAL_ANSWER_LINE = re.compile(r"^[\s#>*_`-]*final\s+answer\b", re.IGNORECASE)
+# A line that gives the answer: "Final Answer: 42", "**Final Answer:** 42", "### Final answer",
+# and the way chat models close without being told to: "The answer is 5.", "So, the answer is
+# 13.", "Therefore, the final answer is \\(\\boxed{116}\\)." Only at the start of a line, so
+# "the answer is computed below" inside a paragraph of reasoning does not end it.
+_FINAL_ANSWER_LINE = re.compile(
+    r"^[\s#>*_`-]*(?:(?:so|thus|therefore|hence)\s*,?\s*)?(?:the\s+)?"
+    r"(?:final\s+answer\b|answer\s*(?:is\b|:))",
+    re.IGNORECASE)
 _BOXED = "\\boxed{"
 
 # One sentence per place, for the notes that say what a teacher gives.
