@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from frugal import pipeline
 from frugal.cli import app
+from frugal.events import RecordedEvents
 from frugal.ledger import read_ledger
 from frugal.recipes import load_recipe
 from frugal.run_files import STAGES_FILE, read_summary
@@ -61,10 +62,11 @@ def test_every_stage_writes_its_outputs(finished_run: Path) -> None:
     stages = {e.stage for e in read_ledger(finished_run).entries}
     assert {"pool", "distill", "curate", "train", "eval", "report"} <= stages
     report = (finished_run / "report.md").read_text()
-    for heading in ("## Headline", "## What ran", "## Data funnel", "## Training",
+    for heading in ("## Headline", "## What ran", "## Data funnel", "## Teacher", "## Training",
                     "## Evaluation", "## Cost ledger", "## Was it worth it?", "## Serve it"):
         assert heading in report
     assert "frugal serve" in report and "per correct answer" in report
+    assert "Teacher `frugal.tasks` (program) answered" in report and "per kept trace" in report
     # s1's Wait curve at the best budget (a tie: the smaller one), and its verdict.
     tuned = read_summary(finished_run / "eval/default/summary.json")
     assert [p.budget for p in tuned.points] == ["think4-waits0", "think8-waits0", "think4-waits1"]
@@ -255,6 +257,13 @@ def test_stage_keys_leave_settings_out_by_full_path(tmp_path: Path, tiny_dir: Pa
     assert keys("engine=llama.cpp", "eval.llama_cpp.slots=2",
                 "eval.llama_cpp.threads=1") == on_llama
     assert keys("engine=llama.cpp", "eval.llama_cpp.weights=f32")["eval"] != on_llama["eval"]
+    # Settings added later are out of the key at their defaults (runs made before them keep
+    # their finished stages), and in it otherwise.
+    assert keys("distill.local.style=budget", "eval.compare={}") == base
+    assert "style" not in json.dumps(pipeline._settings_json(load_recipe(path).distill,
+                                                             "distill"))
+    assert keys("distill.local.style=chat")["distill"] != base["distill"]
+    assert keys("eval.compare={other: x}")["eval"] != base["eval"]
 
 
 def test_a_capped_distill_is_partial_stops_the_run_and_resumes_with_a_raised_cap(
@@ -329,3 +338,25 @@ def test_every_stage_reads_only_what_an_earlier_stage_writes(name: str) -> None:
             assert any(isinstance(part, stage.config) for part in parts), stage.name
         written |= set(stage.outputs(recipe))
     assert [s.name for s in pipeline.stages_of(recipe)][-1] == "report"
+
+
+def test_compared_models_are_evaluated_beside_the_run_s_own(tmp_path: Path, tiny_dir: Path,
+                                                          lively_dir: Path) -> None:
+    path = str(tiny_recipe(tmp_path, tiny_dir))
+    missing = tmp_path / "runs" / "other" / "models" / "default"
+    overrides = [f"eval.compare={{other-run: {missing}, lively: {lively_dir}}}"]
+    recipe = load_recipe(path, overrides)
+    assert pipeline.eval_labels(recipe) == ["base", "default", "lively"]
+    events = RecordedEvents()
+    pipeline.run(recipe, tmp_path / "run", events=events)
+    lively = read_summary(tmp_path / "run" / "eval/lively/summary.json")
+    assert [p.budget for p in lively.points] == [
+        p.budget for p in read_summary(tmp_path / "run" / "eval/default/summary.json").points]
+    assert any("other-run" in note and "not there yet" in note and warning
+               for note, warning in events.notes)
+    assert "| lively |" in (tmp_path / "run" / "report.md").read_text()
+    # Once the other run's model exists, a re-run evaluates it alone.
+    shutil.copytree(lively_dir, missing)
+    again = pipeline.run(load_recipe(path, overrides), tmp_path / "run")
+    assert again.ran == ["eval", "report"]
+    assert (tmp_path / "run" / "eval/other-run/summary.json").is_file()

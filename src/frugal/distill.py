@@ -16,6 +16,7 @@ distillation is partial, with what is missing and how to get it.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -250,14 +251,17 @@ class _CachingSink:
 def announce_thinking(
     teacher: Teacher, responses: list[TeacherResponse], events: Events
 ) -> bool:
-    """Say where the teacher's thinking comes from, as its first reply shows; False when the
-    teacher writes thinking and answer apart (nothing to say)."""
-    found = next((c.found_in for r in responses for c in teacher.completions(r) if c.found_in),
-                 None)
-    if found is None:
+    """Say where the teacher's thinking comes from, as its replies show (its first reply, or
+    those cached before); False when the teacher writes thinking and answer apart."""
+    found = Counter(c.found_in for r in responses for c in teacher.completions(r) if c.found_in)
+    if not found:
         return False
-    events.note(f"teacher {teacher.model}: {DESCRIPTIONS.get(found, found)} (from its first "
-                "reply)", warning=found in (FOUND_NONE, FOUND_HIDDEN))
+    usual, count = found.most_common(1)[0]
+    seen = "from its first reply" if len(responses) == 1 else (
+        f"in {count} of the {sum(found.values())} replies it gave before" + "".join(
+            f"; {where} in {n}" for where, n in found.most_common()[1:]))
+    events.note(f"teacher {teacher.model}: {DESCRIPTIONS.get(usual, usual)} ({seen})",
+                warning=usual in (FOUND_NONE, FOUND_HIDDEN))
     return True
 
 

@@ -97,6 +97,15 @@ NOT_IN_KEY = frozenset({
 })
 
 
+# Settings added after runs were made, by full path, with the default that behaves as before:
+# at that default they are left out of the stage keys, so those runs keep their keys (and their
+# finished stages); set to anything else, they are in the key like every other setting.
+ADDED_LATER = {
+    "distill.local.style": "budget", "distill.openai.thinking_source": "auto",
+    "eval.compare": {},
+}
+
+
 class StagePartial(RuntimeError):
     """A stage ended without everything it was asked for; later stages must not run."""
 
@@ -117,7 +126,8 @@ def _settings_json(value: Any, path: str) -> Any:
             value["llama_cpp_weights"] = llama_cpp.get("weights")
     if isinstance(value, dict):
         return {k: _settings_json(v, f"{path}.{k}") for k, v in value.items()
-                if f"{path}.{k}" not in NOT_IN_KEY}
+                if f"{path}.{k}" not in NOT_IN_KEY
+                and ADDED_LATER.get(f"{path}.{k}", object()) != v}
     if isinstance(value, list):
         return [_settings_json(v, path) for v in value]
     return value
@@ -136,7 +146,18 @@ def outputs_exist(recipe: Recipe, run_dir: Path, stage: Stage) -> bool:
 
 
 def eval_labels(recipe: Recipe) -> list[str]:
-    return (["base"] if recipe.eval.base else []) + [recipe.train.name]
+    """The models `frugal run` evaluates: the base, the trained one, and each compared model
+    that is there (one that is not is said by the eval stage, and evaluated once it is)."""
+    return (["base"] if recipe.eval.base else []) + [recipe.train.name] + [
+        label for label, model in recipe.eval.compare.items() if _model_is_there(model)]
+
+
+def _model_is_there(spec: str) -> bool:
+    """A compared model that names a path (another run's model) must exist; other specs
+    (aliases, hub ids) are for the model loader to resolve."""
+    looks_like_path = spec.startswith((".", "/", "~")) or spec.count("/") > 1 or \
+        spec.startswith(("runs/",))
+    return not looks_like_path or Path(spec).expanduser().exists()
 
 
 @locks_run_dir
@@ -278,12 +299,19 @@ def _eval(recipe: Recipe, run_dir: Path, events: Events, resume: bool) -> Any:
 
     settings = recipe.eval
     results = []
+    for label, model in settings.compare.items():
+        if not _model_is_there(model):
+            events.note(f"eval: {label} ({model}) is not there yet, so it is not compared; "
+                        "produce it (for another run's model: `frugal run` that recipe), then "
+                        "run this recipe again", warning=True)
     for label in eval_labels(recipe):
         if not resume:  # results of another model or other settings: start clean
             from frugal.names import remove_inside
 
             remove_inside(run_dir, run_dir / EVAL_DIR / label)
-        if label == "base":
+        if label in settings.compare:
+            model, adapter = settings.compare[label], None
+        elif label == "base":
             model, adapter = recipe.model, None
         elif recipe.train.method == "full":  # a whole model under models/, not an adapter
             model, adapter = str(run_dir / MODELS / label), None
@@ -296,7 +324,7 @@ def _eval(recipe: Recipe, run_dir: Path, events: Events, resume: bool) -> Any:
             chosen |= {"max_thinking_tokens": [max(settings.max_thinking_tokens)],
                        "num_waits": settings.num_waits[:1]}
         config = evaluate.EvalConfig.model_validate(
-            settings.model_dump(exclude={"base", "base_at"}) | chosen)
+            settings.model_dump(exclude={"base", "base_at", "compare"}) | chosen)
         results.append(evaluate.run(config, run_dir, events))
     return results
 

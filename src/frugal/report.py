@@ -43,6 +43,7 @@ from frugal.run_files import (
     read_stages,
     write_text_atomic,
 )
+from frugal.teacher_summary import summarize
 
 
 @dataclass
@@ -182,6 +183,11 @@ def sections(recipe: Recipe, run_dir: Path) -> list[Section]:
         if (run_dir / CURATION_PLOT).is_file():
             funnel.images.append((CURATION_PLOT, "Curation: domains and trace lengths"))
         found.append(funnel)
+
+    teacher = summarize(run_dir)
+    if teacher is not None:
+        found.append(Section("Teacher", [teacher.sentence(
+            recipe.distill.machine_price_per_hour or recipe.machine_price_per_hour)]))
 
     training = Section("Training")
     record = _read_json(run_dir / TRAIN_SUMMARY)

@@ -86,6 +86,11 @@ class RunEvalConfig(EvalConfig):
     one, whose model, adapter and label `frugal run` sets for each."""
 
     base: bool = Field(True, description="Also evaluate the untrained base model.")
+    compare: dict[SafeName, str] = Field(
+        default_factory=dict, description="Other models evaluated beside the base and the "
+        "trained one, at the trained one's points, by label: a model spec, or another run's "
+        "trained model (e.g. {program-taught: runs/quickstart/models/tuned}); a path that "
+        "does not exist yet is skipped with a note.")
     base_at: Literal["every-point", "largest-budget"] = Field(
         "every-point", description="The base model's points: the whole sweep, or only the "
         "largest budget at the first num_waits value (where it is compared; it costs one point).",
