@@ -235,6 +235,7 @@ def pool(settings: dict[str, Any], run: RunOption = Path("runs/default")) -> Non
     "openai.base_url": "--base-url", "openai.api_key_env": "--api-key-env",
     "openai.concurrency": "--concurrency", "openai.max_retries": "--max-retries",
     "openai.timeout": "--timeout", "openai.max_tokens": "--max-tokens",
+    "openai.thinking_source": "--thinking-source",
     "prices.input_per_million": "--price-input", "prices.output_per_million": "--price-output",
     "prices.cached_input_per_million": "--price-cached-input",
     "local.budget.max_thinking_tokens": "--max-thinking-tokens",

@@ -6,7 +6,8 @@ are written and tokenized for a sample), speeds are measured on this machine in 
 recipe's. API teachers are priced at their worst case (every call using `max_tokens`), which
 is also what `--max-cost` reserves per call; local teachers (`hf`, `self`) at the machine time
 of their worst case (every answer thinking its whole budget, `samples` answers per question
-for `self`), decoded at the speed measured with the teacher's model.
+for `self`), decoded at the speed measured with the teacher's model (for a chat-style teacher
+on llama.cpp, on the server it will run on, every slot busy).
 """
 
 from __future__ import annotations
@@ -85,10 +86,13 @@ def estimate(recipe: Recipe) -> CostEstimate:
     elif distill.teacher in LOCAL_TEACHERS:
         answers = len(questions) * (distill.local.samples if distill.teacher == "self" else 1)
         output_tokens = answers * _local_answer_tokens(recipe)
-        teacher_loaded = loaded if distill.local.model == recipe.model else load_model(
-            distill.local.model)
-        teacher_seconds = output_tokens / _decode_speed(teacher_loaded, None,
-                                                        distill.local.batch_size)
+        if distill.local.style == "chat" and distill.local.engine == "llama.cpp":
+            teacher_rate = _served_chat_speed(recipe)
+        else:
+            teacher_loaded = loaded if distill.local.model == recipe.model else load_model(
+                distill.local.model)
+            teacher_rate = _decode_speed(teacher_loaded, None, distill.local.batch_size)
+        teacher_seconds = output_tokens / teacher_rate
         teacher_price = distill.machine_price_per_hour or recipe.machine_price_per_hour
         teacher_dollars = teacher_seconds / 3600 * teacher_price
 
@@ -189,6 +193,20 @@ def _train_speed(loaded: Any, fmt: Any, length: int) -> float:
     model.unload()  # give the base model back untouched for the decode measurement
     loaded.model.eval()
     return max(rates[1:])  # the first pass pays one-time allocations
+
+
+def _served_chat_speed(recipe: Recipe) -> float:
+    """Tokens per second of a chat-style teacher on the llama.cpp server it will run on, with
+    every slot busy (as its distillation keeps them)."""
+    from frugal.engine_servers import PROMPT_TOKENS_BOUND, context_length, managed_endpoint
+    from frugal.teachers.served_chat import measure_tokens_per_second
+
+    local = recipe.distill.local
+    with managed_endpoint("llama.cpp", local.model, {}, dtype="auto", llama_cpp=local.llama_cpp,
+                          context_tokens=context_length(
+                              PROMPT_TOKENS_BOUND, local.budget.max_thinking_tokens,
+                              local.budget.max_answer_tokens)) as endpoint:
+        return measure_tokens_per_second(endpoint, endpoint.concurrency)
 
 
 def _decode_speed(loaded: Any, fmt: Any, batch_size: int) -> float:

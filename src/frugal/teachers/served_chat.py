@@ -10,12 +10,14 @@ every reply stored whole), at no token price: the ledger charges its machine tim
 
 A server started here is never asked a question again while it may still be answering it: the
 time limit of a request follows the speed measured on that server right after it starts (every
-slot busy, each writing the whole output limit, with room to spare), and a request that runs
-past it fails its question instead of being retried; re-running distill asks it again.
+slot busy: one slot's share of it, writing the whole output limit, twice over, plus a minute),
+and a request that runs past it fails its question instead of being retried; re-running distill
+asks it again.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -30,15 +32,15 @@ from frugal.teachers.base import Completion, ResponseSink, TeacherResponse
 from frugal.teachers.local import HFTeacher
 from frugal.teachers.openai_teacher import OpenAITeacher
 
-PROBE_TOKENS = 32  # tokens the speed probe writes
-SLACK = 2.0  # a request may take this many times its measured worst case
+PROBE_TOKENS = 32  # tokens each request of the speed probe writes
+SLACK = 2.0  # a request may take this many times its measured duration
 SETTLE_SECONDS = 60.0  # and this long besides: prompt processing, a busy machine
 
 
-def request_timeout(seconds_per_token: float, output_tokens: int, slots: int) -> float:
-    """Seconds a request may take: every slot writing its whole output limit at the measured
-    one-stream speed (batching only makes it faster), times the slack, plus settling time."""
-    return SLACK * seconds_per_token * output_tokens * slots + SETTLE_SECONDS
+def request_timeout(tokens_per_second: float, slots: int, output_tokens: int) -> float:
+    """Seconds a request may take: its whole output limit at one slot's share of the speed
+    measured with every slot busy, times the slack, plus settling time."""
+    return SLACK * output_tokens * slots / tokens_per_second + SETTLE_SECONDS
 
 
 class ServedChatTeacher(HFTeacher):
@@ -67,12 +69,12 @@ class ServedChatTeacher(HFTeacher):
             endpoint = self._served(resources)
             limit = self.config.budget.max_thinking_tokens + self.config.budget.max_answer_tokens
             if isinstance(self.config.engine, str):  # started here: its speed sets the limit
-                per_token = measure_seconds_per_token(endpoint)
-                timeout = request_timeout(per_token, limit, endpoint.concurrency)
-                sink.notice(f"{self.model} on llama.cpp: {1 / per_token:.1f} tokens/s on one "
-                            f"stream, {endpoint.concurrency} slots; each request may take up to "
-                            f"{timeout:.0f} s ({limit} tokens at most), and is not asked again "
-                            "while it runs")
+                slots = endpoint.concurrency
+                speed = measure_tokens_per_second(endpoint, slots)
+                timeout = request_timeout(speed, slots, limit)
+                sink.notice(f"{self.model} on llama.cpp: {speed:.1f} tokens/s with its {slots} "
+                            f"slots busy; each request may take up to {timeout:.0f} s ({limit} "
+                            "tokens at most), and is not asked again while it runs")
             else:
                 timeout = self.config.engine.timeout if self.config.engine else 600.0
             OpenAITeacher(self._chat_config(endpoint, timeout)).run(questions, sink)
@@ -95,16 +97,24 @@ class ServedChatTeacher(HFTeacher):
         return endpoint
 
 
-def measure_seconds_per_token(endpoint: EndpointConfig) -> float:
-    """Seconds per written token of one request alone on the server (prompt included)."""
+def measure_tokens_per_second(endpoint: EndpointConfig, streams: int) -> float:
+    """Tokens per second the server writes with `streams` requests at once (prompts included
+    in the time, as in a teacher's requests)."""
     body = {"model": endpoint.model, "max_tokens": PROBE_TOKENS, "temperature": 0,
             "messages": [{"role": "user", "content": "Count from 1 to 100, one per line."}]}
     url = endpoint.base_url.rstrip("/") + "/chat/completions"
-    with httpx.Client(timeout=600.0) as client:
-        client.post(url, json={**body, "max_tokens": 1}).raise_for_status()  # warm-up
-        started = time.perf_counter()
-        reply = client.post(url, json=body)
-        reply.raise_for_status()
-        elapsed = time.perf_counter() - started
-    written = reply.json().get("usage", {}).get("completion_tokens") or PROBE_TOKENS
-    return elapsed / max(1, written)
+
+    async def probe() -> float:
+        async with httpx.AsyncClient(timeout=600.0) as client:
+            (await client.post(url, json={**body, "max_tokens": 1})).raise_for_status()  # warm
+            started = time.perf_counter()
+            replies = await asyncio.gather(*(client.post(url, json=body)
+                                             for _ in range(streams)))
+            elapsed = time.perf_counter() - started
+        written = 0
+        for reply in replies:
+            reply.raise_for_status()
+            written += reply.json().get("usage", {}).get("completion_tokens") or PROBE_TOKENS
+        return written / elapsed
+
+    return asyncio.run(probe())
