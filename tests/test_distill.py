@@ -223,20 +223,3 @@ def test_a_hidden_reasoning_teacher_stops_distill_and_is_not_asked_again(tmp_pat
         assert server.total_calls == 0
     assert again.stopped and "not asking" in again.stopped
 
-
-def test_what_a_teacher_gives_is_said_before_paying_and_from_its_first_reply(
-    tmp_path: Path
-) -> None:
-    task_pool(tmp_path, per_family=1)
-    assert "task families' programs" in distill.teacher_gives(DistillConfig(), tmp_path)
-    with FakeOpenAIServer(reasoning_mode="content") as server:
-        config = DistillConfig(teacher="openai", openai=openai_config(server, concurrency=1),
-                               limit=1)
-        before = distill.teacher_gives(config, tmp_path)
-        assert before.startswith("known from its first reply")
-        named = config.model_copy(update={"openai": openai_config(
-            server, thinking_source="tags")})
-        assert "<think> block" in distill.teacher_gives(named, tmp_path)
-        distill.run(config, tmp_path)
-    after = distill.teacher_gives(config, tmp_path)
-    assert "reasons in its reply's text" in after and str(tmp_path) in after

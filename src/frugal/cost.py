@@ -58,12 +58,12 @@ class CostEstimate:
 
 
 def estimate(recipe: Recipe) -> CostEstimate:
-    from frugal.distill import teacher_gives
     from frugal.evaluate import later_waits, points_of
     from frugal.evaluation.benchmarks import load_questions, resolve
     from frugal.models import load_model
     from frugal.pool import load_pool_questions
     from frugal.reasoning_format import ReasoningFormat
+    from frugal.teachers.announce import teacher_gives
 
     questions = load_pool_questions(recipe.pool)
     if recipe.pool.limit:
