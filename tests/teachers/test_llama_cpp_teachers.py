@@ -85,7 +85,10 @@ def test_the_openai_teacher_on_a_real_server_yields_kept_traces_billed_to_the_ce
     assert calls == total == len(result.traces) and result.complete
     # What the ledger says is what the server's usage comes to at the prices, to the cent
     # (and closer: both are the same sum).
-    assert read_ledger(run_dir).total_dollars == pytest.approx(server_billed, abs=1e-9)
+    ledger_dollars = read_ledger(run_dir).total_dollars
+    print(f"{calls} calls: ledger ${ledger_dollars:.6f}, server usage at the prices "
+          f"${server_billed:.6f}")
+    assert ledger_dollars == pytest.approx(server_billed, abs=1e-9)
     assert server_billed > 0.1
     # A chat model without a reasoning channel: its thinking is the text before its answer line.
     with_thinking = [t for t in result.traces if t.thinking.strip()]

@@ -49,7 +49,7 @@ import openai
 from openai.types.chat import ChatCompletion
 
 from frugal.questions import Question
-from frugal.settings.teachers import PLACEHOLDER_KEY, OpenAITeacherConfig
+from frugal.settings.teachers import PLACEHOLDER_KEY, OpenAITeacherConfig, ThinkingSource
 from frugal.teacher_cache import Reservation
 from frugal.teachers.base import (
     Completion,
@@ -489,17 +489,10 @@ class OpenAITeacher(Teacher):
         return _Reply(usage, response)
 
     def _completion(self, reply: Mapping[str, Any], output_tokens: int) -> Completion:
-        split = split_reply(reply["content"], reply.get("reasoning"),
-                            self.config.thinking_source,
-                            hidden_tokens=reply.get("reasoning_tokens") or 0)
-        return Completion(thinking=split.thinking, answer=split.answer,
-                          output_tokens=output_tokens, found_in=split.found_in)
+        return completion_of(reply, self.config.thinking_source, output_tokens)
 
     def completions(self, response: TeacherResponse) -> list[Completion]:
-        reply = response.extra.get("reply")
-        if not isinstance(reply, dict) or not isinstance(reply.get("content"), str):
-            return response.completions  # stored before replies were kept whole
-        return [self._completion(reply, c.output_tokens) for c in response.completions]
+        return completions_of(response, self.config.thinking_source)
 
     def _hides_reasoning(self, question: Question, response: TeacherResponse) -> str | None:
         """The run-stopping message for a reply that billed reasoning it did not return."""
@@ -553,6 +546,24 @@ class OpenAITeacher(Teacher):
                 "and extra_body in the teacher config"
             )
         return TeacherError(f"{where}. Not retried: {hint}.")
+
+
+def completion_of(reply: Mapping[str, Any], source: ThinkingSource,
+                  output_tokens: int) -> Completion:
+    """The completion a stored chat reply (`extra["reply"]`) gives under `source`."""
+    split = split_reply(reply["content"], reply.get("reasoning"), source,
+                        hidden_tokens=reply.get("reasoning_tokens") or 0)
+    return Completion(thinking=split.thinking, answer=split.answer,
+                      output_tokens=output_tokens, found_in=split.found_in)
+
+
+def completions_of(response: TeacherResponse, source: ThinkingSource) -> list[Completion]:
+    """A stored response's completions split again under `source` (as stored, for a response
+    kept before replies were stored whole)."""
+    reply = response.extra.get("reply")
+    if not isinstance(reply, dict) or not isinstance(reply.get("content"), str):
+        return response.completions
+    return [completion_of(reply, source, c.output_tokens) for c in response.completions]
 
 
 def _reasoning_tokens(raw: ChatCompletion) -> int:

@@ -30,7 +30,7 @@ from frugal.questions import Question
 from frugal.settings.teachers import OpenAITeacherConfig
 from frugal.teachers.base import Completion, ResponseSink, TeacherResponse
 from frugal.teachers.local import HFTeacher
-from frugal.teachers.openai_teacher import OpenAITeacher
+from frugal.teachers.openai_teacher import OpenAITeacher, completions_of
 
 PROBE_TOKENS = 32  # tokens each request of the speed probe writes
 SLACK = 2.0  # a request may take this many times its measured duration
@@ -61,8 +61,7 @@ class ServedChatTeacher(HFTeacher):
             thinking_source="auto")
 
     def completions(self, response: TeacherResponse) -> list[Completion]:
-        placeholder = EndpointConfig(base_url="http://unused/v1", model=self.model)
-        return OpenAITeacher(self._chat_config(placeholder, 1.0)).completions(response)
+        return completions_of(response, "auto")
 
     def run(self, questions: Sequence[Question], sink: ResponseSink) -> None:
         with ExitStack() as resources:
