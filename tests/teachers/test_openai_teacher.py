@@ -292,6 +292,11 @@ def test_split_content_finds_the_final_answer_line_or_the_last_box() -> None:
     assert split_content("So, the answer is 13.\nNo wait.\nSo, the answer is 14.") == (
         "So, the answer is 13.\nNo wait.", "So, the answer is 14.")
     assert split_content("We add them. The answer is 42 apples.") is None  # not a line's start
+    # The asked-for mark inside the last sentence (Qwen2.5-Coder writes it so).
+    assert split_content("1. 40 - 80 = -40\nTherefore, 40 - 80 - 14 is Final Answer: -54.") == (
+        "1. 40 - 80 = -40\nTherefore, 40 - 80 - 14 is", "Final Answer: -54.")
+    assert split_content("The answer is 3.\nCheck: 1 + 2 = 3, Final Answer: 3") == (
+        "The answer is 3.\nCheck: 1 + 2 = 3,", "Final Answer: 3")
     assert split_content("It is 42.") is None
 
 

@@ -10,9 +10,9 @@ Chat endpoints put a model's reasoning in one of four places:
 - `content`: no reasoning channel at all: the chain of thought is written in `content` before the
   final answer (every instruct model behind vLLM, llama.cpp or Ollama, small hosted chat models).
   The teachers' prompt asks for a `Final Answer:` line; the text before the last final-answer
-  line (that, or a line opening with "The answer is", "So, the answer is", ...) is the thinking,
-  that line and what follows it the answer. Without one, the line holding the last `\\boxed{}`
-  starts the answer;
+  line (that, or a line opening with "The answer is", "So, the answer is", ...) or the last
+  `Final Answer:` mark inside a line, whichever is later, is the thinking, the rest the answer.
+  Without either, the line holding the last `\\boxed{}` starts the answer;
 - `hidden`: the provider bills reasoning tokens but returns no reasoning text (OpenAI's reasoning
   models): nothing of the reasoning can become a trace.
 
@@ -42,8 +42,12 @@ _THINK_OPEN, _THINK_CLOSE = "<think>", "</think>"
 _FINAL_ANSWER_LINE = re.compile(
     r"^[\s#>*_`-]*(?:(?:so|thus|therefore|hence)\s*,?\s*)?(?:the\s+)?"
     r"(?:final\s+answer\b|answer\s*(?:is\b|:))",
-    re.IGNORECASE)
+    re.IGNORECASE | re.MULTILINE)
+# The marker the teachers' prompt asks for, where a model writes it inside its last sentence
+# ("Therefore, 40 - 80 - 14 is Final Answer: -54."): with its colon, it is never reasoning.
+_FINAL_ANSWER_MARK = re.compile(r"\bfinal\s+answer\s*:", re.IGNORECASE)
 _BOXED = "\\boxed{"
+_MARKUP = re.compile(r"[\s#>*_`-]*")
 
 # One sentence per place, for the notes that say what a teacher gives.
 DESCRIPTIONS = {
@@ -52,7 +56,8 @@ DESCRIPTIONS = {
     "content": "it reasons in its reply's text: the text before its final-answer line is the "
     "thinking",
     FOUND_NONE: "no reasoning was found (no reasoning field, no <think> block, no final-answer "
-    "line or \\boxed{}): such traces have no thinking and curation drops them",
+    "line, Final Answer: mark or \\boxed{}): such traces have no thinking and curation drops "
+    "them",
     FOUND_HIDDEN: "it hides its reasoning (billed as reasoning tokens, no text returned)",
 }
 
@@ -85,15 +90,30 @@ def split_tags(content: str) -> tuple[str | None, str]:
 
 def split_content(content: str) -> tuple[str, str] | None:
     """(thinking, answer) of a chain of thought written in the reply's text, None when it has
-    neither a final-answer line nor a `\\boxed{}` to end it."""
-    lines = content.strip().splitlines()
-    start = next((i for i in range(len(lines) - 1, -1, -1)
-                  if _FINAL_ANSWER_LINE.match(lines[i])), None)
-    if start is None:
-        start = next((i for i in range(len(lines) - 1, -1, -1) if _BOXED in lines[i]), None)
-    if start is None:
-        return None
-    return "\n".join(lines[:start]).strip(), "\n".join(lines[start:]).strip()
+    no final-answer line, no `Final Answer:` mark and no `\\boxed{}` to end it.
+
+    The answer starts at the last final-answer line or `Final Answer:` mark, whichever comes
+    later; without either, at the line holding the last `\\boxed{}`.
+    """
+    text = content.strip()
+    starts = [_line_start_if_only_markup(text, m.start())
+              for pattern in (_FINAL_ANSWER_LINE, _FINAL_ANSWER_MARK)
+              for m in list(pattern.finditer(text))[-1:]]
+    if starts:
+        start = max(starts)
+    else:
+        boxed = text.rfind(_BOXED)
+        if boxed < 0:
+            return None
+        start = text.rfind("\n", 0, boxed) + 1  # the start of its line
+    return text[:start].strip(), text[start:].strip()
+
+
+def _line_start_if_only_markup(text: str, position: int) -> int:
+    """`position`, or the start of its line when only markup stands before it there
+    ("**Final Answer:**" belongs whole to the answer)."""
+    line_start = text.rfind("\n", 0, position) + 1
+    return line_start if _MARKUP.fullmatch(text[line_start:position]) else position
 
 
 def split_reply(
