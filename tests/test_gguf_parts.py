@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from frugal.gguf_parts import PartedGguf, PartsError, joined, main
+from frugal.gguf_parts import PartedGguf, PartsError, joined
+from frugal.install_models import main
 from frugal.models import ALIASES
 
 PARTS = [b"GGUF" + bytes(range(256)) * 3, b"second part" * 50, b"tail"]

@@ -47,6 +47,7 @@ from frugal.teacher_cache import (
 )
 from frugal.teachers.announce import announce_thinking, hidden_reasoning
 from frugal.teachers.base import Teacher, TeacherResponse, TeacherStopped, Usage
+from frugal.teachers.configured import make_teacher
 
 
 @dataclass
@@ -96,29 +97,6 @@ class DistillResult:
             fixes.append("set distill.retry_failed=true (--retry-failed) to ask failed "
                          "questions again")
         return "; ".join(parts) + ". Fix: " + ", or ".join(fixes) + "."
-
-
-def make_teacher(config: DistillConfig) -> Teacher:
-    if config.teacher == "openai":
-        if config.openai is None:
-            raise ValueError(
-                "the openai teacher needs an endpoint and a model. Fix: pass --model (and "
-                "--base-url for a local server), or set distill.openai in the recipe."
-            )
-        from frugal.teachers.openai_teacher import OpenAITeacher
-
-        return OpenAITeacher(config.openai)
-    if config.teacher == "hf" and config.local.style == "chat":
-        from frugal.teachers.served_chat import ServedChatTeacher
-
-        return ServedChatTeacher(config.local)
-    if config.teacher in ("hf", "self"):
-        from frugal.teachers.local import HFTeacher, SelfTeacher
-
-        return (HFTeacher if config.teacher == "hf" else SelfTeacher)(config.local)
-    from frugal.teachers.offline import DatasetTeacher, ProgramTeacher
-
-    return ProgramTeacher() if config.teacher == "program" else DatasetTeacher()
 
 
 def teacher_request(teacher: Teacher, question: Question, params: dict[str, Any]) -> Any:

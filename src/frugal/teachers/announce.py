@@ -18,6 +18,7 @@ from frugal.run_files import TEACHER_CACHE
 from frugal.settings.distill import DistillConfig
 from frugal.teacher_cache import TeacherCache
 from frugal.teachers.base import Teacher, TeacherResponse
+from frugal.teachers.configured import make_teacher
 from frugal.teachers.thinking import DESCRIPTIONS, FOUND_HIDDEN, FOUND_NONE
 
 
@@ -53,8 +54,6 @@ def teacher_gives(config: DistillConfig, run_dir: Path | None = None) -> str:
     source = config.openai.thinking_source if config.openai else "auto"
     cache_path = run_dir / TEACHER_CACHE if run_dir is not None else None
     if config.openai is not None and cache_path is not None and cache_path.is_file():
-        from frugal.distill import make_teacher
-
         teacher = make_teacher(config)
         with TeacherCache(cache_path) as cache:
             stored = cache.latest_response(teacher.kind, teacher.model)
