@@ -7,7 +7,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from frugal.ledger import TokenPrices
-from frugal.settings.teachers import LocalTeacherConfig, OpenAITeacherConfig
+from frugal.settings.teachers import (
+    CHAT_NEEDS_A_SERVER,
+    LocalTeacherConfig,
+    OpenAITeacherConfig,
+)
 
 TeacherKind = Literal["openai", "hf", "program", "dataset", "self"]
 
@@ -40,6 +44,8 @@ class DistillConfig(BaseModel):
 
     @model_validator(mode="after")
     def _chat_style_is_one_answer(self) -> DistillConfig:
+        if self.teacher == "hf" and self.local.style == "chat" and self.local.engine is None:
+            raise ValueError(CHAT_NEEDS_A_SERVER)
         if self.teacher == "self" and self.local.style == "chat":
             raise ValueError(
                 "local.style chat is for the hf teacher (an instruct model answering in its own "

@@ -14,6 +14,11 @@ from frugal.settings.engines import LlamaCppSection
 # Sent when the key's variable is unset: vLLM, Ollama and llama.cpp accept any key.
 PLACEHOLDER_KEY = "EMPTY"
 
+CHAT_NEEDS_A_SERVER = (
+    "local.style chat asks the model through a chat-completions server, which frugal's local "
+    "engine is not. Fix: set local.engine (--local-engine) to llama.cpp or vllm (started for "
+    "the distillation) or to a server's URL")
+
 # Where a reply's reasoning is read from (frugal.teachers.thinking): per reply, or one place.
 ThinkingSource = Literal["auto", "field", "tags", "content"]
 

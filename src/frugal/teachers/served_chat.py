@@ -27,7 +27,7 @@ import httpx
 
 from frugal.endpoint_config import EndpointConfig
 from frugal.questions import Question
-from frugal.settings.teachers import OpenAITeacherConfig
+from frugal.settings.teachers import CHAT_NEEDS_A_SERVER, OpenAITeacherConfig
 from frugal.teachers.base import Completion, ResponseSink, TeacherResponse
 from frugal.teachers.local import HFTeacher
 from frugal.teachers.openai_teacher import OpenAITeacher, completions_of
@@ -67,30 +67,29 @@ class ServedChatTeacher(HFTeacher):
         with ExitStack() as resources:
             endpoint = self._served(resources)
             limit = self.config.budget.max_thinking_tokens + self.config.budget.max_answer_tokens
-            if isinstance(self.config.engine, str):  # started here: its speed sets the limit
+            engine = self.config.engine
+            if isinstance(engine, EndpointConfig):  # someone else's server: its own setting
+                timeout = engine.timeout
+            else:  # started here: its measured speed sets the limit
                 slots = endpoint.concurrency
                 speed = measure_tokens_per_second(endpoint, slots)
                 timeout = request_timeout(speed, slots, limit)
-                sink.notice(f"{self.model} on llama.cpp: {speed:.1f} tokens/s with its {slots} "
+                sink.notice(f"{self.model} on {engine}: {speed:.1f} tokens/s with its {slots} "
                             f"slots busy; each request may take up to {timeout:.0f} s ({limit} "
                             "tokens at most), and is not asked again while it runs")
-            else:
-                timeout = self.config.engine.timeout if self.config.engine else 600.0
             OpenAITeacher(self._chat_config(endpoint, timeout)).run(questions, sink)
 
     def _served(self, resources: ExitStack) -> EndpointConfig:
         engine = self.config.engine
         if isinstance(engine, EndpointConfig):
             return engine
-        if engine != "llama.cpp":
-            raise ValueError(
-                "distill.local.style chat asks the model through a chat-completions server: set "
-                "distill.local.engine to llama.cpp (started here) or to a server's URL")
+        if engine is None:  # refused by DistillConfig; kept for a config built another way
+            raise ValueError(CHAT_NEEDS_A_SERVER)
         from frugal.engine_servers import PROMPT_TOKENS_BOUND, context_length, managed_endpoint
 
         budget = self.config.budget
         endpoint = resources.enter_context(managed_endpoint(
-            "llama.cpp", self.config.model, {}, dtype="auto", llama_cpp=self.config.llama_cpp,
+            engine, self.config.model, {}, dtype="auto", llama_cpp=self.config.llama_cpp,
             context_tokens=context_length(PROMPT_TOKENS_BOUND, budget.max_thinking_tokens,
                                           budget.max_answer_tokens)))
         return endpoint
