@@ -224,7 +224,6 @@ def test_a_hidden_reasoning_teacher_stops_distill_and_is_not_asked_again(tmp_pat
     assert again.stopped and "not asking" in again.stopped
 
 
-
 def test_the_chat_style_needs_a_server_and_is_for_the_hf_teacher() -> None:
     with pytest.raises(ValueError, match="chat-completions server.*--local-engine"):
         DistillConfig(teacher="hf", local={"style": "chat"})

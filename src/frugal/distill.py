@@ -45,9 +45,10 @@ from frugal.teacher_cache import (
     base_key_of,
     cache_key,
 )
-from frugal.teachers.announce import announce_thinking, hidden_reasoning
+from frugal.teachers.announce import announce_thinking
 from frugal.teachers.base import Teacher, TeacherResponse, TeacherStopped, Usage
 from frugal.teachers.configured import make_teacher
+from frugal.teachers.thinking import FOUND_HIDDEN
 
 
 @dataclass
@@ -192,7 +193,7 @@ class _CachingSink:
         self.calls += 1
         self.tokens += response.input_tokens + response.output_tokens
         if not self.announced:
-            self.announced = announce_thinking(self.teacher, [response], self.events)
+            self.announced = bool(announce_thinking(self.teacher, [response], self.events))
         self._advance()
 
     def billed(self, reservation: Reservation, usage: Usage, reason: str) -> None:
@@ -285,8 +286,8 @@ def collect(
     # teacher that hides its reasoning is not asked again (it would bill reasoning for nothing).
     earlier = [TeacherResponse.from_dict(r) for key in sorted(cached)
                if (r := cache.get(key)) is not None]
-    announced = announce_thinking(teacher, earlier, events)
-    hides = hidden_reasoning(teacher, earlier)
+    found_in = announce_thinking(teacher, earlier, events)
+    hides = found_in[FOUND_HIDDEN] > 0
     todo, asked = [], set()
     for q in questions:
         key = keys[q.id]
@@ -298,7 +299,7 @@ def collect(
     with events.progress(label, len(questions), len(questions) - len(todo), tokens=0,
                          dollars=0.0, failed=len(final_failures)) as bar:
         sink = _CachingSink(teacher, cache, keys, params, prices, max_cost, bar, events)
-        sink.announced = announced
+        sink.announced = bool(found_in)
         sink.paid_elsewhere = paid_elsewhere
         sink.failed.update({f.question_id: f.reason for f in final_failures.values()})
         interrupted = False

@@ -37,7 +37,7 @@ def test_cached_replies_are_counted_by_where_their_thinking_was() -> None:
     replies = [TeacherResponse([Completion("", "x", found_in=where)], extra={})
                for where in ("content", "content", "none")]
     events = RecordedEvents()
-    assert announce_thinking(teacher, replies, events)
+    assert announce_thinking(teacher, replies, events) == {"content": 2, "none": 1}
     ((note, warning),) = events.notes
     assert note == ("teacher m: it reasons in its reply's text: the text before its final-answer "
                     "line is the thinking (in 2 of the 3 replies it gave before; none in 1)")

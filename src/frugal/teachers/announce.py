@@ -4,8 +4,8 @@ A user must know, before paying, whether a teacher's reasoning can become traces
 reasoning field, a `<think>` block and a chain of thought before a final-answer line can; hidden
 reasoning cannot. `teacher_gives` says what can be told from the settings and from replies a run
 directory already holds (`frugal cost`); `announce_thinking` says what replies show once they
-come (`frugal distill`); `hidden_reasoning` is what stops a re-run from asking a teacher that
-hides its reasoning again.
+come (`frugal distill`), and its count of hidden replies is what stops a re-run from asking a
+teacher that hides its reasoning again.
 """
 
 from __future__ import annotations
@@ -24,19 +24,20 @@ from frugal.teachers.thinking import DESCRIPTIONS, FOUND_HIDDEN, FOUND_NONE
 
 def announce_thinking(
     teacher: Teacher, responses: list[TeacherResponse], events: Events
-) -> bool:
+) -> Counter[str]:
     """Say where the teacher's thinking comes from, as its replies show (its first reply, or
-    those cached before); False when the teacher writes thinking and answer apart."""
+    those cached before); return how many replies had it where (empty, and nothing said, for a
+    teacher that writes thinking and answer apart)."""
     found = Counter(c.found_in for r in responses for c in teacher.completions(r) if c.found_in)
     if not found:
-        return False
+        return found
     usual, count = found.most_common(1)[0]
     seen = "from its first reply" if len(responses) == 1 else (
         f"in {count} of the {sum(found.values())} replies it gave before" + "".join(
             f"; {where} in {n}" for where, n in found.most_common()[1:]))
     events.note(f"teacher {teacher.model}: {DESCRIPTIONS.get(usual, usual)} ({seen})",
                 warning=usual in (FOUND_NONE, FOUND_HIDDEN))
-    return True
+    return found
 
 
 def teacher_gives(config: DistillConfig, run_dir: Path | None = None) -> str:
@@ -67,7 +68,3 @@ def teacher_gives(config: DistillConfig, run_dir: Path | None = None) -> str:
             "<think> block, or the chain of thought before its final-answer line; a teacher "
             "that hides its reasoning stops the run at that reply")
 
-
-def hidden_reasoning(teacher: Teacher, responses: list[TeacherResponse]) -> bool:
-    """Whether a stored reply of this teacher billed reasoning it never returned."""
-    return any(c.found_in == FOUND_HIDDEN for r in responses for c in teacher.completions(r))
